@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: builds/installs the pinned tools (cached after
+# the first run), builds the Rust workspace once, and runs every test against the real
+# components (etcd, kube-apiserver, controller-manager, scheduler, kwok, Redis Cluster, git).
+#
+#   bash scripts/test.sh              # everything
+#   bash scripts/test.sh -p capstan-store   # extra arguments go to `cargo test`
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+START=$SECONDS
+say() { printf '[test %4ds] %s\n' "$((SECONDS - START))" "$*"; }
+
+if ! command -v cargo >/dev/null; then
+    echo "error: cargo (Rust) is required: https://rustup.rs" >&2
+    exit 1
+fi
+
+say "tools: building or checking the pinned tools (scripts/tools.sh)"
+bash scripts/tools.sh
+
+# Two cores: one build of everything, then run. `--no-run` first so compile time and test
+# time are reported separately.
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+say "build: compiling the workspace and its tests"
+cargo test --workspace --all-targets --locked --no-run "$@"
+BUILT=$SECONDS
+say "run: running the tests"
+cargo test --workspace --all-targets --locked "$@"
+say "done: build $((BUILT - START))s (incl. tools), tests $((SECONDS - BUILT))s"
