@@ -24,8 +24,8 @@ bash scripts/tools.sh
 # time are reported separately.
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 say "build: compiling the workspace and its tests"
-cargo test --workspace --all-targets --locked --no-run "$@"
+cargo test --workspace --locked --no-run "$@"
 BUILT=$SECONDS
-say "run: running the tests"
-cargo test --workspace --all-targets --locked "$@"
+say "run: running the tests (unit, integration and doc tests)"
+cargo test --workspace --locked "$@"
 say "done: build $((BUILT - START))s (incl. tools), tests $((SECONDS - BUILT))s"
