@@ -4,7 +4,7 @@
 # components (etcd, kube-apiserver, controller-manager, scheduler, kwok, Redis Cluster, git).
 #
 #   bash scripts/test.sh              # everything
-#   bash scripts/test.sh -p capstan-store   # extra arguments go to `cargo test`
+#   bash scripts/test.sh --test apiserver   # extra arguments go to `cargo test`
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
