@@ -83,6 +83,19 @@ build_go_tool() {
         printf '%s\n' "$main_go" >"$work/main.go"
     fi
     local t0=$SECONDS
+    # A heartbeat, so a cold Kubernetes build (15+ minutes on 2 cores) is not a silent terminal.
+    local begun
+    begun=$(date +%s)
+    (
+        trap 'kill "$tick" 2>/dev/null; exit 0' TERM
+        while :; do
+            sleep 60 &
+            tick=$!
+            wait "$tick"
+            say "$name $version: still building ($(($(date +%s) - begun))s; see $work/log)"
+        done
+    ) &
+    local heartbeat=$! status=0
     (
         cd "$work"
         if [[ -n "$main_go" ]]; then
@@ -92,10 +105,13 @@ build_go_tool() {
             go get "${@/%/@$version}" >"$work/log" 2>&1 || go get "$@" >>"$work/log" 2>&1
         fi
         go build -ldflags "-s -w $ldflags" -o "$dest/bin/" "$@" >>"$work/log" 2>&1
-    ) || {
+    ) || status=$?
+    kill "$heartbeat" 2>/dev/null || true
+    wait "$heartbeat" 2>/dev/null || true
+    if ((status != 0)); then
         tail -30 "$work/log" >&2
         die "building $name $version failed (full log: $work/log)"
-    }
+    fi
     cp "$work/go.mod" "$dest/go.mod"
     rm -rf "$work"
     touch "$dest/.complete"
