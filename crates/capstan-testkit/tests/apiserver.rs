@@ -142,10 +142,10 @@ async fn crd_registered_and_watched() -> Result<()> {
 
     let seen = tokio::time::timeout(DEADLINE, async {
         while let Some(event) = events.try_next().await? {
-            if let watcher::Event::Apply(obj) = event {
-                if obj.metadata.name.as_deref() == Some("sprocket") {
-                    return anyhow::Ok(obj);
-                }
+            if let watcher::Event::Apply(obj) = event
+                && obj.metadata.name.as_deref() == Some("sprocket")
+            {
+                return anyhow::Ok(obj);
             }
         }
         anyhow::bail!("watch ended without the widget")

@@ -50,15 +50,24 @@ fn devcluster_serves_kubectl_and_cleans_up_on_interrupt() -> Result<()> {
         .arg(&kubeconfig)
         .args(["get", "nodes", "-o", "name"])
         .output()?;
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "node/kwok-node-0");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "node/kwok-node-0"
+    );
 
     let pid = libc::pid_t::try_from(child.0.id())?;
     // SAFETY: kill(2) on our own child.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
-    let status = wait_until_blocking("capstan-devcluster to exit after SIGINT", Duration::from_secs(30), || {
-        Ok(child.0.try_wait()?)
-    })?;
+    let status = wait_until_blocking(
+        "capstan-devcluster to exit after SIGINT",
+        Duration::from_secs(30),
+        || Ok(child.0.try_wait()?),
+    )?;
     assert!(status.success(), "exit status {status}");
     assert!(!kubeconfig.exists(), "kubeconfig left behind");
     Ok(())

@@ -14,10 +14,9 @@ fn alive(pid: u32) -> bool {
     // A zombie is dead for our purposes: it only waits to be reaped by its parent.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|stat| {
-            !stat
-                .split_whitespace()
+            stat.split_whitespace()
                 .nth(2)
-                .is_some_and(|state| state == "Z")
+                .is_none_or(|state| state != "Z")
         })
         .unwrap_or(false)
 }

@@ -1,0 +1,13 @@
+//! Capstan's engine: the counterpart of Argo CD's gitops-engine. It will hold the cluster
+//! cache, diff and sync; today it holds **health**.
+//!
+//! - [`health`]: judges live objects (built-in checks for core kinds, custom checks in
+//!   sandboxed Lua with Argo CD's `health.lua` contract) and rolls them up into an
+//!   Application's health. Start at [`health::HealthAssessor`].
+//!
+//! Objects are handled as [`serde_json::Value`], the form the watch-based cluster cache keeps
+//! dynamic objects in. The user guide is `docs/health.md`.
+
+pub mod health;
+
+pub use health::{HealthAssessor, HealthConfig, HealthStatusCode, HealthVerdict};
