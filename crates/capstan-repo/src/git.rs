@@ -31,7 +31,6 @@ use std::time::Instant;
 use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
 use gix::remote::Direction;
-use tracing::Instrument as _;
 
 /// The refspecs every fetch uses: all branches and all tags, forced, mirrored 1:1.
 pub const FETCH_REFSPECS: [&str; 2] = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"];
@@ -804,7 +803,7 @@ impl RepoCache {
 
     /// The directory a URL is cached in.
     pub fn dir_for(&self, url: &RepoUrl) -> PathBuf {
-        self.inner.config.root.join(url.cache_dir_name())
+        self.inner.dir_for(url)
     }
 
     /// Counters, for tests and metrics.
@@ -853,61 +852,39 @@ impl RepoCache {
             if let Some(existing) = state.inflight.get(url) {
                 existing.clone()
             } else {
+                self.inner.fetches.fetch_add(1, Ordering::SeqCst);
                 let inner = Arc::clone(&self.inner);
                 let dir = handle.path.clone();
                 let key = url.clone();
                 let credentials = credentials.clone();
-                inner.fetches.fetch_add(1, Ordering::SeqCst);
-                let worker_url = key.to_string();
-                // Spawned, so the fetch completes (and leaves the in-flight map) even if every
-                // caller is cancelled; callers share its outcome.
                 let span = tracing::info_span!("git_fetch", url = %key);
-                let task = tokio::spawn(
-                    async move {
-                        let task_url = key.clone();
-                        let task_dir = dir.clone();
-                        let blocking_span = tracing::Span::current();
-                        let result = tokio::task::spawn_blocking(move || {
-                            let _entered = blocking_span.enter();
-                            let outcome = fetch_blocking(&task_dir, &task_url, &credentials);
-                            let bytes = dir_size(&task_dir);
-                            outcome.map(|o| (o, bytes))
-                        })
-                        .await
-                        .unwrap_or_else(|e| {
-                            Err(GitError::Worker {
-                                url: key.to_string(),
-                                message: e.to_string(),
-                            })
-                        });
-                        let result = {
-                            let mut state = lock(&inner.state);
-                            state.inflight.remove(&key);
-                            match result {
-                                Ok((outcome, bytes)) => {
-                                    if let Some(entry) = state.entries.get_mut(&key) {
-                                        entry.bytes = bytes;
-                                    }
-                                    Ok(outcome)
-                                }
-                                Err(e) => Err(e),
-                            }
-                        };
-                        match &result {
-                            Ok(_) => tracing::debug!(url = %key, "fetched"),
-                            Err(error) => tracing::warn!(url = %key, %error, "fetch failed"),
+                // A blocking task runs to completion (and leaves the in-flight map) even if
+                // every caller is cancelled; callers share its outcome. The budget is
+                // enforced here, once per fetch, not once per caller sharing it.
+                let task = tokio::task::spawn_blocking(move || {
+                    let _entered = span.enter();
+                    let result = fetch_blocking(&dir, &key, &credentials);
+                    let bytes = dir_size(&dir);
+                    {
+                        let mut state = lock(&inner.state);
+                        state.inflight.remove(&key);
+                        if result.is_ok()
+                            && let Some(entry) = state.entries.get_mut(&key)
+                        {
+                            entry.bytes = bytes;
                         }
-                        result
                     }
-                    .instrument(span),
-                );
+                    match &result {
+                        Ok(_) => tracing::debug!(url = %key, "fetched"),
+                        Err(error) => tracing::warn!(url = %key, %error, "fetch failed"),
+                    }
+                    inner.enforce_budget_blocking();
+                    result
+                });
+                let worker_url = url.clone();
                 let shared = async move {
-                    task.await.unwrap_or_else(|e| {
-                        Err(GitError::Worker {
-                            url: worker_url,
-                            message: e.to_string(),
-                        })
-                    })
+                    task.await
+                        .unwrap_or_else(|e| Err(worker_error(&worker_url, e)))
                 }
                 .boxed()
                 .shared();
@@ -916,7 +893,6 @@ impl RepoCache {
             }
         };
         let outcome = shared.await?;
-        self.enforce_budget().await;
         Ok((handle, outcome))
     }
 
@@ -939,21 +915,33 @@ impl RepoCache {
             list_refs_blocking(&dir, &task_url, &credentials)
         })
         .await
-        .unwrap_or_else(|e| {
-            Err(GitError::Worker {
-                url: url.to_string(),
-                message: e.to_string(),
-            })
-        });
+        .unwrap_or_else(|e| Err(worker_error(url, e)));
         drop(handle);
         result
     }
 
     /// Evicts least recently used repositories that nobody uses until the total size fits
-    /// the budget. Called after every fetch; public so a service can call it on a timer.
+    /// the budget. Every fetch does this when it finishes; public so a service can also call
+    /// it on a timer.
     pub async fn enforce_budget(&self) {
+        let inner = Arc::clone(&self.inner);
+        if let Err(error) =
+            tokio::task::spawn_blocking(move || inner.enforce_budget_blocking()).await
+        {
+            tracing::warn!(%error, "git cache eviction task failed");
+        }
+    }
+}
+
+impl Inner {
+    fn dir_for(&self, url: &RepoUrl) -> PathBuf {
+        self.config.root.join(url.cache_dir_name())
+    }
+
+    /// [`RepoCache::enforce_budget`], on the calling (blocking) thread.
+    fn enforce_budget_blocking(&self) {
         let victims = {
-            let mut state = lock(&self.inner.state);
+            let mut state = lock(&self.state);
             let mut total: u64 = state.entries.values().map(|e| e.bytes).sum();
             let mut candidates: Vec<(Option<Instant>, RepoUrl, u64)> = state
                 .entries
@@ -964,7 +952,7 @@ impl RepoCache {
             candidates.sort();
             let mut victims = Vec::new();
             for (_, url, bytes) in candidates {
-                if total <= self.inner.config.max_bytes {
+                if total <= self.config.max_bytes {
                     break;
                 }
                 // Renamed away while the state lock is held, so a fetch that starts right
@@ -979,7 +967,7 @@ impl RepoCache {
                 ));
                 match std::fs::rename(&dir, &doomed) {
                     Ok(()) => {
-                        self.inner.evictions.fetch_add(1, Ordering::SeqCst);
+                        self.evictions.fetch_add(1, Ordering::SeqCst);
                         victims.push((url.clone(), doomed));
                     }
                     Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
@@ -995,12 +983,18 @@ impl RepoCache {
         };
         for (url, doomed) in victims {
             tracing::info!(url = %url, "evicted repository from the git cache");
-            let result =
-                tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&doomed)).await;
-            if let Ok(Err(error)) = result {
+            if let Err(error) = std::fs::remove_dir_all(&doomed) {
                 tracing::warn!(url = %url, %error, "could not delete an evicted repository");
             }
         }
+    }
+}
+
+/// A blocking task that panicked or was cancelled, as the error its callers see.
+fn worker_error(url: &RepoUrl, error: tokio::task::JoinError) -> GitError {
+    GitError::Worker {
+        url: url.to_string(),
+        message: error.to_string(),
     }
 }
 
