@@ -65,13 +65,40 @@ fn server() -> anyhow::Result<GitHttpServer> {
     GitHttpServer::start_temp(GitHttpOptions::default().with_basic_auth(USER, PASSWORD))
 }
 
-#[tokio::test]
-async fn fetches_over_http_with_basic_auth_and_resolves_every_form() -> anyhow::Result<()> {
+/// The usual setup: the fixture repo served over HTTP with basic auth, and an unbounded
+/// cache in a temp dir. Every field must stay alive for the test's duration.
+struct Served {
+    fx: Fixture,
+    server: GitHttpServer,
+    url: RepoUrl,
+    tmp: tempfile::TempDir,
+    repos: RepoCache,
+}
+
+fn served() -> anyhow::Result<Served> {
     let fx = fixture()?;
     let server = server()?;
     let url = RepoUrl::parse(&server.url_for(&fx.repo)?)?;
     let tmp = tempfile::tempdir()?;
     let repos = cache(&tmp, u64::MAX)?;
+    Ok(Served {
+        fx,
+        server,
+        url,
+        tmp,
+        repos,
+    })
+}
+
+#[tokio::test]
+async fn fetches_over_http_with_basic_auth_and_resolves_every_form() -> anyhow::Result<()> {
+    let Served {
+        fx,
+        server: _server,
+        url,
+        tmp: _tmp,
+        repos,
+    } = served()?;
 
     let (handle, outcome) = repos.fetch(&url, &basic()).await?;
     assert!(outcome.received_pack);
@@ -147,11 +174,13 @@ async fn short_sha_resolves_from_the_object_database() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn failed_auth_error_names_no_secret() -> anyhow::Result<()> {
-    let fx = fixture()?;
-    let server = server()?;
-    let url = RepoUrl::parse(&server.url_for(&fx.repo)?)?;
-    let tmp = tempfile::tempdir()?;
-    let repos = cache(&tmp, u64::MAX)?;
+    let Served {
+        fx: _fx,
+        server: _server,
+        url,
+        tmp: _tmp,
+        repos,
+    } = served()?;
     let wrong = Credentials::Basic {
         username: USER.to_owned(),
         password: "wrong-password-987".to_owned(),
@@ -200,11 +229,13 @@ async fn fetches_with_a_bearer_token() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn concurrent_fetches_of_one_repo_are_coalesced() -> anyhow::Result<()> {
-    let fx = fixture()?;
-    let server = server()?;
-    let url = RepoUrl::parse(&server.url_for(&fx.repo)?)?;
-    let tmp = tempfile::tempdir()?;
-    let repos = cache(&tmp, u64::MAX)?;
+    let Served {
+        fx: _fx,
+        server,
+        url,
+        tmp: _tmp,
+        repos,
+    } = served()?;
     let creds = basic();
     let fetches = (0..16).map(|_| repos.fetch(&url, &creds));
     let results = futures::future::join_all(fetches).await;
@@ -222,11 +253,13 @@ async fn concurrent_fetches_of_one_repo_are_coalesced() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn ref_listings_are_cached_and_invalidated() -> anyhow::Result<()> {
-    let fx = fixture()?;
-    let server = server()?;
-    let url = RepoUrl::parse(&server.url_for(&fx.repo)?)?;
-    let tmp = tempfile::tempdir()?;
-    let repos = cache(&tmp, u64::MAX)?;
+    let Served {
+        fx,
+        server,
+        url,
+        tmp: _tmp,
+        repos,
+    } = served()?;
     let refs = RefCache::new(repos.clone(), Duration::from_secs(600));
     let creds = basic();
     // 200 applications on one repo, concurrently and then again.
@@ -317,11 +350,13 @@ async fn disk_budget_evicts_least_recently_used_unused_repos() -> anyhow::Result
 
 #[tokio::test]
 async fn a_listing_and_a_fetch_racing_on_a_new_repo_share_its_creation() -> anyhow::Result<()> {
-    let fx = fixture()?;
-    let server = server()?;
-    let url = RepoUrl::parse(&server.url_for(&fx.repo)?)?;
-    let tmp = tempfile::tempdir()?;
-    let repos = cache(&tmp, u64::MAX)?;
+    let Served {
+        fx,
+        server: _server,
+        url,
+        tmp,
+        repos,
+    } = served()?;
     let creds = basic();
     let (fetched, listed) = tokio::join!(repos.fetch(&url, &creds), repos.list_refs(&url, &creds));
     let (handle, _) = fetched?;
