@@ -43,6 +43,16 @@ fn assessor(yaml: &str) -> HealthAssessor {
     HealthAssessor::new(&config).expect("scripts compile")
 }
 
+/// The cert-manager Certificate check from Argo CD's docs, with the default limits.
+fn certificate_check() -> HealthAssessor {
+    let mut data = std::collections::BTreeMap::new();
+    data.insert(
+        "resource.customizations.health.cert-manager.io_Certificate".to_owned(),
+        CERTIFICATE_CHECK.to_owned(),
+    );
+    HealthAssessor::new(&HealthConfig::from_data(&data).expect("config")).expect("compiles")
+}
+
 fn one_check(key: &str, script: &str) -> HealthAssessor {
     let mut data = std::collections::BTreeMap::new();
     data.insert(
@@ -63,13 +73,7 @@ fn verdict(assessor: &HealthAssessor, obj: &Value) -> HealthVerdict {
 
 #[test]
 fn certificate_check_from_the_docs() {
-    let mut data = std::collections::BTreeMap::new();
-    data.insert(
-        "resource.customizations.health.cert-manager.io_Certificate".to_owned(),
-        CERTIFICATE_CHECK.to_owned(),
-    );
-    let a =
-        HealthAssessor::new(&HealthConfig::from_data(&data).expect("config")).expect("compiles");
+    let a = certificate_check();
     assert_eq!(
         verdict(
             &a,
@@ -392,13 +396,7 @@ fn a_user_pcall_still_works() {
 
 #[test]
 fn concurrent_evaluations() {
-    let mut data = std::collections::BTreeMap::new();
-    data.insert(
-        "resource.customizations.health.cert-manager.io_Certificate".to_owned(),
-        CERTIFICATE_CHECK.to_owned(),
-    );
-    let a =
-        HealthAssessor::new(&HealthConfig::from_data(&data).expect("config")).expect("compiles");
+    let a = certificate_check();
     std::thread::scope(|s| {
         for t in 0..8 {
             let a = &a;
