@@ -1,6 +1,7 @@
 //! Waiting on conditions with deadlines (never fixed sleeps).
 
 use std::future::Future;
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
@@ -17,25 +18,12 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Option<T>>>,
 {
-    let deadline = Instant::now() + timeout;
-    let mut delay = Duration::from_millis(20);
-    let mut last = String::from("condition not met yet");
+    let mut poll = Poll::new(what, timeout);
     loop {
-        match check().await {
-            Ok(Some(value)) => return Ok(value),
-            Ok(None) => {}
-            Err(err) if err.downcast_ref::<ProcessExited>().is_some() => {
-                return Err(err.context(format!("while waiting for {what}")));
-            }
-            Err(err) => last = format!("{err:#}"),
+        match poll.step(check().await) {
+            ControlFlow::Break(result) => return result,
+            ControlFlow::Continue(delay) => tokio::time::sleep(delay).await,
         }
-        if Instant::now() >= deadline {
-            return Err(anyhow!(
-                "timed out after {timeout:?} waiting for {what}: {last}"
-            ));
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(500));
     }
 }
 
@@ -45,21 +33,56 @@ pub fn wait_until_blocking<T>(
     timeout: Duration,
     mut check: impl FnMut() -> Result<Option<T>>,
 ) -> Result<T> {
-    let deadline = Instant::now() + timeout;
-    let mut delay = Duration::from_millis(20);
-    let mut last = String::from("condition not met yet");
+    let mut poll = Poll::new(what, timeout);
     loop {
-        match check() {
-            Ok(Some(value)) => return Ok(value),
+        match poll.step(check()) {
+            ControlFlow::Break(result) => return result,
+            ControlFlow::Continue(delay) => std::thread::sleep(delay),
+        }
+    }
+}
+
+/// The deadline, back-off and last error shared by both waits.
+struct Poll<'a> {
+    what: &'a str,
+    timeout: Duration,
+    deadline: Instant,
+    delay: Duration,
+    last: String,
+}
+
+impl<'a> Poll<'a> {
+    fn new(what: &'a str, timeout: Duration) -> Self {
+        Self {
+            what,
+            timeout,
+            deadline: Instant::now() + timeout,
+            delay: Duration::from_millis(10),
+            last: String::from("condition not met yet"),
+        }
+    }
+
+    /// Judges one attempt: done (with the value or the final error), or how long to sleep.
+    fn step<T>(&mut self, attempt: Result<Option<T>>) -> ControlFlow<Result<T>, Duration> {
+        match attempt {
+            Ok(Some(value)) => return ControlFlow::Break(Ok(value)),
             Ok(None) => {}
-            Err(err) => last = format!("{err:#}"),
+            Err(err) if err.downcast_ref::<ProcessExited>().is_some() => {
+                return ControlFlow::Break(Err(
+                    err.context(format!("while waiting for {}", self.what))
+                ));
+            }
+            Err(err) => self.last = format!("{err:#}"),
         }
-        if Instant::now() >= deadline {
-            return Err(anyhow!(
-                "timed out after {timeout:?} waiting for {what}: {last}"
-            ));
+        if Instant::now() >= self.deadline {
+            return ControlFlow::Break(Err(anyhow!(
+                "timed out after {:?} waiting for {}: {}",
+                self.timeout,
+                self.what,
+                self.last
+            )));
         }
-        std::thread::sleep(delay);
-        delay = (delay * 2).min(Duration::from_millis(500));
+        self.delay = (self.delay * 2).min(Duration::from_millis(500));
+        ControlFlow::Continue(self.delay)
     }
 }
