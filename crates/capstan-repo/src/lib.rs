@@ -34,6 +34,7 @@
 //! # }
 //! ```
 
+pub mod checkout;
 pub mod git;
 pub mod render;
 pub mod revision;

@@ -1,7 +1,8 @@
 //! Reading trees from fetched repositories, rendering directory sources, and hostile repos.
 
 use capstan_repo::git::{CacheConfig, Credentials, RepoCache, RepoHandle, RepoUrl};
-use capstan_repo::render::directory::{DirectoryOptions, RenderError, render};
+use capstan_repo::render::RenderError;
+use capstan_repo::render::directory::{DirectoryOptions, render};
 use capstan_repo::tree::{TreeError, TreeLimits, read_dir};
 use capstan_testkit::git::GitRepo;
 use capstan_testkit::git_http::{GitHttpOptions, GitHttpServer};

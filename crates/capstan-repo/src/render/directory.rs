@@ -14,8 +14,8 @@
 //! - malformed YAML or JSON fails the render with the file and line.
 
 use globset::{Glob, GlobMatcher};
-use serde_json::Value;
 
+use super::{Format, RenderError, Rendered, push_documents};
 use crate::tree::{SkippedFile, SourceFile};
 
 /// The `directory` options of a source.
@@ -27,69 +27,6 @@ pub struct DirectoryOptions {
     pub include: String,
     /// Not files matching this glob (empty: none).
     pub exclude: String,
-}
-
-/// Errors of the directory renderer.
-#[derive(Debug, thiserror::Error)]
-pub enum RenderError {
-    /// An include or exclude pattern is not a valid glob.
-    #[error(
-        "directory.{field} pattern {pattern:?} is not a valid glob; fix spec.source.directory.{field}"
-    )]
-    InvalidGlob {
-        /// `include` or `exclude`.
-        field: &'static str,
-        /// The pattern.
-        pattern: String,
-        /// The glob error.
-        #[source]
-        source: globset::Error,
-    },
-    /// A YAML file could not be parsed.
-    #[error("{file}:{}: invalid YAML: {message}", line.map_or_else(|| "?".to_owned(), |l| l.to_string()))]
-    Yaml {
-        /// The file, relative to the source path.
-        file: String,
-        /// The 1-based line of the problem, when known.
-        line: Option<u64>,
-        /// The parser's message.
-        message: String,
-        /// The parser's error.
-        #[source]
-        source: Box<serde_saphyr::Error>,
-    },
-    /// A JSON file could not be parsed.
-    #[error("{file}:{line}: invalid JSON: {source}")]
-    Json {
-        /// The file, relative to the source path.
-        file: String,
-        /// The 1-based line of the problem.
-        line: usize,
-        /// The parser's error.
-        #[source]
-        source: serde_json::Error,
-    },
-    /// A manifest is not a JSON/YAML object.
-    #[error(
-        "{file}: document {document} is a {found}, not a Kubernetes object (a mapping with apiVersion and kind)"
-    )]
-    NotAnObject {
-        /// The file, relative to the source path.
-        file: String,
-        /// The 1-based document index within the file.
-        document: usize,
-        /// What it is instead.
-        found: &'static str,
-    },
-}
-
-/// The result of [`render`].
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Rendered {
-    /// The manifests, in file order then document order.
-    pub manifests: Vec<Value>,
-    /// Files and documents that were not used, with the reason.
-    pub skipped: Vec<SkippedFile>,
 }
 
 fn matcher(field: &'static str, pattern: &str) -> Result<Option<GlobMatcher>, RenderError> {
@@ -110,152 +47,51 @@ pub fn render(files: &[SourceFile], options: &DirectoryOptions) -> Result<Render
     let include = matcher("include", &options.include)?;
     let exclude = matcher("exclude", &options.exclude)?;
     let mut out = Rendered::default();
-    let mut skip = |path: &str, reason: String| {
-        out.skipped.push(SkippedFile {
-            path: path.to_owned(),
-            reason,
-        });
-    };
-    let mut manifests = Vec::new();
     for file in files {
         let path = file.path.as_str();
+        let skip = |out: &mut Rendered, reason: String| {
+            out.skipped.push(SkippedFile {
+                path: path.to_owned(),
+                reason,
+            });
+        };
         if !options.recurse && path.contains('/') {
             skip(
-                path,
+                &mut out,
                 "in a sub-directory and directory.recurse is off".to_owned(),
             );
             continue;
         }
         let lower = path.to_ascii_lowercase();
-        let is_json = lower.ends_with(".json");
-        let is_yaml = lower.ends_with(".yaml") || lower.ends_with(".yml");
-        if !is_json && !is_yaml {
-            skip(path, "not a .yaml, .yml or .json file".to_owned());
+        let format = if lower.ends_with(".json") {
+            Format::Json
+        } else if lower.ends_with(".yaml") || lower.ends_with(".yml") {
+            Format::Yaml
+        } else {
+            skip(&mut out, "not a .yaml, .yml or .json file".to_owned());
             continue;
-        }
+        };
         if exclude.as_ref().is_some_and(|m| m.is_match(path)) {
             skip(
-                path,
+                &mut out,
                 format!("matches directory.exclude {:?}", options.exclude),
             );
             continue;
         }
         if include.as_ref().is_some_and(|m| !m.is_match(path)) {
             skip(
-                path,
+                &mut out,
                 format!("does not match directory.include {:?}", options.include),
             );
             continue;
         }
         let Ok(text) = std::str::from_utf8(&file.data) else {
-            skip(path, "not UTF-8 text".to_owned());
+            skip(&mut out, "not UTF-8 text".to_owned());
             continue;
         };
-        let documents = if is_json {
-            parse_json(path, text)?
-        } else {
-            parse_yaml(path, text)?
-        };
-        for (index, doc) in documents.into_iter().enumerate() {
-            let document = index + 1;
-            match doc {
-                Value::Null => {}
-                Value::Object(_) => {
-                    expand(path, document, doc, &mut manifests, &mut skip);
-                }
-                other => {
-                    return Err(RenderError::NotAnObject {
-                        file: path.to_owned(),
-                        document,
-                        found: type_name(&other),
-                    });
-                }
-            }
-        }
+        push_documents(path, text, format, &mut out)?;
     }
-    out.manifests = manifests;
     Ok(out)
-}
-
-/// Adds a document's manifest, expanding `*List` kinds into their items.
-fn expand(
-    path: &str,
-    document: usize,
-    doc: Value,
-    manifests: &mut Vec<Value>,
-    skip: &mut impl FnMut(&str, String),
-) {
-    let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default();
-    let has_api = doc
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .is_some_and(|s| !s.is_empty());
-    if kind.is_empty() || !has_api {
-        skip(
-            path,
-            format!("document {document} is not a Kubernetes object (no apiVersion or kind)"),
-        );
-        return;
-    }
-    if kind.ends_with("List")
-        && let Some(Value::Array(items)) = doc.get("items")
-    {
-        for (i, item) in items.iter().enumerate() {
-            let item_kind = item.get("kind").and_then(Value::as_str).unwrap_or_default();
-            let item_api = item
-                .get("apiVersion")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            if item_kind.is_empty() || item_api.is_empty() {
-                skip(
-                    path,
-                    format!(
-                        "document {document}, {kind} item {i} is not a Kubernetes object (no apiVersion or kind)"
-                    ),
-                );
-            } else {
-                manifests.push(item.clone());
-            }
-        }
-        return;
-    }
-    manifests.push(doc);
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "list",
-        Value::Object(_) => "mapping",
-    }
-}
-
-fn parse_yaml(path: &str, text: &str) -> Result<Vec<Value>, RenderError> {
-    // The default options carry serde-saphyr's budget (depth, nodes, aliases), which stops
-    // alias bombs and pathological nesting.
-    serde_saphyr::from_multiple_with_options::<Value>(text, serde_saphyr::Options::default())
-        .map_err(|e| {
-            let line = e.location().map(|l| l.line());
-            let message = e.to_string().lines().next().unwrap_or_default().to_owned();
-            RenderError::Yaml {
-                file: path.to_owned(),
-                line,
-                message,
-                source: Box::new(e),
-            }
-        })
-}
-
-fn parse_json(path: &str, text: &str) -> Result<Vec<Value>, RenderError> {
-    let value: Value = serde_json::from_str(text).map_err(|source| RenderError::Json {
-        file: path.to_owned(),
-        line: source.line(),
-        source,
-    })?;
-    Ok(vec![value])
 }
 
 #[cfg(test)]
