@@ -118,7 +118,7 @@ pub enum GitError {
 }
 
 /// Credentials for a repository. `Debug` never prints secrets.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub enum Credentials {
     /// Anonymous access.
     #[default]
@@ -675,6 +675,9 @@ type SharedFetch = Shared<BoxFuture<'static, Result<FetchOutcome, GitError>>>;
 struct State {
     entries: HashMap<RepoUrl, Entry>,
     inflight: HashMap<RepoUrl, SharedFetch>,
+    /// Serialises "is the commit here, else fetch" per repository (see
+    /// [`RepoCache::fetch_for_commit`]).
+    commit_gates: HashMap<RepoUrl, Arc<tokio::sync::Mutex<()>>>,
 }
 
 #[derive(Debug)]
@@ -833,6 +836,42 @@ impl RepoCache {
     /// Returns a handle on the cached repository without fetching (it may be empty).
     pub fn handle(&self, url: &RepoUrl) -> RepoHandle {
         self.acquire(url)
+    }
+
+    /// Returns a handle on the cached repository once it holds `commit`, fetching only when
+    /// it does not yet.
+    ///
+    /// Any number of concurrent callers wanting commits of one repository cause at most one
+    /// fetch: the check and the fetch are serialised per repository, so a caller that finds
+    /// the commit missing just as another caller's fetch completes looks again instead of
+    /// fetching a second time.
+    pub async fn fetch_for_commit(
+        &self,
+        url: &RepoUrl,
+        credentials: &Credentials,
+        commit: gix::ObjectId,
+    ) -> Result<RepoHandle, GitError> {
+        url.check_supported()?;
+        let has_commit = |handle: &RepoHandle| {
+            handle
+                .open()
+                .ok()
+                .is_some_and(|repo| repo.find_commit(commit).is_ok())
+        };
+        let handle = self.acquire(url);
+        if has_commit(&handle) {
+            return Ok(handle);
+        }
+        let gate = {
+            let mut state = lock(&self.inner.state);
+            Arc::clone(state.commit_gates.entry(url.clone()).or_default())
+        };
+        let _turn = gate.lock().await;
+        if has_commit(&handle) {
+            return Ok(handle);
+        }
+        let (handle, _) = self.fetch(url, credentials).await?;
+        Ok(handle)
     }
 
     /// Fetches all branches and tags of `url` into its cached bare repository and returns a

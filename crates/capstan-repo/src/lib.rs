@@ -38,4 +38,6 @@ pub mod checkout;
 pub mod git;
 pub mod render;
 pub mod revision;
+pub mod service;
+pub mod shared_cache;
 pub mod tree;

@@ -18,6 +18,7 @@
 //!    objects; ambiguity is an error.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -363,8 +364,11 @@ type SharedListing = Shared<BoxFuture<'static, Result<Arc<RemoteRefs>, GitError>
 
 #[derive(Debug, Default)]
 struct RefCacheState {
-    listed: HashMap<RepoUrl, (Instant, Arc<RemoteRefs>)>,
-    inflight: HashMap<RepoUrl, SharedListing>,
+    /// Keyed by URL and a fingerprint of the credentials used, so that a caller with other
+    /// (perhaps wrong) credentials never gets a listing made with someone else's: it must
+    /// list for itself, and a refused login is an error.
+    listed: HashMap<ListingKey, (Instant, Arc<RemoteRefs>)>,
+    inflight: HashMap<ListingKey, SharedListing>,
     /// Bumped by `invalidate`, so a listing that started before it is not stored.
     generation: HashMap<RepoUrl, u64>,
 }
@@ -375,7 +379,11 @@ pub struct RefCache {
     repos: RepoCache,
     ttl: Duration,
     state: Arc<Mutex<RefCacheState>>,
+    /// Keyed with random keys per process: fingerprints are not comparable elsewhere.
+    fingerprints: std::collections::hash_map::RandomState,
 }
+
+type ListingKey = (RepoUrl, u64);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -391,60 +399,61 @@ impl RefCache {
             repos,
             ttl,
             state: Arc::default(),
+            fingerprints: std::collections::hash_map::RandomState::new(),
         }
     }
 
-    /// The remote's refs, listed at most once per TTL; concurrent callers share one listing.
+    /// The remote's refs, listed at most once per TTL and set of credentials; concurrent
+    /// callers share one listing.
     pub async fn refs(
         &self,
         url: &RepoUrl,
         credentials: &Credentials,
     ) -> Result<Arc<RemoteRefs>, GitError> {
+        let key: ListingKey = (url.clone(), self.fingerprints.hash_one(credentials));
         let shared = {
             let mut state = lock(&self.state);
-            if let Some((at, refs)) = state.listed.get(url)
+            if let Some((at, refs)) = state.listed.get(&key)
                 && at.elapsed() < self.ttl
             {
                 return Ok(Arc::clone(refs));
             }
-            if let Some(existing) = state.inflight.get(url) {
+            if let Some(existing) = state.inflight.get(&key) {
                 existing.clone()
             } else {
                 let generation = state.generation.get(url).copied().unwrap_or(0);
                 let repos = self.repos.clone();
-                let key = url.clone();
                 let credentials = credentials.clone();
                 let cache_state = Arc::clone(&self.state);
+                let inflight_key = key.clone();
                 let shared = async move {
                     let result = repos
-                        .list_refs(&key, &credentials)
+                        .list_refs(&key.0, &credentials)
                         .await
                         .map(|refs| Arc::new(RemoteRefs { refs }));
                     let mut state = lock(&cache_state);
                     state.inflight.remove(&key);
                     if let Ok(refs) = &result
-                        && state.generation.get(&key).copied().unwrap_or(0) == generation
+                        && state.generation.get(&key.0).copied().unwrap_or(0) == generation
                     {
-                        state
-                            .listed
-                            .insert(key.clone(), (Instant::now(), Arc::clone(refs)));
+                        state.listed.insert(key, (Instant::now(), Arc::clone(refs)));
                     }
                     result
                 }
                 .boxed()
                 .shared();
-                state.inflight.insert(url.clone(), shared.clone());
+                state.inflight.insert(inflight_key, shared.clone());
                 shared
             }
         };
         shared.await
     }
 
-    /// Forgets the listing of `url` (webhook, hard refresh): the next call lists again.
+    /// Forgets the listings of `url` (webhook, hard refresh): the next call lists again.
     pub fn invalidate(&self, url: &RepoUrl) {
         let mut state = lock(&self.state);
-        state.listed.remove(url);
-        state.inflight.remove(url);
+        state.listed.retain(|(u, _), _| u != url);
+        state.inflight.retain(|(u, _), _| u != url);
         *state.generation.entry(url.clone()).or_default() += 1;
     }
 

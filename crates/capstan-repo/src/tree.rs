@@ -154,7 +154,7 @@ pub struct SourceFile {
 }
 
 /// An entry that was not read, with the reason.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SkippedFile {
     /// Path relative to the source path.
     pub path: String,

@@ -108,7 +108,7 @@ pub async fn render(
     }
 
     for (i, file) in o.value_files.iter().enumerate() {
-        let file = envsubst(file, &env);
+        let file = substitute_value_file(file, &env, req.refs);
         let path = resolve_file(&req, &file, &field(&format!("valueFiles[{i}]")))?;
         if !path.is_file() {
             if o.ignore_missing_value_files {
@@ -198,6 +198,19 @@ pub async fn render(
     let mut out = Rendered::default();
     push_documents("helm template output", &text, Format::Yaml, &mut out)?;
     Ok(out)
+}
+
+/// Substitutes the build environment into a values file path. A leading `$name/` that names
+/// another source (or is no variable of the build environment, so a mistyped ref is reported
+/// as one) is kept: like Argo CD, the ref is resolved first and only the rest is substituted.
+fn substitute_value_file(file: &str, env: &[(String, String)], refs: &[RefSource]) -> String {
+    if let Some((name, rest)) = file.strip_prefix('$').and_then(|r| r.split_once('/'))
+        && (refs.iter().any(|r| r.name == name)
+            || (!name.starts_with('{') && !env.iter().any(|(k, _)| k == name)))
+    {
+        return format!("${name}/{}", envsubst(rest, env));
+    }
+    envsubst(file, env)
 }
 
 /// Resolves a file named by an option: `$ref/path` inside that source's checkout, anything
@@ -375,6 +388,32 @@ mod tests {
         assert_eq!(escape_commas("a\\,b"), "a\\,b");
         assert_eq!(escape_commas("{a,b}"), "{a,b}");
         assert_eq!(escape_commas("plain"), "plain");
+    }
+
+    #[test]
+    fn value_file_refs_are_not_substituted_away() {
+        let env = AppContext {
+            name: "web".into(),
+            ..AppContext::default()
+        }
+        .build_env();
+        let refs = [RefSource {
+            name: "values".into(),
+            root: "/ref".into(),
+        }];
+        let f = |p: &str| substitute_value_file(p, &env, &refs);
+        assert_eq!(
+            f("$values/envs/${ARGOCD_APP_NAME}.yaml"),
+            "$values/envs/web.yaml"
+        );
+        assert_eq!(
+            f("$typo/envs/x.yaml"),
+            "$typo/envs/x.yaml",
+            "reported as a ref"
+        );
+        assert_eq!(f("$ARGOCD_APP_NAME/values.yaml"), "web/values.yaml");
+        assert_eq!(f("${ARGOCD_APP_NAME}/values.yaml"), "web/values.yaml");
+        assert_eq!(f("values-$ARGOCD_APP_NAME.yaml"), "values-web.yaml");
     }
 
     #[test]

@@ -1,0 +1,813 @@
+//! The repo-server: "source + Application context" in, manifests out, cached and coalesced.
+//!
+//! [`RepoServer::generate`] is what the gRPC service and the all-in-one call:
+//! 1. the revision is resolved through the [`RefCache`] (one listing per repository per TTL);
+//! 2. the result is looked up in the in-process cache (moka), then in the shared Redis
+//!    Cluster cache, under a key that hashes everything the output depends on: normalised
+//!    repository URL, commit, path, all source options, the Application context, the commits
+//!    of `$ref` sources and the tool versions;
+//! 3. on a miss, identical requests in flight share one render: the repository is fetched
+//!    only if the commit is missing ([`RepoCache::fetch_for_commit`]), directory sources are
+//!    read and parsed on a rayon pool, Helm and Kustomize run on a checkout through the
+//!    bounded [`ToolRunner`].
+//!
+//! A hard refresh (`no_cache`) lists refs again and renders again, then refreshes both caches.
+//! The whole request runs under [`RepoServerConfig::request_timeout`]; dropping the future
+//! (a cancelled gRPC call) stops the work: tools are killed, waiting stops.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use capstan_model::{ApplicationSource, SourceType};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::Digest;
+
+use crate::checkout::checkout;
+use crate::git::{CacheConfig, Credentials, GitError, RepoCache, RepoUrl};
+use crate::render::detect::source_type;
+use crate::render::directory::{self, DirectoryOptions};
+use crate::render::env::AppContext;
+use crate::render::helm::{self, HelmCredentials, HelmRequest, HelmTool, RefSource};
+use crate::render::kustomize::{self, KustomizeRequest, KustomizeTool};
+use crate::render::process::{ToolLimits, ToolRunner};
+use crate::render::{RenderError, Rendered};
+use crate::revision::{RefCache, RevisionError};
+use crate::shared_cache::{SharedCache, SharedCacheConfig};
+use crate::tree::{SkippedFile, TreeLimits, read_dir};
+
+/// Settings of a [`RepoServer`].
+#[derive(Clone, Debug)]
+pub struct RepoServerConfig {
+    /// Working directory: the Git cache, checkouts and the tools' home live under it.
+    pub work_dir: PathBuf,
+    /// Byte budget of the Git cache.
+    pub git_cache_bytes: u64,
+    /// How long a remote ref listing is reused.
+    pub ref_ttl: Duration,
+    /// Limits on the files read from a repository.
+    pub tree_limits: TreeLimits,
+    /// Limits on tool runs.
+    pub tool_limits: ToolLimits,
+    /// The Helm binary.
+    pub helm: HelmTool,
+    /// The Kustomize binary and build options.
+    pub kustomize: KustomizeTool,
+    /// Most rendered results kept in memory.
+    pub memory_cache_entries: u64,
+    /// The shared Redis Cluster cache, if any.
+    pub shared_cache: Option<SharedCacheConfig>,
+    /// Threads of the CPU pool (parsing); 0 means one per CPU.
+    pub cpu_threads: usize,
+    /// Longest a request may take.
+    pub request_timeout: Duration,
+}
+
+impl RepoServerConfig {
+    /// Defaults under `work_dir`, with `helm` and `kustomize` taken from `PATH`.
+    pub fn new(work_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            work_dir: work_dir.into(),
+            git_cache_bytes: 20 << 30,
+            ref_ttl: RefCache::DEFAULT_TTL,
+            tree_limits: TreeLimits::default(),
+            tool_limits: ToolLimits::default(),
+            helm: HelmTool {
+                program: "helm".into(),
+            },
+            kustomize: KustomizeTool {
+                program: "kustomize".into(),
+                ..KustomizeTool::default()
+            },
+            memory_cache_entries: 10_000,
+            shared_cache: None,
+            cpu_threads: 0,
+            request_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Another source of a multi-source Application, whose files `$name/…` values files use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefSourceSpec {
+    /// Its `ref` name.
+    pub name: String,
+    /// Its repository.
+    pub repo_url: String,
+    /// Its `targetRevision`.
+    pub target_revision: String,
+    /// Credentials for its repository.
+    pub credentials: Credentials,
+}
+
+/// A request for the manifests of one source.
+#[derive(Clone, Debug, Default)]
+pub struct ManifestRequest {
+    /// The source.
+    pub source: ApplicationSource,
+    /// The Application (name, destination namespace, project, cluster version); `revision`,
+    /// `repo_url`, `path` and `target_revision` are filled in from the source.
+    pub app: AppContext,
+    /// Credentials for the source's Git repository.
+    pub credentials: Credentials,
+    /// Credentials for a Helm repository (sources with `chart`).
+    pub helm_credentials: HelmCredentials,
+    /// The other sources of a multi-source Application that have a `ref`.
+    pub ref_sources: Vec<RefSourceSpec>,
+    /// Hard refresh: list refs and render again, bypassing the caches.
+    pub no_cache: bool,
+}
+
+/// Rendered manifests of a source at a revision.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifests {
+    /// The manifests.
+    pub manifests: Vec<Value>,
+    /// The commit SHA (Git) or chart version (Helm repository) rendered.
+    pub revision: String,
+    /// The renderer used.
+    pub source_type: SourceType,
+    /// Files and documents left out, with the reason.
+    pub skipped: Vec<SkippedFile>,
+}
+
+/// Where a result came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// The in-process cache, or another request rendering the same thing at the same time.
+    Memory,
+    /// The shared Redis cache.
+    Shared,
+    /// Rendered for this request.
+    Rendered,
+}
+
+/// The result of [`RepoServer::generate`].
+#[derive(Clone, Debug)]
+pub struct Generated {
+    /// The manifests.
+    pub manifests: Arc<Manifests>,
+    /// Where they came from.
+    pub cache: CacheOutcome,
+}
+
+/// What kind of failure a [`GenerateError`] is (maps to a gRPC status).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request or the repository content is wrong; retrying will not help.
+    InvalidArgument,
+    /// The revision, path or chart does not exist.
+    NotFound,
+    /// The repository refused the credentials.
+    Unauthenticated,
+    /// The request took longer than allowed.
+    DeadlineExceeded,
+    /// The repository server or a tool could not be reached or failed.
+    Unavailable,
+    /// Anything else.
+    Internal,
+}
+
+/// A failed request: a kind and a message that names the cause and what to do.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct GenerateError {
+    /// The kind of failure.
+    pub kind: ErrorKind,
+    /// The message, with its causes.
+    pub message: String,
+}
+
+impl GenerateError {
+    fn new(kind: ErrorKind, error: &dyn std::error::Error) -> Self {
+        let mut message = error.to_string();
+        let mut source = error.source();
+        while let Some(s) = source {
+            let text = s.to_string();
+            if !message.contains(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            source = s.source();
+        }
+        Self { kind, message }
+    }
+
+    fn invalid(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::InvalidArgument,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<GitError> for GenerateError {
+    fn from(e: GitError) -> Self {
+        let kind = match &e {
+            GitError::InvalidUrl { .. } | GitError::UnsupportedScheme { .. } => {
+                ErrorKind::InvalidArgument
+            }
+            GitError::Authentication { .. } => ErrorKind::Unauthenticated,
+            GitError::Remote { .. } => ErrorKind::Unavailable,
+            _ => ErrorKind::Internal,
+        };
+        Self::new(kind, &e)
+    }
+}
+
+impl From<RevisionError> for GenerateError {
+    fn from(e: RevisionError) -> Self {
+        match e {
+            RevisionError::Git(g) => g.into(),
+            RevisionError::NotFound { .. }
+            | RevisionError::NoSemverMatch { .. }
+            | RevisionError::NoHead { .. } => Self::new(ErrorKind::NotFound, &e),
+            RevisionError::Ambiguous { .. } => Self::new(ErrorKind::InvalidArgument, &e),
+            _ => Self::new(ErrorKind::Internal, &e),
+        }
+    }
+}
+
+impl From<RenderError> for GenerateError {
+    fn from(e: RenderError) -> Self {
+        use crate::tree::TreeError;
+        let kind = match &e {
+            RenderError::Tree(TreeError::PathNotFound { .. }) => ErrorKind::NotFound,
+            RenderError::Tree(TreeError::Object { .. }) => ErrorKind::NotFound,
+            RenderError::ToolTimedOut { .. } => ErrorKind::DeadlineExceeded,
+            RenderError::ToolMissing { .. } | RenderError::Io { .. } => ErrorKind::Internal,
+            _ => ErrorKind::InvalidArgument,
+        };
+        Self::new(kind, &e)
+    }
+}
+
+/// Counters of a [`RepoServer`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RepoServerStats {
+    /// Requests answered from memory (including coalesced ones).
+    pub memory_hits: u64,
+    /// Requests answered from the shared cache.
+    pub shared_hits: u64,
+    /// Renders done.
+    pub renders: u64,
+    /// Requests that failed.
+    pub failures: u64,
+    /// Git fetches started.
+    pub fetches: u64,
+    /// Remote ref listings started.
+    pub ref_listings: u64,
+    /// Shared cache errors (Redis unavailable).
+    pub shared_cache_errors: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    memory_hits: AtomicU64,
+    shared_hits: AtomicU64,
+    renders: AtomicU64,
+    failures: AtomicU64,
+}
+
+struct Inner {
+    config: RepoServerConfig,
+    repos: RepoCache,
+    refs: RefCache,
+    runner: ToolRunner,
+    memory: moka::future::Cache<String, Arc<Manifests>>,
+    shared: Option<SharedCache>,
+    cpu: rayon::ThreadPool,
+    tool_versions: String,
+    counters: Counters,
+    checkouts: PathBuf,
+}
+
+/// The repo-server; cheap to clone (clones share caches and limits).
+#[derive(Clone)]
+pub struct RepoServer {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RepoServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RepoServer")
+            .field("work_dir", &self.inner.config.work_dir)
+            .field("tool_versions", &self.inner.tool_versions)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Stack of the CPU pool's threads: YAML and JSON parsing recurse with document depth.
+const CPU_STACK_BYTES: usize = 16 << 20;
+
+impl RepoServer {
+    /// Starts a repo-server: creates the work directories, adopts a Git cache left by an
+    /// earlier run, asks Helm and Kustomize for their versions (part of every cache key).
+    pub async fn new(config: RepoServerConfig) -> Result<Self, GenerateError> {
+        let internal = |what: &str, e: &dyn std::error::Error| {
+            GenerateError::new(ErrorKind::Internal, &Wrapped(format!("{what}: {e}")))
+        };
+        let git_root = config.work_dir.join("git");
+        let budget = config.git_cache_bytes;
+        let repos = tokio::task::spawn_blocking(move || {
+            RepoCache::new(CacheConfig {
+                root: git_root,
+                max_bytes: budget,
+            })
+        })
+        .await
+        .map_err(|e| internal("starting the git cache", &e))??;
+        let refs = RefCache::new(repos.clone(), config.ref_ttl);
+        let runner = ToolRunner::new(config.work_dir.join("home"), config.tool_limits.clone());
+        let checkouts = config.work_dir.join("checkouts");
+        // Checkouts of an earlier run are garbage now.
+        let _ = std::fs::remove_dir_all(&checkouts);
+        std::fs::create_dir_all(&checkouts)
+            .map_err(|e| internal("creating the checkout directory", &e))?;
+        std::fs::create_dir_all(runner.home())
+            .map_err(|e| internal("creating the tool home", &e))?;
+        let shared = match &config.shared_cache {
+            Some(c) => Some(
+                SharedCache::new(c.clone())
+                    .map_err(|e| internal("configuring the shared cache", &e))?,
+            ),
+            None => None,
+        };
+        let cpu = rayon::ThreadPoolBuilder::new()
+            .num_threads(config.cpu_threads)
+            .stack_size(CPU_STACK_BYTES)
+            .thread_name(|i| format!("capstan-render-{i}"))
+            .build()
+            .map_err(|e| internal("starting the CPU pool", &e))?;
+        let tool_versions = tool_versions(&runner, &config).await;
+        tracing::info!(%tool_versions, work_dir = %config.work_dir.display(), "repo-server ready");
+        let memory = moka::future::Cache::builder()
+            .max_capacity(config.memory_cache_entries)
+            .build();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                repos,
+                refs,
+                runner,
+                memory,
+                shared,
+                cpu,
+                tool_versions,
+                counters: Counters::default(),
+                checkouts,
+            }),
+        })
+    }
+
+    /// The Git cache.
+    pub fn repos(&self) -> &RepoCache {
+        &self.inner.repos
+    }
+
+    /// The ref listing cache (a webhook calls [`RefCache::invalidate`]).
+    pub fn refs(&self) -> &RefCache {
+        &self.inner.refs
+    }
+
+    /// The tool runner.
+    pub fn runner(&self) -> &ToolRunner {
+        &self.inner.runner
+    }
+
+    /// The tool versions that are part of every cache key.
+    pub fn tool_versions(&self) -> &str {
+        &self.inner.tool_versions
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> RepoServerStats {
+        let c = &self.inner.counters;
+        let git = self.inner.repos.stats();
+        RepoServerStats {
+            memory_hits: c.memory_hits.load(Ordering::Relaxed),
+            shared_hits: c.shared_hits.load(Ordering::Relaxed),
+            renders: c.renders.load(Ordering::Relaxed),
+            failures: c.failures.load(Ordering::Relaxed),
+            fetches: git.fetches,
+            ref_listings: git.listings,
+            shared_cache_errors: self.inner.shared.as_ref().map_or(0, |s| s.stats().errors),
+        }
+    }
+
+    /// Renders (or finds cached) the manifests of `req`; see the [module docs](self).
+    pub async fn generate(&self, req: ManifestRequest) -> Result<Generated, GenerateError> {
+        let timeout = self.inner.config.request_timeout;
+        let result = match tokio::time::timeout(timeout, self.generate_now(req)).await {
+            Ok(result) => result,
+            Err(_) => Err(GenerateError {
+                kind: ErrorKind::DeadlineExceeded,
+                message: format!(
+                    "generating manifests took longer than {}s; the repository or a tool is too slow",
+                    timeout.as_secs()
+                ),
+            }),
+        };
+        if result.is_err() {
+            self.inner.counters.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn generate_now(&self, mut req: ManifestRequest) -> Result<Generated, GenerateError> {
+        let source = &req.source;
+        req.app.repo_url = source.repo_url.clone();
+        req.app.path = source.path.clone();
+        req.app.target_revision = source.target_revision.clone();
+        if source.is_helm_chart() {
+            return self.generate_chart(req).await;
+        }
+        let url = RepoUrl::parse(&source.repo_url)?;
+        if req.no_cache {
+            self.inner.refs.invalidate(&url);
+        }
+        let commit = self
+            .inner
+            .refs
+            .resolve(&url, &req.credentials, &source.target_revision)
+            .await?
+            .commit;
+        req.app.revision = commit.to_string();
+        let mut refs = Vec::new();
+        for r in &req.ref_sources {
+            let ref_url = RepoUrl::parse(&r.repo_url)?;
+            if req.no_cache {
+                self.inner.refs.invalidate(&ref_url);
+            }
+            let ref_commit = self
+                .inner
+                .refs
+                .resolve(&ref_url, &r.credentials, &r.target_revision)
+                .await?
+                .commit;
+            refs.push((r, ref_url, ref_commit));
+        }
+        let key = self.cache_key(&url, &commit.to_string(), &req, &refs);
+        let no_cache = req.no_cache;
+        let refs: Vec<(RefSourceSpec, RepoUrl, gix::ObjectId)> = refs
+            .into_iter()
+            .map(|(r, u, c)| (r.clone(), u, c))
+            .collect();
+        let this = self.clone();
+        let render = async move {
+            let refs: Vec<_> = refs.iter().map(|(r, u, c)| (r, u.clone(), *c)).collect();
+            let rendered = this.render_git(&req, &url, commit, &refs).await?;
+            Ok::<_, GenerateError>(Manifests {
+                manifests: rendered.0.manifests,
+                revision: commit.to_string(),
+                source_type: rendered.1,
+                skipped: rendered.0.skipped,
+            })
+        };
+        self.cached(key, render, no_cache).await
+    }
+
+    async fn generate_chart(&self, req: ManifestRequest) -> Result<Generated, GenerateError> {
+        let source = &req.source;
+        // An exact version names fixed content. A range (or "latest") may resolve to a newer
+        // chart at any time: its result is keyed by the current ref-TTL window, so it is
+        // resolved again at most once per window, like a Git ref listing.
+        let exact = semver::Version::parse(source.target_revision.trim_start_matches('v')).is_ok();
+        let revision = if exact {
+            source.target_revision.clone()
+        } else {
+            let ttl = self.inner.config.ref_ttl.as_secs().max(1);
+            let window = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() / ttl);
+            format!("{}@window-{window}", source.target_revision)
+        };
+        let no_cache = req.no_cache;
+        let key = self.cache_key(&RepoUrl::parse(&source.repo_url)?, &revision, &req, &[]);
+        let this = self.clone();
+        let render = async move {
+            let inner = &this.inner;
+            let pulled = helm::pull_chart(
+                &inner.runner,
+                &inner.config.helm,
+                &req.source.repo_url,
+                &req.source.chart,
+                &req.source.target_revision,
+                &req.helm_credentials,
+                &inner.checkouts,
+            )
+            .await?;
+            let mut app = req.app.clone();
+            app.revision = pulled.version.clone();
+            let rendered = helm::render(
+                &inner.runner,
+                &inner.config.helm,
+                HelmRequest {
+                    root: &pulled.chart_dir,
+                    chart_dir: &pulled.chart_dir,
+                    options: req.source.helm.as_ref(),
+                    app: &app,
+                    refs: &[],
+                },
+            )
+            .await?;
+            Ok(Manifests {
+                manifests: rendered.manifests,
+                revision: pulled.version,
+                source_type: SourceType::Helm,
+                skipped: rendered.skipped,
+            })
+        };
+        self.cached(key, render, no_cache).await
+    }
+
+    /// Looks `key` up in memory, then in the shared cache, else runs `render` once for all
+    /// concurrent callers and stores the result in both. With `no_cache` the lookups are
+    /// skipped and the result replaces what the caches held.
+    async fn cached(
+        &self,
+        key: String,
+        render: impl Future<Output = Result<Manifests, GenerateError>> + Send + 'static,
+        no_cache: bool,
+    ) -> Result<Generated, GenerateError> {
+        let inner = &self.inner;
+        if !no_cache && let Some(hit) = inner.memory.get(&key).await {
+            inner.counters.memory_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Generated {
+                manifests: hit,
+                cache: CacheOutcome::Memory,
+            });
+        }
+        // Set by the init future when this caller ran it; a caller that waited for another's
+        // render finds it unset.
+        let origin = Arc::new(std::sync::Mutex::new(None));
+        let init = {
+            let origin = Arc::clone(&origin);
+            let this = self.clone();
+            let key = key.clone();
+            async move {
+                let inner = &this.inner;
+                if !no_cache
+                    && let Some(shared) = &inner.shared
+                    && let Some(bytes) = shared.get(&key).await
+                {
+                    match serde_json::from_slice::<Manifests>(&bytes) {
+                        Ok(m) => {
+                            *lock(&origin) = Some(CacheOutcome::Shared);
+                            return Ok(Arc::new(m));
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "ignoring an unreadable shared cache entry")
+                        }
+                    }
+                }
+                let started = Instant::now();
+                let m = render.await?;
+                tracing::debug!(
+                    source_type = m.source_type.as_str(),
+                    manifests = m.manifests.len(),
+                    seconds = started.elapsed().as_secs_f64(),
+                    "rendered"
+                );
+                *lock(&origin) = Some(CacheOutcome::Rendered);
+                if let Some(shared) = &inner.shared
+                    && let Ok(bytes) = serde_json::to_vec(&m)
+                {
+                    shared.put(&key, &bytes).await;
+                }
+                Ok::<_, GenerateError>(Arc::new(m))
+            }
+        };
+        let manifests = if no_cache {
+            let m = init.await?;
+            inner.memory.insert(key, Arc::clone(&m)).await;
+            m
+        } else {
+            inner
+                .memory
+                .try_get_with(key, init)
+                .await
+                .map_err(|e| (*e).clone())?
+        };
+        let cache = lock(&origin).unwrap_or(CacheOutcome::Memory);
+        let counter = match cache {
+            CacheOutcome::Memory => &inner.counters.memory_hits,
+            CacheOutcome::Shared => &inner.counters.shared_hits,
+            CacheOutcome::Rendered => &inner.counters.renders,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok(Generated { manifests, cache })
+    }
+
+    /// Runs `f` on the CPU pool.
+    async fn on_cpu<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, GenerateError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner.cpu.spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.await.map_err(|_| GenerateError {
+            kind: ErrorKind::Internal,
+            message: "a render worker failed unexpectedly; see the repo-server log".to_owned(),
+        })
+    }
+
+    /// Renders a Git source at `commit`.
+    async fn render_git(
+        &self,
+        req: &ManifestRequest,
+        url: &RepoUrl,
+        commit: gix::ObjectId,
+        refs: &[(&RefSourceSpec, RepoUrl, gix::ObjectId)],
+    ) -> Result<(Rendered, SourceType), GenerateError> {
+        let inner = &self.inner;
+        let handle = inner
+            .repos
+            .fetch_for_commit(url, &req.credentials, commit)
+            .await?;
+        let source = req.source.clone();
+        let limits = inner.config.tree_limits.clone();
+        let repo_dir = handle.path().to_owned();
+        // Detection and directory sources need no checkout: read the object database.
+        let (kind, rendered) = self
+            .on_cpu(move || -> Result<_, GenerateError> {
+                let repo = crate::git::open_isolated(&repo_dir)?;
+                let top = read_dir(&repo, commit, &source.path, false, &limits)
+                    .map_err(RenderError::from)?;
+                let kind = source_type(&source, top.files.iter().map(|f| f.path.as_str()))
+                    .map_err(GenerateError::invalid)?;
+                if kind != SourceType::Directory {
+                    return Ok((kind, None));
+                }
+                let options = source.directory.clone().unwrap_or_default();
+                let listing = if options.recurse {
+                    read_dir(&repo, commit, &source.path, true, &limits)
+                        .map_err(RenderError::from)?
+                } else {
+                    top
+                };
+                let mut rendered = directory::render(
+                    &listing.files,
+                    &DirectoryOptions {
+                        recurse: options.recurse,
+                        include: options.include,
+                        exclude: options.exclude,
+                    },
+                )?;
+                rendered.skipped.extend(listing.skipped);
+                Ok((kind, Some(rendered)))
+            })
+            .await??;
+        drop(handle);
+        if let Some(rendered) = rendered {
+            return Ok((rendered, kind));
+        }
+        if kind == SourceType::Plugin {
+            return Err(GenerateError::invalid(
+                "config management plugins are not supported by this repo-server yet; use a Helm, Kustomize or directory source",
+            ));
+        }
+        let main = self.checkout(url, &req.credentials, commit).await?;
+        let rendered = match kind {
+            SourceType::Kustomize => {
+                kustomize::render(
+                    &inner.runner,
+                    &inner.config.kustomize,
+                    KustomizeRequest {
+                        root: main.root(),
+                        path: &req.source.path,
+                        options: req.source.kustomize.as_ref(),
+                        app: &req.app,
+                    },
+                )
+                .await?
+            }
+            _ => {
+                let mut ref_checkouts = Vec::new();
+                for (spec, ref_url, ref_commit) in refs {
+                    let co = self
+                        .checkout(ref_url, &spec.credentials, *ref_commit)
+                        .await?;
+                    ref_checkouts.push((spec.name.clone(), co));
+                }
+                let ref_sources: Vec<RefSource> = ref_checkouts
+                    .iter()
+                    .map(|(name, co)| RefSource {
+                        name: name.clone(),
+                        root: co.root().to_owned(),
+                    })
+                    .collect();
+                let parts =
+                    crate::tree::validate_path(&req.source.path).map_err(RenderError::from)?;
+                let chart_dir = parts
+                    .iter()
+                    .fold(main.root().to_path_buf(), |p, c| p.join(c));
+                helm::render(
+                    &inner.runner,
+                    &inner.config.helm,
+                    HelmRequest {
+                        root: main.root(),
+                        chart_dir: &chart_dir,
+                        options: req.source.helm.as_ref(),
+                        app: &req.app,
+                        refs: &ref_sources,
+                    },
+                )
+                .await?
+            }
+        };
+        Ok((rendered, kind))
+    }
+
+    /// Writes `commit` of `url` to a fresh checkout (fetching first if needed).
+    async fn checkout(
+        &self,
+        url: &RepoUrl,
+        credentials: &Credentials,
+        commit: gix::ObjectId,
+    ) -> Result<crate::checkout::Checkout, GenerateError> {
+        let handle = self
+            .inner
+            .repos
+            .fetch_for_commit(url, credentials, commit)
+            .await?;
+        let parent = self.inner.checkouts.clone();
+        let limits = self.inner.config.tree_limits.clone();
+        tokio::task::spawn_blocking(move || -> Result<_, GenerateError> {
+            let repo = handle.open()?;
+            Ok(checkout(&repo, commit, &parent, &limits)?)
+        })
+        .await
+        .map_err(|e| GenerateError::new(ErrorKind::Internal, &e))?
+    }
+
+    fn cache_key(
+        &self,
+        url: &RepoUrl,
+        revision: &str,
+        req: &ManifestRequest,
+        refs: &[(&RefSourceSpec, RepoUrl, gix::ObjectId)],
+    ) -> String {
+        let app = &req.app;
+        let key = serde_json::json!({
+            "v": 1,
+            "repo": url.as_str(),
+            "revision": revision,
+            "source": req.source,
+            "app": [app.name, app.namespace, app.project, app.kube_version, app.api_versions],
+            "refs": refs.iter().map(|(r, u, c)| [r.name.clone(), u.as_str().to_owned(), c.to_string()]).collect::<Vec<_>>(),
+            "tools": self.inner.tool_versions,
+        });
+        let digest = sha2::Sha256::digest(key.to_string().as_bytes());
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+#[derive(Debug)]
+struct Wrapped(String);
+
+impl std::fmt::Display for Wrapped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Wrapped {}
+
+/// `helm version` and `kustomize version`, or a note that a tool is unavailable.
+async fn tool_versions(runner: &ToolRunner, config: &RepoServerConfig) -> String {
+    use crate::render::process::Invocation;
+    let mut parts = Vec::new();
+    for (tool, program, args) in [
+        ("helm", &config.helm.program, vec!["version", "--short"]),
+        ("kustomize", &config.kustomize.program, vec!["version"]),
+    ] {
+        let out = runner
+            .run(Invocation {
+                tool,
+                program,
+                command: "version",
+                args: args.into_iter().map(Into::into).collect(),
+                cwd: runner.home(),
+                env: Vec::new(),
+            })
+            .await;
+        let version = match out {
+            Ok(out) => String::from_utf8_lossy(&out).trim().to_owned(),
+            Err(e) => {
+                tracing::warn!(tool, error = %e, "tool unavailable; sources that need it will fail");
+                "unavailable".to_owned()
+            }
+        };
+        parts.push(format!("{tool}={version}"));
+    }
+    parts.join(",")
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
