@@ -36,6 +36,7 @@
 
 pub mod checkout;
 pub mod git;
+pub mod grpc;
 pub mod render;
 pub mod revision;
 pub mod service;

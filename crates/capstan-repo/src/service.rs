@@ -34,7 +34,7 @@ use crate::render::helm::{self, HelmCredentials, HelmRequest, HelmTool, RefSourc
 use crate::render::kustomize::{self, KustomizeRequest, KustomizeTool};
 use crate::render::process::{ToolLimits, ToolRunner};
 use crate::render::{RenderError, Rendered};
-use crate::revision::{RefCache, RevisionError};
+use crate::revision::{RefCache, Resolved, RevisionError};
 use crate::shared_cache::{SharedCache, SharedCacheConfig};
 use crate::tree::{SkippedFile, TreeLimits, read_dir};
 
@@ -131,6 +131,94 @@ pub struct Manifests {
     pub source_type: SourceType,
     /// Files and documents left out, with the reason.
     pub skipped: Vec<SkippedFile>,
+}
+
+/// Branches and tags of a repository, from [`RepoServer::list_refs`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RefListing {
+    /// `(branch, commit)`, sorted.
+    pub branches: Vec<(String, String)>,
+    /// `(tag, commit)` (annotated tags peeled), sorted.
+    pub tags: Vec<(String, String)>,
+    /// The default branch, when advertised.
+    pub head_branch: String,
+}
+
+/// A description of a source, from [`RepoServer::app_details`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppDetails {
+    /// The renderer it uses.
+    pub source_type: SourceType,
+    /// The commit (or chart version) described.
+    pub revision: String,
+    /// Helm: the values files in the chart directory.
+    pub helm_value_files: Vec<String>,
+    /// Helm: `values.yaml` as written.
+    pub helm_values: String,
+    /// Helm: every leaf of `values.yaml` as a dotted name and its value.
+    pub helm_parameters: Vec<(String, String)>,
+    /// Kustomize: the container images of the rendered manifests.
+    pub kustomize_images: Vec<String>,
+}
+
+impl AppDetails {
+    fn new(source_type: SourceType, revision: String) -> Self {
+        Self {
+            source_type,
+            revision,
+            helm_value_files: Vec::new(),
+            helm_values: String::new(),
+            helm_parameters: Vec::new(),
+            kustomize_images: Vec::new(),
+        }
+    }
+}
+
+/// Every leaf of a values document as `(dotted.name, value)`; list items as `name[i]`.
+fn flatten_values(prefix: &str, value: &Value, out: &mut Vec<(String, String)>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let name = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten_values(&name, v, out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                flatten_values(&format!("{prefix}[{i}]"), v, out);
+            }
+        }
+        Value::String(s) => out.push((prefix.to_owned(), s.clone())),
+        Value::Null => out.push((prefix.to_owned(), "null".to_owned())),
+        other => out.push((prefix.to_owned(), other.to_string())),
+    }
+}
+
+/// Adds the `image` of every entry of any `containers` / `initContainers` list in `value`.
+fn collect_images(value: &Value, out: &mut std::collections::BTreeSet<String>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                if (k == "containers" || k == "initContainers" || k == "ephemeralContainers")
+                    && let Value::Array(items) = v
+                {
+                    out.extend(
+                        items
+                            .iter()
+                            .filter_map(|c| c.get("image").and_then(Value::as_str))
+                            .map(str::to_owned),
+                    );
+                }
+                collect_images(v, out);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_images(v, out)),
+        _ => {}
+    }
 }
 
 /// Where a result came from.
@@ -395,6 +483,155 @@ impl RepoServer {
             ref_listings: git.listings,
             shared_cache_errors: self.inner.shared.as_ref().map_or(0, |s| s.stats().errors),
         }
+    }
+
+    /// Resolves `revision` of `url` through the ref cache (`no_cache` lists again).
+    pub async fn resolve_revision(
+        &self,
+        url: &str,
+        credentials: &Credentials,
+        revision: &str,
+        no_cache: bool,
+    ) -> Result<Resolved, GenerateError> {
+        let url = RepoUrl::parse(url)?;
+        if no_cache {
+            self.inner.refs.invalidate(&url);
+        }
+        Ok(self.inner.refs.resolve(&url, credentials, revision).await?)
+    }
+
+    /// The branches and tags of `url` (name without prefix, commit), and the default branch.
+    pub async fn list_refs(
+        &self,
+        url: &str,
+        credentials: &Credentials,
+        no_cache: bool,
+    ) -> Result<RefListing, GenerateError> {
+        let url = RepoUrl::parse(url)?;
+        if no_cache {
+            self.inner.refs.invalidate(&url);
+        }
+        let refs = self.inner.refs.refs(&url, credentials).await?;
+        let mut out = RefListing::default();
+        for r in &refs.refs {
+            if let Some(name) = r.name.strip_prefix("refs/heads/") {
+                out.branches.push((name.to_owned(), r.commit().to_string()));
+            } else if let Some(name) = r.name.strip_prefix("refs/tags/") {
+                out.tags.push((name.to_owned(), r.commit().to_string()));
+            }
+        }
+        out.branches.sort();
+        out.tags.sort();
+        out.head_branch = refs
+            .head()
+            .and_then(|(name, _)| name.strip_prefix("refs/heads/").map(str::to_owned))
+            .unwrap_or_default();
+        Ok(out)
+    }
+
+    /// The directories of `url` at `revision` that hold a kustomization or a Helm chart (for
+    /// UIs that offer paths), sorted by path; `"."` is the repository root.
+    pub async fn list_apps(
+        &self,
+        url: &str,
+        credentials: &Credentials,
+        revision: &str,
+    ) -> Result<(String, Vec<(String, SourceType)>), GenerateError> {
+        let repo_url = RepoUrl::parse(url)?;
+        let commit = self
+            .inner
+            .refs
+            .resolve(&repo_url, credentials, revision)
+            .await?
+            .commit;
+        let handle = self
+            .inner
+            .repos
+            .fetch_for_commit(&repo_url, credentials, commit)
+            .await?;
+        let limits = self.inner.config.tree_limits.clone();
+        let apps = self
+            .on_cpu(move || -> Result<_, GenerateError> {
+                let repo = handle.open()?;
+                let listing =
+                    read_dir(&repo, commit, "", true, &limits).map_err(RenderError::from)?;
+                let mut by_dir: std::collections::BTreeMap<String, Vec<&str>> = Default::default();
+                for f in &listing.files {
+                    let (dir, name) = f.path.rsplit_once('/').unwrap_or((".", f.path.as_str()));
+                    by_dir.entry(dir.to_owned()).or_default().push(name);
+                }
+                Ok(by_dir
+                    .into_iter()
+                    .map(|(dir, names)| (dir, crate::render::detect::detect(names)))
+                    .filter(|(_, kind)| *kind != SourceType::Directory)
+                    .collect::<Vec<_>>())
+            })
+            .await??;
+        Ok((commit.to_string(), apps))
+    }
+
+    /// What a source is: its detected type and, for Helm, its values files, `values.yaml`
+    /// and the parameters it defines; for Kustomize, the images of its manifests.
+    pub async fn app_details(&self, req: ManifestRequest) -> Result<AppDetails, GenerateError> {
+        if req.source.is_helm_chart() {
+            // A chart from a Helm repository: describe what a render shows.
+            let generated = self.generate(req).await?;
+            return Ok(AppDetails::new(
+                SourceType::Helm,
+                generated.manifests.revision.clone(),
+            ));
+        }
+        let url = RepoUrl::parse(&req.source.repo_url)?;
+        let commit = self
+            .inner
+            .refs
+            .resolve(&url, &req.credentials, &req.source.target_revision)
+            .await?
+            .commit;
+        let handle = self
+            .inner
+            .repos
+            .fetch_for_commit(&url, &req.credentials, commit)
+            .await?;
+        let limits = self.inner.config.tree_limits.clone();
+        let source = req.source.clone();
+        let mut details = self
+            .on_cpu(move || -> Result<_, GenerateError> {
+                let repo = handle.open()?;
+                let top = read_dir(&repo, commit, &source.path, false, &limits)
+                    .map_err(RenderError::from)?;
+                let kind = source_type(&source, top.files.iter().map(|f| f.path.as_str()))
+                    .map_err(GenerateError::invalid)?;
+                let mut details = AppDetails::new(kind, commit.to_string());
+                if kind == SourceType::Helm {
+                    for f in &top.files {
+                        let lower = f.path.to_ascii_lowercase();
+                        if lower.contains("values")
+                            && (lower.ends_with(".yaml") || lower.ends_with(".yml"))
+                        {
+                            details.helm_value_files.push(f.path.clone());
+                        }
+                        if f.path == "values.yaml" {
+                            let text = String::from_utf8_lossy(&f.data).into_owned();
+                            if let Ok(values) = serde_saphyr::from_str::<Value>(&text) {
+                                flatten_values("", &values, &mut details.helm_parameters);
+                            }
+                            details.helm_values = text;
+                        }
+                    }
+                }
+                Ok(details)
+            })
+            .await??;
+        if details.source_type == SourceType::Kustomize {
+            let generated = self.generate(req).await?;
+            let mut images = std::collections::BTreeSet::new();
+            for m in &generated.manifests.manifests {
+                collect_images(m, &mut images);
+            }
+            details.kustomize_images = images.into_iter().collect();
+        }
+        Ok(details)
     }
 
     /// Renders (or finds cached) the manifests of `req`; see the [module docs](self).
