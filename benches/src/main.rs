@@ -1,5 +1,98 @@
-//! Capstan's benchmark entry point (scenarios are added by the issues that name them).
+//! Capstan's benchmark entry point: `cargo run --release -p capstan-bench -- SCENARIO [--quick]`.
+//!
+//! Every scenario prints its results on standard output, one per line, exactly as
+//! `figure NAME VALUE UNIT`; progress and diagnostics go to standard error, so
+//! `… | grep ^figure` is the machine-readable result. Each figure is measured against a
+//! baseline in the same run (the tool run directly, the parser alone, `git` itself), so the
+//! ratios hold on any machine even when the absolute numbers do not.
+//!
+//! Scenarios live in their own modules (start reading at [`repo::run`]); the helpers they
+//! share are [`stats`] (medians, percentiles), [`fixtures`] (generated repositories, charts
+//! and YAML), [`direct`] (running a tool or `git` directly, timed) and [`grpc`] (the
+//! repo-server's gRPC service on loopback).
+
+mod clock;
+mod direct;
+mod fixtures;
+mod grpc;
+mod repo;
+mod stats;
+
+use clap::{Parser, ValueEnum};
+
+/// Runs one of Capstan's benchmarks and prints `figure NAME VALUE UNIT` lines.
+#[derive(Debug, Parser)]
+#[command(name = "capstan-bench", version)]
+struct Cli {
+    /// The scenario to run.
+    #[arg(value_enum)]
+    scenario: Scenario,
+    /// Smaller inputs and fewer repetitions: about a minute on a 2-core machine.
+    #[arg(long)]
+    quick: bool,
+}
+
+/// The scenarios; an unknown name is refused by clap with this list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// The repo-server: warm-cache gRPC latency, Helm/Kustomize/directory render overhead,
+    /// fetch and ref-listing coalescing, gix vs git fetch.
+    Repo,
+}
+
+/// The unit of a figure, as printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Unit {
+    /// Milliseconds.
+    Ms,
+    /// A dimensionless ratio (ours ÷ baseline).
+    Ratio,
+    /// Mebibytes (2^20 bytes) per second.
+    MibPerS,
+    /// A number of events.
+    Count,
+}
+
+impl Unit {
+    fn as_str(self) -> &'static str {
+        match self {
+            Unit::Ms => "ms",
+            Unit::Ratio => "ratio",
+            Unit::MibPerS => "MiB/s",
+            Unit::Count => "count",
+        }
+    }
+}
+
+/// Prints one result line: `figure NAME VALUE UNIT` (counts as integers, the rest with three
+/// decimals).
+pub(crate) fn figure(name: &str, value: f64, unit: Unit) {
+    match unit {
+        Unit::Count => println!("figure {name} {value:.0} {}", unit.as_str()),
+        _ => println!("figure {name} {value:.3} {}", unit.as_str()),
+    }
+}
+
+/// Progress for the human watching: standard error, never mixed into the figures.
+macro_rules! progress {
+    ($($arg:tt)*) => { eprintln!("[bench] {}", format_args!($($arg)*)) };
+}
+pub(crate) use progress;
+
+/// The CPUs and the load average, for the record: other work on the machine skews figures.
+pub(crate) fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    format!("{cpus} CPUs, load average {}", load.join(" "))
+}
 
 fn main() -> anyhow::Result<()> {
-    anyhow::bail!("no scenario yet")
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.scenario {
+        Scenario::Repo => runtime.block_on(repo::run(cli.quick)),
+    }
 }

@@ -11,6 +11,7 @@ use capstan_proto::repo::v1::repo_service_server::{RepoService, RepoServiceServe
 use tonic::{Request, Response, Status};
 
 use crate::git::Credentials;
+use crate::metrics::GrpcMetrics;
 use crate::render::env::AppContext;
 use crate::render::helm::HelmCredentials;
 use crate::revision::RevisionKind;
@@ -23,7 +24,15 @@ pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 
 /// The gRPC service over `server`, ready to add to a `tonic` router.
 pub fn service(server: RepoServer) -> RepoServiceServer<RepoGrpc> {
-    RepoServiceServer::new(RepoGrpc { server })
+    service_with_metrics(server, GrpcMetrics::default())
+}
+
+/// [`service`], recording each call's latency in `metrics` (see [`crate::metrics::register`]).
+pub fn service_with_metrics(
+    server: RepoServer,
+    metrics: GrpcMetrics,
+) -> RepoServiceServer<RepoGrpc> {
+    RepoServiceServer::new(RepoGrpc { server, metrics })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
@@ -32,6 +41,28 @@ pub fn service(server: RepoServer) -> RepoServiceServer<RepoGrpc> {
 #[derive(Clone, Debug)]
 pub struct RepoGrpc {
     server: RepoServer,
+    metrics: GrpcMetrics,
+}
+
+impl RepoGrpc {
+    /// Runs one call, recording its latency and logging failures.
+    async fn call<T>(
+        &self,
+        method: &'static str,
+        work: impl Future<Output = Result<T, Status>>,
+    ) -> Result<Response<T>, Status> {
+        let started = std::time::Instant::now();
+        let result = work.await;
+        let seconds = started.elapsed().as_secs_f64();
+        self.metrics.observe(method, seconds);
+        match &result {
+            Ok(_) => tracing::debug!(method, seconds, "served"),
+            Err(status) => {
+                tracing::info!(method, seconds, code = ?status.code(), message = status.message(), "call failed")
+            }
+        }
+        result.map(Response::new)
+    }
 }
 
 impl From<GenerateError> for Status {
@@ -126,144 +157,159 @@ impl RepoService for RepoGrpc {
         &self,
         request: Request<pb::ResolveRevisionRequest>,
     ) -> Result<Response<pb::ResolveRevisionResponse>, Status> {
-        let r = request.into_inner();
-        let resolved = self
-            .server
-            .resolve_revision(
-                &r.repo_url,
-                &credentials(r.credentials.as_ref()),
-                &r.revision,
-                r.no_cache,
-            )
-            .await?;
-        let (kind, ref_name) = match resolved.kind {
-            RevisionKind::Head(n) => ("head", n),
-            RevisionKind::Branch(n) => ("branch", n),
-            RevisionKind::Tag(n) => ("tag", n),
-            RevisionKind::Semver(n) => ("semver", n),
-            RevisionKind::Sha => ("commit", String::new()),
-            RevisionKind::ShortSha => ("short-commit", String::new()),
-        };
-        Ok(Response::new(pb::ResolveRevisionResponse {
-            commit: resolved.commit.to_string(),
-            kind: kind.to_owned(),
-            ref_name,
-        }))
+        self.call("ResolveRevision", async move {
+            let r = request.into_inner();
+            let resolved = self
+                .server
+                .resolve_revision(
+                    &r.repo_url,
+                    &credentials(r.credentials.as_ref()),
+                    &r.revision,
+                    r.no_cache,
+                )
+                .await?;
+            let (kind, ref_name) = match resolved.kind {
+                RevisionKind::Head(n) => ("head", n),
+                RevisionKind::Branch(n) => ("branch", n),
+                RevisionKind::Tag(n) => ("tag", n),
+                RevisionKind::Semver(n) => ("semver", n),
+                RevisionKind::Sha => ("commit", String::new()),
+                RevisionKind::ShortSha => ("short-commit", String::new()),
+            };
+            Ok(pb::ResolveRevisionResponse {
+                commit: resolved.commit.to_string(),
+                kind: kind.to_owned(),
+                ref_name,
+            })
+        })
+        .await
     }
 
     async fn generate_manifests(
         &self,
         request: Request<pb::GenerateManifestsRequest>,
     ) -> Result<Response<pb::GenerateManifestsResponse>, Status> {
-        let r = request.into_inner();
-        let req = manifest_request(
-            &r.source_json,
-            r.app,
-            r.credentials.as_ref(),
-            r.ref_sources,
-            r.no_cache,
-        )?;
-        let generated = self.server.generate(req).await?;
-        let m = &generated.manifests;
-        Ok(Response::new(pb::GenerateManifestsResponse {
-            manifests: m.manifests.iter().map(|v| v.to_string()).collect(),
-            revision: m.revision.clone(),
-            source_type: m.source_type.as_str().to_owned(),
-            skipped: m
-                .skipped
-                .iter()
-                .map(|s| pb::SkippedFile {
-                    path: s.path.clone(),
-                    reason: s.reason.clone(),
-                })
-                .collect(),
-            cache: match generated.cache {
-                CacheOutcome::Memory => "memory",
-                CacheOutcome::Shared => "shared",
-                CacheOutcome::Rendered => "rendered",
-            }
-            .to_owned(),
-        }))
+        self.call("GenerateManifests", async move {
+            let r = request.into_inner();
+            let req = manifest_request(
+                &r.source_json,
+                r.app,
+                r.credentials.as_ref(),
+                r.ref_sources,
+                r.no_cache,
+            )?;
+            let generated = self.server.generate(req).await?;
+            let m = &generated.manifests;
+            Ok(pb::GenerateManifestsResponse {
+                manifests: m.manifests.iter().map(|v| v.to_string()).collect(),
+                revision: m.revision.clone(),
+                source_type: m.source_type.as_str().to_owned(),
+                skipped: m
+                    .skipped
+                    .iter()
+                    .map(|s| pb::SkippedFile {
+                        path: s.path.clone(),
+                        reason: s.reason.clone(),
+                    })
+                    .collect(),
+                cache: match generated.cache {
+                    CacheOutcome::Memory => "memory",
+                    CacheOutcome::Shared => "shared",
+                    CacheOutcome::Rendered => "rendered",
+                }
+                .to_owned(),
+            })
+        })
+        .await
     }
 
     async fn list_refs(
         &self,
         request: Request<pb::ListRefsRequest>,
     ) -> Result<Response<pb::ListRefsResponse>, Status> {
-        let r = request.into_inner();
-        let listing = self
-            .server
-            .list_refs(
-                &r.repo_url,
-                &credentials(r.credentials.as_ref()),
-                r.no_cache,
-            )
-            .await?;
-        let refs = |v: Vec<(String, String)>| {
-            v.into_iter()
-                .map(|(name, commit)| pb::GitRef { name, commit })
-                .collect()
-        };
-        Ok(Response::new(pb::ListRefsResponse {
-            branches: refs(listing.branches),
-            tags: refs(listing.tags),
-            head_branch: listing.head_branch,
-        }))
+        self.call("ListRefs", async move {
+            let r = request.into_inner();
+            let listing = self
+                .server
+                .list_refs(
+                    &r.repo_url,
+                    &credentials(r.credentials.as_ref()),
+                    r.no_cache,
+                )
+                .await?;
+            let refs = |v: Vec<(String, String)>| {
+                v.into_iter()
+                    .map(|(name, commit)| pb::GitRef { name, commit })
+                    .collect()
+            };
+            Ok(pb::ListRefsResponse {
+                branches: refs(listing.branches),
+                tags: refs(listing.tags),
+                head_branch: listing.head_branch,
+            })
+        })
+        .await
     }
 
     async fn list_apps(
         &self,
         request: Request<pb::ListAppsRequest>,
     ) -> Result<Response<pb::ListAppsResponse>, Status> {
-        let r = request.into_inner();
-        let (commit, apps) = self
-            .server
-            .list_apps(
-                &r.repo_url,
-                &credentials(r.credentials.as_ref()),
-                &r.revision,
-            )
-            .await?;
-        Ok(Response::new(pb::ListAppsResponse {
-            apps: apps
-                .into_iter()
-                .map(|(path, kind)| pb::AppDirectory {
-                    path,
-                    source_type: kind.as_str().to_owned(),
-                })
-                .collect(),
-            commit,
-        }))
+        self.call("ListApps", async move {
+            let r = request.into_inner();
+            let (commit, apps) = self
+                .server
+                .list_apps(
+                    &r.repo_url,
+                    &credentials(r.credentials.as_ref()),
+                    &r.revision,
+                )
+                .await?;
+            Ok(pb::ListAppsResponse {
+                apps: apps
+                    .into_iter()
+                    .map(|(path, kind)| pb::AppDirectory {
+                        path,
+                        source_type: kind.as_str().to_owned(),
+                    })
+                    .collect(),
+                commit,
+            })
+        })
+        .await
     }
 
     async fn get_app_details(
         &self,
         request: Request<pb::GetAppDetailsRequest>,
     ) -> Result<Response<pb::GetAppDetailsResponse>, Status> {
-        let r = request.into_inner();
-        let req = manifest_request(
-            &r.source_json,
-            r.app,
-            r.credentials.as_ref(),
-            Vec::new(),
-            false,
-        )?;
-        let d = self.server.app_details(req).await?;
-        Ok(Response::new(pb::GetAppDetailsResponse {
-            source_type: d.source_type.as_str().to_owned(),
-            commit: d.revision,
-            helm: Some(pb::HelmDetails {
-                value_files: d.helm_value_files,
-                values: d.helm_values,
-                parameters: d
-                    .helm_parameters
-                    .into_iter()
-                    .map(|(name, value)| pb::HelmParameter { name, value })
-                    .collect(),
-            }),
-            kustomize: Some(pb::KustomizeDetails {
-                images: d.kustomize_images,
-            }),
-        }))
+        self.call("GetAppDetails", async move {
+            let r = request.into_inner();
+            let req = manifest_request(
+                &r.source_json,
+                r.app,
+                r.credentials.as_ref(),
+                Vec::new(),
+                false,
+            )?;
+            let d = self.server.app_details(req).await?;
+            Ok(pb::GetAppDetailsResponse {
+                source_type: d.source_type.as_str().to_owned(),
+                commit: d.revision,
+                helm: Some(pb::HelmDetails {
+                    value_files: d.helm_value_files,
+                    values: d.helm_values,
+                    parameters: d
+                        .helm_parameters
+                        .into_iter()
+                        .map(|(name, value)| pb::HelmParameter { name, value })
+                        .collect(),
+                }),
+                kustomize: Some(pb::KustomizeDetails {
+                    images: d.kustomize_images,
+                }),
+            })
+        })
+        .await
     }
 }

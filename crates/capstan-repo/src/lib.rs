@@ -37,6 +37,7 @@
 pub mod checkout;
 pub mod git;
 pub mod grpc;
+pub mod metrics;
 pub mod render;
 pub mod revision;
 pub mod service;

@@ -32,6 +32,7 @@ use crate::render::directory::{self, DirectoryOptions};
 use crate::render::env::AppContext;
 use crate::render::helm::{self, HelmCredentials, HelmRequest, HelmTool, RefSource};
 use crate::render::kustomize::{self, KustomizeRequest, KustomizeTool};
+use crate::render::plugin;
 use crate::render::process::{ToolLimits, ToolRunner};
 use crate::render::{RenderError, Rendered};
 use crate::revision::{RefCache, Resolved, RevisionError};
@@ -59,6 +60,8 @@ pub struct RepoServerConfig {
     pub memory_cache_entries: u64,
     /// The shared Redis Cluster cache, if any.
     pub shared_cache: Option<SharedCacheConfig>,
+    /// Config management plugins (see `render::plugin`).
+    pub plugins: Vec<plugin::Plugin>,
     /// Threads of the CPU pool (parsing); 0 means one per CPU.
     pub cpu_threads: usize,
     /// Longest a request may take.
@@ -83,6 +86,7 @@ impl RepoServerConfig {
             },
             memory_cache_entries: 10_000,
             shared_cache: None,
+            plugins: Vec::new(),
             cpu_threads: 0,
             request_timeout: Duration::from_secs(300),
         }
@@ -427,9 +431,18 @@ impl RepoServer {
             .num_threads(config.cpu_threads)
             .stack_size(CPU_STACK_BYTES)
             .thread_name(|i| format!("capstan-render-{i}"))
+            // Without a handler a panicking job aborts the process; with it, the job's
+            // request fails (its result channel is dropped) and the server goes on.
+            .panic_handler(|_| tracing::error!("a render job panicked; its request failed"))
             .build()
             .map_err(|e| internal("starting the CPU pool", &e))?;
-        let tool_versions = tool_versions(&runner, &config).await;
+        let mut tool_versions = tool_versions(&runner, &config).await;
+        if !config.plugins.is_empty() {
+            // A changed plugin configuration must not reuse results in the shared cache.
+            let digest = sha2::Sha256::digest(format!("{:?}", config.plugins).as_bytes());
+            let short: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+            tool_versions.push_str(&format!(",plugins={short}"));
+        }
         tracing::info!(%tool_versions, work_dir = %config.work_dir.display(), "repo-server ready");
         let memory = moka::future::Cache::builder()
             .max_capacity(config.memory_cache_entries)
@@ -866,11 +879,22 @@ impl RepoServer {
             .repos
             .fetch_for_commit(url, &req.credentials, commit)
             .await?;
+        if let Some(rendered) = self.render_plugin(req, url, commit).await? {
+            return Ok((rendered, SourceType::Plugin));
+        }
         let source = req.source.clone();
         let limits = inner.config.tree_limits.clone();
         let repo_dir = handle.path().to_owned();
-        // Detection and directory sources need no checkout: read the object database.
-        let (kind, rendered) = self
+        /// How far the object database got a directory source.
+        enum Directory {
+            /// Rendered (no Jsonnet to evaluate).
+            Done(Rendered),
+            /// Files listed; Jsonnet files need a checkout to be evaluated against.
+            Jsonnet(crate::tree::Listing, DirectoryOptions),
+        }
+        // Detection and directory sources need no checkout: read the object database. Only
+        // Jsonnet files that will be evaluated need one (for their imports).
+        let (kind, directory) = self
             .on_cpu(move || -> Result<_, GenerateError> {
                 let repo = crate::git::open_isolated(&repo_dir)?;
                 let top = read_dir(&repo, commit, &source.path, false, &limits)
@@ -887,26 +911,53 @@ impl RepoServer {
                 } else {
                     top
                 };
-                let mut rendered = directory::render(
-                    &listing.files,
-                    &DirectoryOptions {
-                        recurse: options.recurse,
-                        include: options.include,
-                        exclude: options.exclude,
-                    },
-                )?;
+                let options = DirectoryOptions {
+                    recurse: options.recurse,
+                    include: options.include,
+                    exclude: options.exclude,
+                };
+                if directory::needs_jsonnet(&listing.files, &options)? {
+                    return Ok((kind, Some(Directory::Jsonnet(listing, options))));
+                }
+                let mut rendered = directory::render(&listing.files, &options)?;
                 rendered.skipped.extend(listing.skipped);
-                Ok((kind, Some(rendered)))
+                Ok((kind, Some(Directory::Done(rendered))))
             })
             .await??;
         drop(handle);
-        if let Some(rendered) = rendered {
-            return Ok((rendered, kind));
-        }
-        if kind == SourceType::Plugin {
-            return Err(GenerateError::invalid(
-                "config management plugins are not supported by this repo-server yet; use a Helm, Kustomize or directory source",
-            ));
+        match directory {
+            Some(Directory::Done(rendered)) => return Ok((rendered, kind)),
+            Some(Directory::Jsonnet(listing, options)) => {
+                let co = self.checkout(url, &req.credentials, commit).await?;
+                let jsonnet = req
+                    .source
+                    .directory
+                    .as_ref()
+                    .map(|d| d.jsonnet.clone())
+                    .unwrap_or_default();
+                let source_path = req.source.path.clone();
+                let env = req.app.build_env();
+                // Evaluation is CPU work; the checkout is removed when the closure ends.
+                let rendered = self
+                    .on_cpu(move || -> Result<_, GenerateError> {
+                        let evaluator = crate::render::jsonnet::Evaluator::new(
+                            co.root(),
+                            &source_path,
+                            &jsonnet,
+                            &env,
+                        )?;
+                        let evaluate =
+                            |f: &crate::tree::SourceFile| evaluator.evaluate(&f.repo_path);
+                        let mut rendered =
+                            directory::render_with(&listing.files, &options, Some(&evaluate))?;
+                        rendered.skipped.extend(listing.skipped);
+                        drop(co);
+                        Ok(rendered)
+                    })
+                    .await??;
+                return Ok((rendered, kind));
+            }
+            None => {}
         }
         let main = self.checkout(url, &req.credentials, commit).await?;
         let rendered = match kind {
@@ -958,6 +1009,76 @@ impl RepoServer {
             }
         };
         Ok((rendered, kind))
+    }
+
+    /// Renders with a config management plugin when the source names one (`plugin:`) or,
+    /// naming no tool, is discovered by one (see `render::plugin`); `None` when no plugin
+    /// applies and detection goes on.
+    async fn render_plugin(
+        &self,
+        req: &ManifestRequest,
+        url: &RepoUrl,
+        commit: gix::ObjectId,
+    ) -> Result<Option<Rendered>, GenerateError> {
+        let plugins = &self.inner.config.plugins;
+        let source = &req.source;
+        let undecided = source.explicit_types().is_empty() && !source.is_helm_chart();
+        let discoverable = plugins.iter().any(|p| p.spec.discover.is_some());
+        if source.plugin.is_none() && !(undecided && discoverable) {
+            return Ok(None);
+        }
+        let configured = || {
+            let names: Vec<&str> = plugins.iter().map(|p| p.name()).collect();
+            if names.is_empty() {
+                "none are configured (capstand repo-server --plugins)".to_owned()
+            } else {
+                format!("configured: {}", names.join(", "))
+            }
+        };
+        let named = source
+            .plugin
+            .as_ref()
+            .map(|p| p.name.as_str())
+            .filter(|n| !n.is_empty());
+        let chosen = match named {
+            Some(name) => Some(plugins.iter().find(|p| p.is_named(name)).ok_or_else(|| {
+                GenerateError::invalid(format!(
+                    "spec.source.plugin.name: no config management plugin is named {name:?}; {}",
+                    configured()
+                ))
+            })?),
+            None => None,
+        };
+        let co = self.checkout(url, &req.credentials, commit).await?;
+        let parts = crate::tree::validate_path(&source.path).map_err(RenderError::from)?;
+        let dir = parts.iter().fold(co.root().to_path_buf(), |p, c| p.join(c));
+        let plugin = match chosen {
+            Some(p) => p,
+            None => match plugin::discover(&self.inner.runner, plugins, &dir, &req.app).await? {
+                Some(p) => p,
+                None if source.plugin.is_some() => {
+                    return Err(GenerateError::invalid(format!(
+                        "spec.source.plugin names no plugin and no plugin's discover rules match {:?}; name one ({})",
+                        source.path,
+                        configured()
+                    )));
+                }
+                None => return Ok(None),
+            },
+        };
+        tracing::debug!(plugin = plugin.name(), path = %source.path, "rendering with a plugin");
+        let rendered = plugin::render(
+            &self.inner.runner,
+            plugin,
+            plugin::PluginRequest {
+                root: co.root(),
+                path: &source.path,
+                options: source.plugin.as_ref(),
+                app: &req.app,
+            },
+        )
+        .await?;
+        Ok(Some(rendered))
     }
 
     /// Writes `commit` of `url` to a fresh checkout (fetching first if needed).

@@ -239,7 +239,7 @@ async fn hard_refresh_sees_a_new_commit_a_normal_one_waits_for_the_ttl() -> anyh
     let s = setup()?;
     let server = RepoServer::new(s.config.clone()).await?;
     let first = server.generate(request(&s.url, "plain", "a")).await?;
-    s.repo.write("plain/c.yaml", &cm("plain-c"))?;
+    s.repo.write("plain/c.yaml", cm("plain-c"))?;
     let new_head = s.repo.commit("more")?;
     let normal = server.generate(request(&s.url, "plain", "a")).await?;
     assert_eq!(

@@ -1,1 +1,60 @@
-fn main() {}
+//! `capstand`: the Capstan server binary. Each component of the control plane is a
+//! sub-command, so one binary serves every role in a deployment.
+
+mod observe;
+mod repo_server;
+mod units;
+
+use clap::{Parser, Subcommand};
+
+/// Capstan's server components.
+///
+/// Each sub-command runs one component of the control plane. Every component logs to stderr
+/// (`--log-format json` for log collectors; `RUST_LOG` filters, e.g.
+/// `RUST_LOG=capstan_repo=debug`) and serves Prometheus metrics and health checks on its
+/// `--metrics-listen` address (`/metrics`, `/healthz`, `/readyz`).
+#[derive(Debug, Parser)]
+#[command(name = "capstand", version, propagate_version = true)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = observe::LogFormat::Text, env = "CAPSTAN_LOG_FORMAT")]
+    log_format: observe::LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the repo-server: fetches Git repositories, resolves revisions and renders
+    /// manifests (directory, Jsonnet, Kustomize, Helm) for the controller, over gRPC.
+    #[command(after_help = repo_server::EXAMPLES)]
+    RepoServer(repo_server::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    observe::init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("capstand: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::RepoServer(args) => repo_server::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "capstand stopped");
+            eprintln!("capstand: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

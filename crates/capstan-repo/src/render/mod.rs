@@ -1,7 +1,8 @@
 //! Renderers: turn the files of a source into Kubernetes manifests.
 //!
 //! - [`directory`] is a pure function over files read from the object database
-//!   ([`crate::tree::read_dir`]), so the service can run it on a CPU pool;
+//!   ([`crate::tree::read_dir`]), so the service can run it on a CPU pool; its `.jsonnet`
+//!   files are evaluated in process by [`jsonnet`], on a checkout (imports need files on disk);
 //! - [`kustomize`] and [`helm`] run the real tools ([`process`] bounds their time, output and
 //!   number) on a checkout made by [`crate::checkout`], after applying the Application's
 //!   source options the way Argo CD does;
@@ -14,7 +15,9 @@ pub mod detect;
 pub mod directory;
 pub mod env;
 pub mod helm;
+pub mod jsonnet;
 pub mod kustomize;
+pub mod plugin;
 pub mod process;
 
 use std::time::Duration;
@@ -154,6 +157,16 @@ pub enum RenderError {
         /// The limit in bytes.
         limit: u64,
     },
+    /// A Jsonnet file failed to evaluate, or its output is not manifests.
+    #[error("{file}{}: jsonnet: {message}", line.map_or_else(String::new, |l| format!(":{l}")))]
+    Jsonnet {
+        /// The file, relative to the repository root.
+        file: String,
+        /// The 1-based line in that file, when known.
+        line: Option<usize>,
+        /// What went wrong, with the innermost frames of the Jsonnet stack trace.
+        message: String,
+    },
     /// Local file handling for a render failed.
     #[error("{what}: {source}")]
     Io {
@@ -195,6 +208,18 @@ pub(crate) fn push_documents(
         Format::Json => parse_json(label, text)?,
         Format::Yaml => parse_yaml(label, text)?,
     };
+    push_values(label, documents, out)
+}
+
+/// Appends the Kubernetes objects among `documents` (the values of the file `label`) to `out`,
+/// as [`push_documents`] does for parsed text: `null`s are ignored, `*List` kinds are expanded
+/// and values without `apiVersion` and `kind` are recorded as skipped; any other non-object
+/// is an error naming its 1-based position.
+pub(crate) fn push_values(
+    label: &str,
+    documents: Vec<Value>,
+    out: &mut Rendered,
+) -> Result<(), RenderError> {
     for (index, doc) in documents.into_iter().enumerate() {
         let document = index + 1;
         match doc {

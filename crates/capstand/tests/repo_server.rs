@@ -1,0 +1,163 @@
+//! `capstand repo-server` as an operator runs it: the real binary, gRPC, health, metrics,
+//! graceful shutdown.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use capstan_proto::repo::v1 as pb;
+use capstan_proto::repo::v1::repo_service_client::RepoServiceClient;
+use capstan_testkit::git::GitRepo;
+use capstan_testkit::net::{free_port, http_get};
+use capstan_testkit::process::ManagedProcess;
+use capstan_testkit::wait::wait_until;
+
+#[tokio::test]
+async fn serves_grpc_health_and_metrics_and_stops_cleanly() -> anyhow::Result<()> {
+    let repo = GitRepo::init()?;
+    repo.write(
+        "app/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: hello\n",
+    )?;
+    repo.write(
+        "chart/Chart.yaml",
+        "apiVersion: v2\nname: c\nversion: 0.1.0\n",
+    )?;
+    repo.write(
+        "chart/templates/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\n",
+    )?;
+    let head = repo.commit("apps")?;
+    let tmp = tempfile::tempdir()?;
+    let (grpc_port, metrics_port) = (free_port()?, free_port()?);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_capstand"));
+    cmd.args([
+        "--log-format",
+        "json",
+        "repo-server",
+        "--listen",
+        &format!("127.0.0.1:{grpc_port}"),
+        "--metrics-listen",
+        &format!("127.0.0.1:{metrics_port}"),
+        "--work-dir",
+    ])
+    .arg(tmp.path().join("work"))
+    .arg("--helm")
+    .arg(capstan_testkit::tools::helm()?)
+    .arg("--kustomize")
+    .arg(capstan_testkit::tools::kustomize()?)
+    .stdin(Stdio::null());
+    let mut process =
+        ManagedProcess::spawn_command("capstand", cmd, &tmp.path().join("capstand.log"))?;
+
+    wait_until("repo-server ready", Duration::from_secs(60), || {
+        let ready = http_get(metrics_port, "/readyz");
+        let alive = process.check_running();
+        async move {
+            alive?;
+            match ready {
+                Ok((200, _)) => Ok(Some(())),
+                Ok((code, body)) => Err(anyhow::anyhow!("/readyz answered {code}: {body}")),
+                Err(e) => Err(e),
+            }
+        }
+    })
+    .await?;
+    assert_eq!(http_get(metrics_port, "/healthz")?.0, 200);
+
+    let mut client = RepoServiceClient::connect(format!("http://127.0.0.1:{grpc_port}")).await?;
+    let source =
+        serde_json::json!({"repoURL": repo.file_url(), "path": "app", "targetRevision": "HEAD"});
+    let out = client
+        .generate_manifests(pb::GenerateManifestsRequest {
+            source_json: source.to_string(),
+            app: Some(pb::AppContext {
+                name: "demo".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(out.revision, head);
+    assert_eq!(out.source_type, "Directory");
+    let cm: serde_json::Value = serde_json::from_str(&out.manifests[0])?;
+    assert_eq!(cm["metadata"]["name"], "hello");
+
+    let chart = serde_json::json!({"repoURL": repo.file_url(), "path": "chart"});
+    let out = client
+        .generate_manifests(pb::GenerateManifestsRequest {
+            source_json: chart.to_string(),
+            app: Some(pb::AppContext {
+                name: "rel".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(out.source_type, "Helm");
+    assert!(
+        out.manifests[0].contains("\"name\":\"rel\""),
+        "{:?}",
+        out.manifests
+    );
+
+    // A bad request is a gRPC status with a useful message, not a crash.
+    let err = client
+        .generate_manifests(pb::GenerateManifestsRequest {
+            source_json: "{\"repoURL\": 5}".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("invalid source");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("source_json"), "{}", err.message());
+
+    let apps = client
+        .list_apps(pb::ListAppsRequest {
+            repo_url: repo.file_url(),
+            revision: "HEAD".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(apps.apps.len(), 1);
+    assert_eq!(
+        (
+            apps.apps[0].path.as_str(),
+            apps.apps[0].source_type.as_str()
+        ),
+        ("chart", "Helm")
+    );
+
+    let (code, metrics) = http_get(metrics_port, "/metrics")?;
+    assert_eq!(code, 200);
+    for line in [
+        "capstan_repo_manifest_requests_total{outcome=\"rendered\"} 2",
+        "capstan_repo_git_fetches_total 1",
+        "capstan_repo_grpc_request_duration_seconds_count{method=\"GenerateManifests\"} 3",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line:?} in\n{metrics}"
+        );
+    }
+
+    process.signal(libc::SIGTERM)?;
+    let status = wait_until("capstand to exit", Duration::from_secs(30), || {
+        let exited = process.check_running();
+        async move {
+            match exited {
+                Ok(()) => Ok(None),
+                Err(e) => Ok(Some(e.to_string())),
+            }
+        }
+    })
+    .await?;
+    assert!(
+        status.contains("exit status: 0") || status.contains("exited with 0"),
+        "{status}\n{}",
+        process.log_tail(20)
+    );
+    Ok(())
+}
