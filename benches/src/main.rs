@@ -4,12 +4,13 @@
 //! `figure NAME VALUE UNIT`; progress and diagnostics go to standard error, so
 //! `… | grep ^figure` is the machine-readable result. Each figure is measured against a
 //! baseline in the same run (the tool run directly, the parser alone, `git` itself), so the
-//! ratios hold on any machine even when the absolute numbers do not.
+//! ratios carry over between machines better than the absolute numbers do. Results and how
+//! to read them: `docs/performance.md`.
 //!
 //! Scenarios live in their own modules (start reading at [`repo::run`]); the helpers they
-//! share are [`stats`] (medians, percentiles), [`fixtures`] (generated repositories, charts
-//! and YAML), [`direct`] (running a tool or `git` directly, timed) and [`grpc`] (the
-//! repo-server's gRPC service on loopback).
+//! share are [`stats`] (medians, percentiles), [`clock`] (on-CPU time), [`fixtures`]
+//! (generated repositories, charts and YAML), [`direct`] (running a tool or `git` directly,
+//! timed) and [`grpc`] (the repo-server's gRPC service on loopback).
 
 mod clock;
 mod direct;

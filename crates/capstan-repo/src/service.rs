@@ -60,6 +60,10 @@ pub struct RepoServerConfig {
     pub memory_cache_entries: u64,
     /// The shared Redis Cluster cache, if any.
     pub shared_cache: Option<SharedCacheConfig>,
+    /// Evaluate Jsonnet in a child process (recommended; `capstand` always does). `None`
+    /// evaluates in process, where a hostile program can abort the whole process (see
+    /// `render::jsonnet`).
+    pub jsonnet_child: Option<crate::render::jsonnet_child::JsonnetChild>,
     /// Config management plugins (see `render::plugin`).
     pub plugins: Vec<plugin::Plugin>,
     /// Threads of the CPU pool (parsing); 0 means one per CPU.
@@ -87,6 +91,7 @@ impl RepoServerConfig {
             memory_cache_entries: 10_000,
             shared_cache: None,
             plugins: Vec::new(),
+            jsonnet_child: None,
             cpu_threads: 0,
             request_timeout: Duration::from_secs(300),
         }
@@ -937,6 +942,48 @@ impl RepoServer {
                     .unwrap_or_default();
                 let source_path = req.source.path.clone();
                 let env = req.app.build_env();
+                if let Some(child) = &inner.config.jsonnet_child {
+                    // Which files the render will evaluate: a dry pass over the filters.
+                    let wanted = std::sync::Mutex::new(Vec::new());
+                    let collect = |f: &crate::tree::SourceFile| {
+                        lock(&wanted).push(f.repo_path.clone());
+                        Ok(Vec::new())
+                    };
+                    directory::render_with(&listing.files, &options, Some(&collect))?;
+                    let wanted = wanted.into_inner().unwrap_or_else(|p| p.into_inner());
+                    let results = crate::render::jsonnet_child::evaluate_in_child(
+                        &inner.runner,
+                        child,
+                        co.root(),
+                        &source_path,
+                        &jsonnet,
+                        &env,
+                        wanted,
+                    )
+                    .await?;
+                    let evaluate = |f: &crate::tree::SourceFile| {
+                        use crate::render::jsonnet_child::FileResult;
+                        match results.get(&f.repo_path) {
+                            Some(FileResult::Manifests(v)) => Ok(v.clone()),
+                            Some(FileResult::Error { line, message }) => {
+                                Err(RenderError::Jsonnet {
+                                    file: f.repo_path.clone(),
+                                    line: *line,
+                                    message: message.clone(),
+                                })
+                            }
+                            None => Err(RenderError::Jsonnet {
+                                file: f.repo_path.clone(),
+                                line: None,
+                                message: "was not evaluated".to_owned(),
+                            }),
+                        }
+                    };
+                    let mut rendered =
+                        directory::render_with(&listing.files, &options, Some(&evaluate))?;
+                    rendered.skipped.extend(listing.skipped);
+                    return Ok((rendered, kind));
+                }
                 // Evaluation is CPU work; the checkout is removed when the closure ends.
                 let rendered = self
                     .on_cpu(move || -> Result<_, GenerateError> {

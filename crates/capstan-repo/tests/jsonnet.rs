@@ -375,3 +375,84 @@ async fn only_evaluated_jsonnet_needs_a_checkout() -> anyhow::Result<()> {
     assert!(e.message.contains("big/blob.txt"), "{}", e.message);
     Ok(())
 }
+
+/// The same repo-server with Jsonnet evaluated in a child process (as `capstand` runs it).
+fn isolated(mut config: RepoServerConfig) -> RepoServerConfig {
+    config.jsonnet_child = Some(capstan_repo::render::jsonnet_child::JsonnetChild {
+        program: env!("CARGO_BIN_EXE_capstan-jsonnet").into(),
+        args: Vec::new(),
+    });
+    config
+}
+
+#[tokio::test]
+async fn in_a_child_process_hostile_programs_fail_only_their_request() -> anyhow::Result<()> {
+    let s = setup(&[
+        (
+            "ok/main.jsonnet",
+            "local lib = import 'lib.libsonnet'; [lib.cm(std.extVar('who')), {apiVersion: 'v1', kind: 'Secret', metadata: {name: 's'}}]",
+        ),
+        (
+            "ok/lib.libsonnet",
+            "{ cm(n): {apiVersion: 'v1', kind: 'ConfigMap', metadata: {name: n}} }",
+        ),
+        (
+            "ok/plain.yaml",
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: svc\n",
+        ),
+        (
+            "chain/main.jsonnet",
+            "local a = [if i == 0 then 0 else a[i - 1] + 1 for i in std.range(0, 1000000)]; {apiVersion: 'v1', kind: 'ConfigMap', metadata: {name: 'x'}, data: {n: std.toString(a[1000000])}}",
+        ),
+        (
+            "forever/main.jsonnet",
+            "{apiVersion: 'v1', kind: 'ConfigMap', metadata: {name: 'x'}, data: {n: std.toString(std.foldl(function(acc, i) acc + i, std.range(1, 2000000000), 0))}}",
+        ),
+        ("broken/main.jsonnet", "{ a: error 'boom' }.a"),
+    ])?;
+    let mut config = isolated(s.config.clone());
+    config.tool_limits.timeout = std::time::Duration::from_secs(5);
+    let server = RepoServer::new(config).await?;
+    let options = DirectorySource {
+        jsonnet: JsonnetOptions {
+            ext_vars: vec![var("who", "${ARGOCD_APP_NAME}", false)],
+            ..JsonnetOptions::default()
+        },
+        ..DirectorySource::default()
+    };
+
+    let ok = server
+        .generate(request(&s.url, "ok", options.clone()))
+        .await?;
+    assert_eq!(ok.manifests.source_type, SourceType::Directory);
+    assert_eq!(
+        names(&ok.manifests.manifests),
+        ["ConfigMap/guestbook", "Secret/s", "Service/svc"]
+    );
+
+    let err = server
+        .generate(request(&s.url, "chain", options.clone()))
+        .await
+        .expect_err("a lazy chain that overflows the stack");
+    assert!(err.message.contains("crashed"), "{err}");
+
+    let err = server
+        .generate(request(&s.url, "forever", options.clone()))
+        .await
+        .expect_err("a program that runs for ever");
+    assert_eq!(err.kind, ErrorKind::DeadlineExceeded, "{err}");
+
+    let err = server
+        .generate(request(&s.url, "broken", options.clone()))
+        .await
+        .expect_err("a Jsonnet error");
+    assert!(
+        err.message.contains("broken/main.jsonnet") && err.message.contains("boom"),
+        "{err}"
+    );
+
+    // The server is unharmed: the good source still renders (from its cache or afresh).
+    let again = server.generate(request(&s.url, "ok", options)).await?;
+    assert_eq!(again.manifests, ok.manifests);
+    Ok(())
+}

@@ -28,11 +28,22 @@ enum Command {
     /// Serve the repo-server: fetches Git repositories, resolves revisions and renders
     /// manifests (directory, Jsonnet, Kustomize, Helm) for the controller, over gRPC.
     #[command(after_help = repo_server::EXAMPLES)]
-    RepoServer(repo_server::Args),
+    RepoServer(Box<repo_server::Args>),
+    /// Internal: evaluates Jsonnet for a repo-server in a process of its own.
+    #[command(hide = true)]
+    JsonnetEval {
+        /// The request file the repo-server wrote.
+        request: std::path::PathBuf,
+    },
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Command::JsonnetEval { request } = &cli.command {
+        // A child of the repo-server: no logging set-up, no runtime, answer on stdout.
+        let code = capstan_repo::render::jsonnet_child::child_main(request);
+        return std::process::ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     observe::init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -46,7 +57,8 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::RepoServer(args) => repo_server::run(args).await,
+            Command::RepoServer(args) => repo_server::run(*args).await,
+            Command::JsonnetEval { .. } => Ok(()),
         }
     });
     match result {

@@ -152,6 +152,12 @@ impl Args {
         }
         config.request_timeout = self.request_timeout;
         config.cpu_threads = self.cpu_threads;
+        // Jsonnet runs in a child process (this binary again), so a hostile program can only
+        // kill that child.
+        config.jsonnet_child = Some(capstan_repo::render::jsonnet_child::JsonnetChild {
+            program: std::env::current_exe().context("finding this executable for Jsonnet")?,
+            args: vec!["jsonnet-eval".to_owned()],
+        });
         if let Some(path) = &self.plugins {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading the plugin configuration {}", path.display()))?;

@@ -26,6 +26,10 @@ async fn serves_grpc_health_and_metrics_and_stops_cleanly() -> anyhow::Result<()
         "chart/templates/cm.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\n",
     )?;
+    repo.write(
+        "jsonnet/main.jsonnet",
+        "{apiVersion: 'v1', kind: 'ConfigMap', metadata: {name: std.extVar('app')}}",
+    )?;
     let head = repo.commit("apps")?;
     let tmp = tempfile::tempdir()?;
     let (grpc_port, metrics_port) = (free_port()?, free_port()?);
@@ -102,6 +106,26 @@ async fn serves_grpc_health_and_metrics_and_stops_cleanly() -> anyhow::Result<()
         out.manifests
     );
 
+    // Jsonnet is evaluated by a child `capstand jsonnet-eval`.
+    let jsonnet = serde_json::json!({"repoURL": repo.file_url(), "path": "jsonnet",
+        "directory": {"jsonnet": {"extVars": [{"name": "app", "value": "$ARGOCD_APP_NAME"}]}}});
+    let out = client
+        .generate_manifests(pb::GenerateManifestsRequest {
+            source_json: jsonnet.to_string(),
+            app: Some(pb::AppContext {
+                name: "from-jsonnet".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert!(
+        out.manifests[0].contains("\"name\":\"from-jsonnet\""),
+        "{:?}",
+        out.manifests
+    );
+
     // A bad request is a gRPC status with a useful message, not a crash.
     let err = client
         .generate_manifests(pb::GenerateManifestsRequest {
@@ -133,9 +157,9 @@ async fn serves_grpc_health_and_metrics_and_stops_cleanly() -> anyhow::Result<()
     let (code, metrics) = http_get(metrics_port, "/metrics")?;
     assert_eq!(code, 200);
     for line in [
-        "capstan_repo_manifest_requests_total{outcome=\"rendered\"} 2",
+        "capstan_repo_manifest_requests_total{outcome=\"rendered\"} 3",
         "capstan_repo_git_fetches_total 1",
-        "capstan_repo_grpc_request_duration_seconds_count{method=\"GenerateManifests\"} 3",
+        "capstan_repo_grpc_request_duration_seconds_count{method=\"GenerateManifests\"} 4",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),

@@ -38,7 +38,8 @@
 //!   outside jrsonnet's call-depth limit and its stack growth. A short program can build a chain
 //!   of any length (`local a = [if i == 0 then 0 else a[i - 1] + 1 for i in
 //!   std.range(0, 100000)]; a[100000]`), and a few thousand links overflow a 16 MiB stack and
-//!   abort the process. Only evaluating in a separate process would contain that.
+//!   abort the process. [`super::jsonnet_child`] evaluates in a child process, which contains
+//!   both; the repo-server binary always uses it.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};

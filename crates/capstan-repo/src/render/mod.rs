@@ -16,6 +16,7 @@ pub mod directory;
 pub mod env;
 pub mod helm;
 pub mod jsonnet;
+pub mod jsonnet_child;
 pub mod kustomize;
 pub mod plugin;
 pub mod process;
