@@ -7,9 +7,61 @@ use std::time::Duration;
 use capstan_proto::repo::v1 as pb;
 use capstan_proto::repo::v1::repo_service_client::RepoServiceClient;
 use capstan_testkit::git::GitRepo;
+use capstan_testkit::git_http::{GitHttpOptions, GitHttpServer};
 use capstan_testkit::net::{free_port, http_get};
 use capstan_testkit::process::ManagedProcess;
 use capstan_testkit::wait::wait_until;
+
+/// A running `capstand repo-server` with the testkit's helm and kustomize.
+struct Capstand {
+    process: ManagedProcess,
+    grpc_port: u16,
+    metrics_port: u16,
+}
+
+impl Capstand {
+    async fn start(tmp: &tempfile::TempDir, extra: &[&std::ffi::OsStr]) -> anyhow::Result<Self> {
+        let (grpc_port, metrics_port) = (free_port()?, free_port()?);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_capstand"));
+        cmd.args([
+            "--log-format",
+            "json",
+            "repo-server",
+            "--listen",
+            &format!("127.0.0.1:{grpc_port}"),
+            "--metrics-listen",
+            &format!("127.0.0.1:{metrics_port}"),
+            "--work-dir",
+        ])
+        .arg(tmp.path().join("work"))
+        .arg("--helm")
+        .arg(capstan_testkit::tools::helm()?)
+        .arg("--kustomize")
+        .arg(capstan_testkit::tools::kustomize()?)
+        .args(extra)
+        .stdin(Stdio::null());
+        let mut process =
+            ManagedProcess::spawn_command("capstand", cmd, &tmp.path().join("capstand.log"))?;
+        wait_until("repo-server ready", Duration::from_secs(60), || {
+            let ready = http_get(metrics_port, "/readyz");
+            let alive = process.check_running();
+            async move {
+                alive?;
+                match ready {
+                    Ok((200, _)) => Ok(Some(())),
+                    Ok((code, body)) => Err(anyhow::anyhow!("/readyz answered {code}: {body}")),
+                    Err(e) => Err(e),
+                }
+            }
+        })
+        .await?;
+        Ok(Self {
+            process,
+            grpc_port,
+            metrics_port,
+        })
+    }
+}
 
 #[tokio::test]
 async fn serves_grpc_health_and_metrics_and_stops_cleanly() -> anyhow::Result<()> {
@@ -32,40 +84,11 @@ async fn serves_grpc_health_and_metrics_and_stops_cleanly() -> anyhow::Result<()
     )?;
     let head = repo.commit("apps")?;
     let tmp = tempfile::tempdir()?;
-    let (grpc_port, metrics_port) = (free_port()?, free_port()?);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_capstand"));
-    cmd.args([
-        "--log-format",
-        "json",
-        "repo-server",
-        "--listen",
-        &format!("127.0.0.1:{grpc_port}"),
-        "--metrics-listen",
-        &format!("127.0.0.1:{metrics_port}"),
-        "--work-dir",
-    ])
-    .arg(tmp.path().join("work"))
-    .arg("--helm")
-    .arg(capstan_testkit::tools::helm()?)
-    .arg("--kustomize")
-    .arg(capstan_testkit::tools::kustomize()?)
-    .stdin(Stdio::null());
-    let mut process =
-        ManagedProcess::spawn_command("capstand", cmd, &tmp.path().join("capstand.log"))?;
-
-    wait_until("repo-server ready", Duration::from_secs(60), || {
-        let ready = http_get(metrics_port, "/readyz");
-        let alive = process.check_running();
-        async move {
-            alive?;
-            match ready {
-                Ok((200, _)) => Ok(Some(())),
-                Ok((code, body)) => Err(anyhow::anyhow!("/readyz answered {code}: {body}")),
-                Err(e) => Err(e),
-            }
-        }
-    })
-    .await?;
+    let Capstand {
+        mut process,
+        grpc_port,
+        metrics_port,
+    } = Capstand::start(&tmp, &[]).await?;
     assert_eq!(http_get(metrics_port, "/healthz")?.0, 200);
 
     let mut client = RepoServiceClient::connect(format!("http://127.0.0.1:{grpc_port}")).await?;
@@ -183,5 +206,116 @@ async fn serves_grpc_health_and_metrics_and_stops_cleanly() -> anyhow::Result<()
         "{status}\n{}",
         process.log_tail(20)
     );
+    Ok(())
+}
+
+const PLUGINS: &str = r#"
+apiVersion: argoproj.io/v1alpha1
+kind: ConfigManagementPlugin
+metadata:
+  name: tpl
+spec:
+  generate:
+    command: [sh, -c, 'sed "s/NAME/$ARGOCD_APP_NAME/" app.tpl']
+  discover:
+    fileName: "*.tpl"
+"#;
+
+/// Every source type through the gRPC service, from a repository served over smart HTTP
+/// with a bearer token.
+#[tokio::test]
+async fn every_source_type_over_grpc_from_smart_http() -> anyhow::Result<()> {
+    let repo = GitRepo::init()?;
+    repo.write_all(&[
+        ("dir/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dir\n"),
+        ("jsonnet/main.jsonnet", "{apiVersion: 'v1', kind: 'ConfigMap', metadata: {name: 'jsonnet-' + std.extVar('n')}}"),
+        ("base/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: kbase\n"),
+        ("base/kustomization.yaml", "resources:\n- cm.yaml\n"),
+        ("overlay/kustomization.yaml", "resources:\n- ../base\n"),
+        ("chart/Chart.yaml", "apiVersion: v2\nname: c\nversion: 0.1.0\n"),
+        ("chart/templates/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-{{ .Values.color }}\n"),
+        ("envs/prod.yaml", "color: red\n"),
+        ("tpl/app.tpl", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: plugin-NAME\n"),
+    ])?;
+    repo.commit("all source types")?;
+    let git = GitHttpServer::start_temp(GitHttpOptions::default().with_bearer_token("tok"))?;
+    let url = git.url_for(&repo)?;
+    let tmp = tempfile::tempdir()?;
+    let plugins = tmp.path().join("plugins.yaml");
+    std::fs::write(&plugins, PLUGINS)?;
+    let server = Capstand::start(&tmp, &["--plugins".as_ref(), plugins.as_os_str()]).await?;
+    let mut client =
+        RepoServiceClient::connect(format!("http://127.0.0.1:{}", server.grpc_port)).await?;
+    let creds = pb::RepoCredentials {
+        bearer_token: "tok".into(),
+        ..Default::default()
+    };
+    let cases = [
+        (
+            serde_json::json!({"repoURL": url, "path": "dir"}),
+            "Directory",
+            "dir",
+        ),
+        (
+            serde_json::json!({"repoURL": url, "path": "jsonnet", "directory": {"jsonnet": {"extVars": [{"name": "n", "value": "x"}]}}}),
+            "Directory",
+            "jsonnet-x",
+        ),
+        (
+            serde_json::json!({"repoURL": url, "path": "overlay", "kustomize": {"namePrefix": "p-"}}),
+            "Kustomize",
+            "p-kbase",
+        ),
+        (
+            serde_json::json!({"repoURL": url, "path": "chart", "helm": {"valueFiles": ["$values/envs/prod.yaml"]}}),
+            "Helm",
+            "web-red",
+        ),
+        (
+            serde_json::json!({"repoURL": url, "path": "tpl"}),
+            "Plugin",
+            "plugin-web",
+        ),
+    ];
+    for (source, kind, name) in cases {
+        let out = client
+            .generate_manifests(pb::GenerateManifestsRequest {
+                source_json: source.to_string(),
+                app: Some(pb::AppContext {
+                    name: "web".into(),
+                    namespace: "shop".into(),
+                    ..Default::default()
+                }),
+                credentials: Some(creds.clone()),
+                ref_sources: vec![pb::RefSource {
+                    name: "values".into(),
+                    repo_url: url.clone(),
+                    target_revision: "HEAD".into(),
+                    credentials: Some(creds.clone()),
+                }],
+                no_cache: false,
+            })
+            .await
+            .map_err(|s| anyhow::anyhow!("{kind} {source}: {}", s.message()))?
+            .into_inner();
+        assert_eq!(out.source_type, kind, "{source}");
+        let first: serde_json::Value = serde_json::from_str(&out.manifests[0])?;
+        assert_eq!(first["metadata"]["name"], name, "{source}");
+    }
+
+    // Wrong credentials are refused, and the message carries no secret.
+    let err = client
+        .generate_manifests(pb::GenerateManifestsRequest {
+            source_json: serde_json::json!({"repoURL": url, "path": "dir"}).to_string(),
+            credentials: Some(pb::RepoCredentials {
+                bearer_token: "stolen-token".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect_err("bad token");
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    assert!(!err.message().contains("stolen-token"), "{}", err.message());
     Ok(())
 }
