@@ -107,6 +107,16 @@ pub enum GitError {
         /// The URL recorded in the directory.
         found: String,
     },
+    /// A fetch brought more data than allowed and was stopped.
+    #[error(
+        "fetching {url} was stopped after receiving more than {limit} bytes; the repository is larger than the repo-server allows (raise --max-fetch-size if it is legitimate)"
+    )]
+    TooLarge {
+        /// The URL.
+        url: String,
+        /// The limit in bytes.
+        limit: u64,
+    },
     /// A blocking task panicked or was cancelled.
     #[error("git worker for {url} stopped unexpectedly: {message}")]
     Worker {
@@ -472,6 +482,18 @@ pub fn fetch_blocking(
     url: &RepoUrl,
     credentials: &Credentials,
 ) -> Result<FetchOutcome, GitError> {
+    fetch_blocking_limited(dir, url, credentials, u64::MAX)
+}
+
+/// [`fetch_blocking`] that stops, failing with [`GitError::TooLarge`], once the packs received
+/// pass `max_bytes`. The partial pack is discarded (gix writes it to a temporary file), so the
+/// repository keeps what it had.
+pub fn fetch_blocking_limited(
+    dir: &Path,
+    url: &RepoUrl,
+    credentials: &Credentials,
+    max_bytes: u64,
+) -> Result<FetchOutcome, GitError> {
     url.check_supported()?;
     let repo = open_or_init(dir, url)?;
     let remote_err = |e: gix::Error| classify(url, "fetching", e);
@@ -479,11 +501,43 @@ pub fn fetch_blocking(
     let connection = connect(&repo, &remote, url, credentials).map_err(remote_err)?;
     let options = ref_map_options();
     let interrupt = AtomicBool::new(false);
-    let outcome = connection
-        .prepare_fetch(gix::progress::Discard, options)
-        .map_err(remote_err)?
-        .receive(gix::progress::Discard, &interrupt)
-        .map_err(remote_err)?;
+    let done = AtomicBool::new(false);
+    let exceeded = AtomicBool::new(false);
+    let pack_dir = dir.join("objects").join("pack");
+    let before = dir_size(&pack_dir);
+    let outcome = std::thread::scope(|scope| {
+        if max_bytes != u64::MAX {
+            // gix receives the pack into a temporary file in objects/pack: watch it grow and
+            // interrupt the transfer past the limit.
+            scope.spawn(|| {
+                while !done.load(Ordering::SeqCst) {
+                    if dir_size(&pack_dir).saturating_sub(before) > max_bytes {
+                        exceeded.store(true, Ordering::SeqCst);
+                        interrupt.store(true, Ordering::SeqCst);
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            });
+        }
+        let outcome = connection
+            .prepare_fetch(gix::progress::Discard, options)
+            .map_err(remote_err)
+            .and_then(|prepared| {
+                prepared
+                    .receive(gix::progress::Discard, &interrupt)
+                    .map_err(remote_err)
+            });
+        done.store(true, Ordering::SeqCst);
+        outcome
+    });
+    if exceeded.load(Ordering::SeqCst) {
+        return Err(GitError::TooLarge {
+            url: url.as_str().to_owned(),
+            limit: max_bytes,
+        });
+    }
+    let outcome = outcome?;
     let received_pack = matches!(outcome.status, gix::remote::fetch::Status::Change { .. });
     Ok(FetchOutcome {
         refs: convert_refs(&outcome.ref_map.remote_refs),
@@ -687,6 +741,8 @@ struct Inner {
     fetches: AtomicU64,
     listings: AtomicU64,
     evictions: AtomicU64,
+    /// Most bytes one fetch may receive.
+    max_fetch_bytes: AtomicU64,
 }
 
 /// The bare repository cache: one repository per normalised URL; see the [module docs](self).
@@ -800,8 +856,15 @@ impl RepoCache {
                 fetches: AtomicU64::new(0),
                 listings: AtomicU64::new(0),
                 evictions: AtomicU64::new(0),
+                max_fetch_bytes: AtomicU64::new(u64::MAX),
             }),
         })
+    }
+
+    /// Limits what one fetch may receive (default: unlimited); a fetch that passes it fails
+    /// with [`GitError::TooLarge`] and leaves the cached repository as it was.
+    pub fn set_max_fetch_bytes(&self, bytes: u64) {
+        self.inner.max_fetch_bytes.store(bytes, Ordering::SeqCst);
     }
 
     /// The directory a URL is cached in.
@@ -902,7 +965,8 @@ impl RepoCache {
                 // enforced here, once per fetch, not once per caller sharing it.
                 let task = tokio::task::spawn_blocking(move || {
                     let _entered = span.enter();
-                    let result = fetch_blocking(&dir, &key, &credentials);
+                    let limit = inner.max_fetch_bytes.load(Ordering::SeqCst);
+                    let result = fetch_blocking_limited(&dir, &key, &credentials, limit);
                     let bytes = dir_size(&dir);
                     {
                         let mut state = lock(&inner.state);

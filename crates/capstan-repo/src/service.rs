@@ -46,6 +46,9 @@ pub struct RepoServerConfig {
     pub work_dir: PathBuf,
     /// Byte budget of the Git cache.
     pub git_cache_bytes: u64,
+    /// Most bytes one Git fetch may receive (an oversized repository fails its requests
+    /// instead of filling the disk).
+    pub max_fetch_bytes: u64,
     /// How long a remote ref listing is reused.
     pub ref_ttl: Duration,
     /// Limits on the files read from a repository.
@@ -78,6 +81,7 @@ impl RepoServerConfig {
         Self {
             work_dir: work_dir.into(),
             git_cache_bytes: 20 << 30,
+            max_fetch_bytes: 5 << 30,
             ref_ttl: RefCache::DEFAULT_TTL,
             tree_limits: TreeLimits::default(),
             tool_limits: ToolLimits::default(),
@@ -303,9 +307,9 @@ impl GenerateError {
 impl From<GitError> for GenerateError {
     fn from(e: GitError) -> Self {
         let kind = match &e {
-            GitError::InvalidUrl { .. } | GitError::UnsupportedScheme { .. } => {
-                ErrorKind::InvalidArgument
-            }
+            GitError::InvalidUrl { .. }
+            | GitError::UnsupportedScheme { .. }
+            | GitError::TooLarge { .. } => ErrorKind::InvalidArgument,
             GitError::Authentication { .. } => ErrorKind::Unauthenticated,
             GitError::Remote { .. } => ErrorKind::Unavailable,
             _ => ErrorKind::Internal,
@@ -416,6 +420,7 @@ impl RepoServer {
         })
         .await
         .map_err(|e| internal("starting the git cache", &e))??;
+        repos.set_max_fetch_bytes(config.max_fetch_bytes);
         let refs = RefCache::new(repos.clone(), config.ref_ttl);
         let runner = ToolRunner::new(config.work_dir.join("home"), config.tool_limits.clone());
         let checkouts = config.work_dir.join("checkouts");

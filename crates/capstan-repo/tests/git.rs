@@ -381,3 +381,66 @@ async fn ssh_is_not_supported() -> anyhow::Result<()> {
     assert!(matches!(err, GitError::UnsupportedScheme { .. }), "{err}");
     Ok(())
 }
+
+/// Incompressible bytes (a simple xorshift generator; no need for a crate).
+fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_oversized_fetch_is_stopped_and_leaves_the_cache_usable() -> anyhow::Result<()> {
+    let repo = GitRepo::init()?;
+    repo.write(
+        "small.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: small\n",
+    )?;
+    let first = repo.commit("small")?;
+    let tmp = tempfile::tempdir()?;
+    let repos = cache(&tmp, u64::MAX)?;
+    let url = RepoUrl::parse(&repo.file_url())?;
+    repos.set_max_fetch_bytes(2 << 20);
+    repos.fetch(&url, &Credentials::None).await?;
+
+    // A push adds 16 MiB of incompressible data: the next fetch passes the 2 MiB limit.
+    repo.write("blob.bin", noise(16 << 20, 42))?;
+    let big = repo.commit("huge")?;
+    let err = repos
+        .fetch(&url, &Credentials::None)
+        .await
+        .expect_err("over the fetch limit");
+    assert!(
+        matches!(err, capstan_repo::git::GitError::TooLarge { limit, .. } if limit == 2 << 20),
+        "{err}"
+    );
+    assert!(err.to_string().contains("--max-fetch-size"), "{err}");
+
+    // What was fetched before is intact and no partial pack was left behind.
+    let handle = repos.handle(&url);
+    let local = handle.open()?;
+    let first_id = gix::ObjectId::from_hex(first.as_bytes())?;
+    assert!(local.find_commit(first_id).is_ok());
+    let pack_bytes: u64 = std::fs::read_dir(handle.path().join("objects/pack"))?
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    assert!(
+        pack_bytes < 2 << 20,
+        "partial pack left: {pack_bytes} bytes"
+    );
+    drop(handle);
+
+    // With the limit raised the same cache fetches the commit.
+    repos.set_max_fetch_bytes(u64::MAX);
+    let (handle, _) = repos.fetch(&url, &Credentials::None).await?;
+    let big_id = gix::ObjectId::from_hex(big.as_bytes())?;
+    assert!(handle.open()?.find_commit(big_id).is_ok());
+    Ok(())
+}

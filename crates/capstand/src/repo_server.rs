@@ -68,6 +68,10 @@ pub struct Args {
     /// Byte budget of the Git cache; least recently used repositories are evicted beyond it.
     #[arg(long, default_value = "20GiB", value_parser = parse_bytes, env = "CAPSTAN_GIT_CACHE_SIZE")]
     git_cache_size: u64,
+    /// Most bytes one Git fetch may receive; a larger repository fails with a clear error
+    /// instead of filling the disk.
+    #[arg(long, default_value = "5GiB", value_parser = parse_bytes, env = "CAPSTAN_MAX_FETCH_SIZE")]
+    max_fetch_size: u64,
     /// How long a remote's ref listing is reused before listing again (webhooks and hard
     /// refreshes list at once).
     #[arg(long, default_value = "3m", value_parser = parse_duration, env = "CAPSTAN_REF_TTL")]
@@ -120,6 +124,7 @@ impl Args {
             .unwrap_or_else(|| std::env::temp_dir().join("capstan-repo-server"));
         let mut config = RepoServerConfig::new(work_dir);
         config.git_cache_bytes = self.git_cache_size;
+        config.max_fetch_bytes = self.max_fetch_size;
         config.ref_ttl = self.ref_ttl;
         config.tree_limits = TreeLimits {
             max_file_bytes: self.max_file_size,
