@@ -1481,5 +1481,35 @@ async fn helm_pull_chart_from_an_http_repository() -> anyhow::Result<()> {
     }
     assert_eq!(runner.stats().started, runs);
     drop(pulled);
+
+    // Through the repo-server: an exact version is cached, a range resolves to its match.
+    let mut config = capstan_repo::service::RepoServerConfig::new(tmp.path().join("server"));
+    config.helm = helm_tool();
+    config.kustomize = kustomize_tool();
+    let server_side = capstan_repo::service::RepoServer::new(config).await?;
+    let chart_request = |version: &str| {
+        let mut source = capstan_model::ApplicationSource::git(&server.url, "", version);
+        source.chart = "demo".into();
+        capstan_repo::service::ManifestRequest {
+            source,
+            app: app.clone(),
+            ..Default::default()
+        }
+    };
+    let first = server_side.generate(chart_request("1.0.0")).await?;
+    assert_eq!(first.manifests.revision, "1.0.0");
+    assert_eq!(first.manifests.source_type, capstan_model::SourceType::Helm);
+    assert!(!first.manifests.manifests.is_empty());
+    let again = server_side.generate(chart_request("1.0.0")).await?;
+    assert_eq!(again.cache, capstan_repo::service::CacheOutcome::Memory);
+    let ranged = server_side
+        .generate(chart_request(">=1.1.0 <2.0.0"))
+        .await?;
+    assert_eq!(ranged.manifests.revision, "1.2.0");
+    let err = server_side
+        .generate(chart_request("9.9.9"))
+        .await
+        .expect_err("missing version");
+    assert!(err.message.contains("9.9.9"), "{err}");
     Ok(())
 }
