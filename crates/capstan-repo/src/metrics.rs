@@ -13,6 +13,7 @@
 //! | `capstan_repo_git_cache_bytes` | gauge | |
 //! | `capstan_repo_git_cache_repositories` | gauge | |
 //! | `capstan_repo_tool_runs_total` | counter | `result` = `started`, `failed`, `timed_out`, `output_exceeded` |
+//! | `capstan_repo_checkouts_total` | counter | |
 //! | `capstan_repo_shared_cache_errors_total` | counter | |
 //! | `capstan_repo_grpc_request_duration_seconds` | histogram | `method` |
 
@@ -173,6 +174,12 @@ impl Collector for StatsCollector {
                 ("timed_out", tools.timed_out),
                 ("output_exceeded", tools.output_exceeded),
             ],
+        )?;
+        counter(
+            &mut encoder,
+            "capstan_repo_checkouts",
+            "Checkouts written for tools (renders of one commit by Helm or Kustomize share one)",
+            s.checkouts,
         )?;
         counter(
             &mut encoder,

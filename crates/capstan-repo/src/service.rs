@@ -61,6 +61,8 @@ pub struct RepoServerConfig {
     pub kustomize: KustomizeTool,
     /// Most rendered results kept in memory.
     pub memory_cache_entries: u64,
+    /// Most checkouts kept for reuse by Helm and Kustomize renders (one per commit).
+    pub shared_checkouts: u64,
     /// The shared Redis Cluster cache, if any.
     pub shared_cache: Option<SharedCacheConfig>,
     /// Evaluate Jsonnet in a child process (recommended; `capstand` always does). `None`
@@ -93,6 +95,7 @@ impl RepoServerConfig {
                 ..KustomizeTool::default()
             },
             memory_cache_entries: 10_000,
+            shared_checkouts: 16,
             shared_cache: None,
             plugins: Vec::new(),
             jsonnet_child: None,
@@ -362,6 +365,8 @@ pub struct RepoServerStats {
     pub ref_listings: u64,
     /// Shared cache errors (Redis unavailable).
     pub shared_cache_errors: u64,
+    /// Checkouts written (Helm and Kustomize renders of one commit share one).
+    pub checkouts: u64,
 }
 
 #[derive(Debug, Default)]
@@ -370,6 +375,7 @@ struct Counters {
     shared_hits: AtomicU64,
     renders: AtomicU64,
     failures: AtomicU64,
+    checkouts: AtomicU64,
 }
 
 struct Inner {
@@ -378,6 +384,9 @@ struct Inner {
     refs: RefCache,
     runner: ToolRunner,
     memory: moka::future::Cache<String, Arc<Manifests>>,
+    /// Read-only checkouts shared by renders of the same commit; a checkout's directory is
+    /// removed when it leaves the cache and its last render ends.
+    shared_checkouts: moka::future::Cache<(String, gix::ObjectId), Arc<crate::checkout::Checkout>>,
     shared: Option<SharedCache>,
     cpu: rayon::ThreadPool,
     tool_versions: String,
@@ -457,6 +466,10 @@ impl RepoServer {
         let memory = moka::future::Cache::builder()
             .max_capacity(config.memory_cache_entries)
             .build();
+        let shared_checkouts = moka::future::Cache::builder()
+            .max_capacity(config.shared_checkouts)
+            .time_to_idle(Duration::from_secs(600))
+            .build();
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -464,6 +477,7 @@ impl RepoServer {
                 refs,
                 runner,
                 memory,
+                shared_checkouts,
                 shared,
                 cpu,
                 tool_versions,
@@ -505,6 +519,7 @@ impl RepoServer {
             fetches: git.fetches,
             ref_listings: git.listings,
             shared_cache_errors: self.inner.shared.as_ref().map_or(0, |s| s.stats().errors),
+            checkouts: c.checkouts.load(Ordering::Relaxed),
         }
     }
 
@@ -1011,7 +1026,21 @@ impl RepoServer {
             }
             None => {}
         }
-        let main = self.checkout(url, &req.credentials, commit).await?;
+        // Helm and Kustomize without edits only read the checkout: they share one per commit.
+        // (Kustomize with --enable-helm inflates charts into the checkout, so it does not share.)
+        let inflates_charts = inner
+            .config
+            .kustomize
+            .build_options
+            .iter()
+            .any(|o| o == "--enable-helm");
+        let shared = kind == SourceType::Helm
+            || (kind == SourceType::Kustomize
+                && !inflates_charts
+                && !kustomize::edits_kustomization(req.source.kustomize.as_ref()));
+        let main = self
+            .checkout_for(url, &req.credentials, commit, shared)
+            .await?;
         let rendered = match kind {
             SourceType::Kustomize => {
                 kustomize::render(
@@ -1030,7 +1059,7 @@ impl RepoServer {
                 let mut ref_checkouts = Vec::new();
                 for (spec, ref_url, ref_commit) in refs {
                     let co = self
-                        .checkout(ref_url, &spec.credentials, *ref_commit)
+                        .checkout_for(ref_url, &spec.credentials, *ref_commit, true)
                         .await?;
                     ref_checkouts.push((spec.name.clone(), co));
                 }
@@ -1133,6 +1162,32 @@ impl RepoServer {
         Ok(Some(rendered))
     }
 
+    /// A checkout of `commit`: with `shared`, the one kept for that commit (made once, reused
+    /// by concurrent and later renders that only read it); otherwise a private one.
+    async fn checkout_for(
+        &self,
+        url: &RepoUrl,
+        credentials: &Credentials,
+        commit: gix::ObjectId,
+        shared: bool,
+    ) -> Result<Arc<crate::checkout::Checkout>, GenerateError> {
+        if !shared {
+            return Ok(Arc::new(self.checkout(url, credentials, commit).await?));
+        }
+        let key = (url.as_str().to_owned(), commit);
+        let this = self.clone();
+        let (url, credentials) = (url.clone(), credentials.clone());
+        self.inner
+            .shared_checkouts
+            .try_get_with(key, async move {
+                this.checkout(&url, &credentials, commit)
+                    .await
+                    .map(Arc::new)
+            })
+            .await
+            .map_err(|e| (*e).clone())
+    }
+
     /// Writes `commit` of `url` to a fresh checkout (fetching first if needed).
     async fn checkout(
         &self,
@@ -1145,6 +1200,10 @@ impl RepoServer {
             .repos
             .fetch_for_commit(url, credentials, commit)
             .await?;
+        self.inner
+            .counters
+            .checkouts
+            .fetch_add(1, Ordering::Relaxed);
         let parent = self.inner.checkouts.clone();
         let limits = self.inner.config.tree_limits.clone();
         tokio::task::spawn_blocking(move || -> Result<_, GenerateError> {

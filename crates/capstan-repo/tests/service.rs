@@ -326,3 +326,46 @@ async fn redis_cluster_shares_renders_between_servers_and_its_loss_is_not_fatal(
     assert!(c.stats().shared_cache_errors >= 1, "{:?}", c.stats());
     Ok(())
 }
+
+#[tokio::test]
+async fn helm_and_plain_kustomize_renders_of_a_commit_share_one_checkout() -> anyhow::Result<()> {
+    let s = setup()?;
+    let server = RepoServer::new(s.config.clone()).await?;
+    for app in ["one", "two", "three"] {
+        let out = server.generate(request(&s.url, "chart", app)).await?;
+        assert_eq!(
+            out.manifests.manifests[0]["metadata"]["name"],
+            format!("{app}-cfg")
+        );
+    }
+    // Concurrent renders share it too.
+    let concurrent = futures::future::join_all(
+        ["four", "five", "six"].map(|app| server.generate(request(&s.url, "chart", app))),
+    )
+    .await;
+    assert!(concurrent.iter().all(Result::is_ok));
+    let plain = server.generate(request(&s.url, "overlay", "k")).await?;
+    assert_eq!(names(&plain.manifests.manifests), ["ConfigMap/dev-kbase"]);
+    assert_eq!(server.stats().checkouts, 1, "{:?}", server.stats());
+
+    // Options that edit the kustomization need a private checkout, every time, and the shared
+    // one is left untouched by them.
+    for suffix in ["-a", "-b"] {
+        let mut req = request(&s.url, "overlay", "k");
+        req.source.kustomize = Some(KustomizeSource {
+            name_suffix: suffix.into(),
+            ..KustomizeSource::default()
+        });
+        let out = server.generate(req).await?;
+        assert_eq!(
+            names(&out.manifests.manifests),
+            [format!("ConfigMap/dev-kbase{suffix}")]
+        );
+    }
+    assert_eq!(server.stats().checkouts, 3);
+    let mut again = request(&s.url, "overlay", "k2");
+    again.no_cache = true;
+    let again = server.generate(again).await?;
+    assert_eq!(names(&again.manifests.manifests), ["ConfigMap/dev-kbase"]);
+    Ok(())
+}

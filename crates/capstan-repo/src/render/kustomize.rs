@@ -156,6 +156,12 @@ fn prepare(
     check_paths(root, dir)
 }
 
+/// Whether rendering with `options` edits the kustomization file (so the checkout cannot be
+/// shared with other renders).
+pub fn edits_kustomization(options: Option<&KustomizeSource>) -> bool {
+    options.is_some_and(has_edits)
+}
+
 fn has_edits(o: &KustomizeSource) -> bool {
     !(o.name_prefix.is_empty()
         && o.name_suffix.is_empty()
