@@ -354,23 +354,31 @@ fn capitalise(s: &str) -> String {
 }
 
 fn add_labels(k: &mut Map<String, Value>, o: &KustomizeSource) -> Result<(), RenderError> {
-    if !o.label_without_selector {
-        let labels = entry_map(k, "commonLabels", "commonLabels")?;
-        for (key, value) in &o.common_labels {
-            put(
-                labels,
-                key,
-                value.clone(),
-                o.force_common_labels,
-                "label",
-                "forceCommonLabels",
-            )?;
-        }
-        return Ok(());
+    let target = if o.label_without_selector {
+        selectorless_labels(k, o.label_include_templates)?
+    } else {
+        entry_map(k, "commonLabels", "commonLabels")?
+    };
+    for (key, value) in &o.common_labels {
+        put(
+            target,
+            key,
+            value.clone(),
+            o.force_common_labels,
+            "label",
+            "forceCommonLabels",
+        )?;
     }
-    // `kustomize edit add label --without-selector [--include-templates]`: into the first
-    // `labels` entry with the same settings, else a new one.
-    let include_templates = o.label_include_templates;
+    Ok(())
+}
+
+/// The `pairs` of the `labels` entry `kustomize edit add label --without-selector
+/// [--include-templates]` would write to: the first entry with the same settings, else a new
+/// one.
+fn selectorless_labels(
+    k: &mut Map<String, Value>,
+    include_templates: bool,
+) -> Result<&mut Map<String, Value>, RenderError> {
     let list = entry_list(k, "labels")?;
     let same_settings = |v: &Value| {
         let flag = |name| v.get(name).and_then(Value::as_bool).unwrap_or(false);
@@ -394,18 +402,7 @@ fn add_labels(k: &mut Map<String, Value>, o: &KustomizeSource) -> Result<(), Ren
             field: "kustomization labels".to_owned(),
             message: "holds an entry that is not a mapping".to_owned(),
         })?;
-    let pairs = entry_map(entry, "pairs", "labels[].pairs")?;
-    for (key, value) in &o.common_labels {
-        put(
-            pairs,
-            key,
-            value.clone(),
-            o.force_common_labels,
-            "label",
-            "forceCommonLabels",
-        )?;
-    }
-    Ok(())
+    entry_map(entry, "pairs", "labels[].pairs")
 }
 
 /// An image override as `kustomize edit set image` parses it.
