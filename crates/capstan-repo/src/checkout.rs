@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::render::RenderError;
-use crate::tree::{SkippedFile, TreeLimits, read_dir};
+use crate::tree::{SkippedFile, TreeError, TreeLimits, read_dir, validate_path};
 
 /// A commit's files on disk; the directory is removed when this is dropped.
 #[derive(Debug)]
@@ -30,6 +30,19 @@ impl Checkout {
     pub fn root(&self) -> &Path {
         self.dir.path()
     }
+
+    /// The directory of the source at `path` in this checkout.
+    pub fn source_dir(&self, path: &str) -> Result<PathBuf, TreeError> {
+        source_dir(self.root(), path)
+    }
+}
+
+/// The directory of the source at `path` (a clean relative path, see
+/// [`crate::tree::validate_path`]) under the checkout root `root`.
+pub fn source_dir(root: &Path, path: &str) -> Result<PathBuf, TreeError> {
+    Ok(validate_path(path)?
+        .iter()
+        .fold(root.to_path_buf(), |dir, part| dir.join(part)))
 }
 
 /// Writes the files of `commit` into a new temporary directory under `parent`.

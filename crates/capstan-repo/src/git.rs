@@ -802,7 +802,9 @@ pub struct CacheStats {
     pub repositories: usize,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Locks `m`, carrying on after a panic elsewhere poisoned it (the guarded state is always
+/// left consistent between statements).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 

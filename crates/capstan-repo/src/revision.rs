@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
 
-use crate::git::{Credentials, GitError, RemoteRef, RepoCache, RepoUrl};
+use crate::git::{Credentials, GitError, RemoteRef, RepoCache, RepoUrl, lock};
 
 /// Errors of revision resolution.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -384,10 +384,6 @@ pub struct RefCache {
 }
 
 type ListingKey = (RepoUrl, u64);
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 impl RefCache {
     /// The default time a listing is reused: 3 minutes, Argo CD's default.

@@ -26,7 +26,7 @@ use serde_json::Value;
 use sha2::Digest;
 
 use crate::checkout::checkout;
-use crate::git::{CacheConfig, Credentials, GitError, RepoCache, RepoUrl};
+use crate::git::{CacheConfig, Credentials, GitError, RepoCache, RepoUrl, lock};
 use crate::render::detect::source_type;
 use crate::render::directory::{self, DirectoryOptions};
 use crate::render::env::AppContext;
@@ -416,8 +416,9 @@ impl RepoServer {
     /// Starts a repo-server: creates the work directories, adopts a Git cache left by an
     /// earlier run, asks Helm and Kustomize for their versions (part of every cache key).
     pub async fn new(config: RepoServerConfig) -> Result<Self, GenerateError> {
-        let internal = |what: &str, e: &dyn std::error::Error| {
-            GenerateError::new(ErrorKind::Internal, &Wrapped(format!("{what}: {e}")))
+        let internal = |what: &str, e: &dyn std::error::Error| GenerateError {
+            kind: ErrorKind::Internal,
+            message: format!("{what}: {e}"),
         };
         let git_root = config.work_dir.join("git");
         let budget = config.git_cache_bytes;
@@ -963,14 +964,10 @@ impl RepoServer {
                 let source_path = req.source.path.clone();
                 let env = req.app.build_env();
                 if let Some(child) = &inner.config.jsonnet_child {
-                    // Which files the render will evaluate: a dry pass over the filters.
-                    let wanted = std::sync::Mutex::new(Vec::new());
-                    let collect = |f: &crate::tree::SourceFile| {
-                        lock(&wanted).push(f.repo_path.clone());
-                        Ok(Vec::new())
-                    };
-                    directory::render_with(&listing.files, &options, Some(&collect))?;
-                    let wanted = wanted.into_inner().unwrap_or_else(|p| p.into_inner());
+                    let wanted = directory::jsonnet_files(&listing.files, &options)?
+                        .into_iter()
+                        .map(|f| f.repo_path.clone())
+                        .collect();
                     let results = crate::render::jsonnet_child::evaluate_in_child(
                         &inner.runner,
                         child,
@@ -1070,11 +1067,9 @@ impl RepoServer {
                         root: co.root().to_owned(),
                     })
                     .collect();
-                let parts =
-                    crate::tree::validate_path(&req.source.path).map_err(RenderError::from)?;
-                let chart_dir = parts
-                    .iter()
-                    .fold(main.root().to_path_buf(), |p, c| p.join(c));
+                let chart_dir = main
+                    .source_dir(&req.source.path)
+                    .map_err(RenderError::from)?;
                 helm::render(
                     &inner.runner,
                     &inner.config.helm,
@@ -1131,8 +1126,7 @@ impl RepoServer {
             None => None,
         };
         let co = self.checkout(url, &req.credentials, commit).await?;
-        let parts = crate::tree::validate_path(&source.path).map_err(RenderError::from)?;
-        let dir = parts.iter().fold(co.root().to_path_buf(), |p, c| p.join(c));
+        let dir = co.source_dir(&source.path).map_err(RenderError::from)?;
         let plugin = match chosen {
             Some(p) => p,
             None => match plugin::discover(&self.inner.runner, plugins, &dir, &req.app).await? {
@@ -1236,17 +1230,6 @@ impl RepoServer {
     }
 }
 
-#[derive(Debug)]
-struct Wrapped(String);
-
-impl std::fmt::Display for Wrapped {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Wrapped {}
-
 /// `helm version` and `kustomize version`, or a note that a tool is unavailable.
 async fn tool_versions(runner: &ToolRunner, config: &RepoServerConfig) -> String {
     use crate::render::process::Invocation;
@@ -1275,8 +1258,4 @@ async fn tool_versions(runner: &ToolRunner, config: &RepoServerConfig) -> String
         parts.push(format!("{tool}={version}"));
     }
     parts.join(",")
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -105,16 +105,25 @@ impl Filter {
     }
 }
 
+/// The files [`render_with`] would evaluate as Jsonnet, in order.
+pub fn jsonnet_files<'a>(
+    files: &'a [SourceFile],
+    options: &DirectoryOptions,
+) -> Result<Vec<&'a SourceFile>, RenderError> {
+    let filter = Filter::new(options)?;
+    Ok(files
+        .iter()
+        .filter(|f| matches!(filter.check(&f.path, options), Use::Jsonnet))
+        .collect())
+}
+
 /// Whether [`render_with`] would evaluate any of `files` as Jsonnet (so it needs an
 /// evaluator, and the service a checkout).
 pub fn needs_jsonnet(
     files: &[SourceFile],
     options: &DirectoryOptions,
 ) -> Result<bool, RenderError> {
-    let filter = Filter::new(options)?;
-    Ok(files
-        .iter()
-        .any(|f| matches!(filter.check(&f.path, options), Use::Jsonnet)))
+    Ok(!jsonnet_files(files, options)?.is_empty())
 }
 
 /// Renders a directory source without a Jsonnet evaluator: `.jsonnet` files that would be

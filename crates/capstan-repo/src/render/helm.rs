@@ -24,7 +24,7 @@ use capstan_model::HelmSource;
 
 use super::env::{AppContext, envsubst};
 use super::process::{Invocation, ToolRunner};
-use super::{Format, RenderError, Rendered, push_documents};
+use super::{Format, RenderError, Rendered, parse_yaml_document, push_documents};
 use crate::checkout::join_inside;
 
 /// How to run Helm.
@@ -360,12 +360,7 @@ pub async fn pull_chart(
     let meta = std::fs::read_to_string(chart_dir.join("Chart.yaml")).map_err(RenderError::io(
         format!("reading Chart.yaml of the pulled chart {chart}"),
     ))?;
-    let meta: serde_json::Value = serde_saphyr::from_str(&meta).map_err(|e| RenderError::Yaml {
-        file: format!("{chart}/Chart.yaml"),
-        line: e.location().map(|l| l.line()),
-        message: e.to_string().lines().next().unwrap_or_default().to_owned(),
-        source: Box::new(e),
-    })?;
+    let meta = parse_yaml_document(&format!("{chart}/Chart.yaml"), &meta)?;
     let version = meta
         .get("version")
         .and_then(serde_json::Value::as_str)

@@ -28,9 +28,8 @@ use serde_json::{Map, Value};
 
 use super::env::{AppContext, envsubst};
 use super::process::{Invocation, ToolRunner};
-use super::{Format, RenderError, Rendered, push_documents};
-use crate::checkout::join_inside;
-use crate::tree::validate_path;
+use super::{Format, RenderError, Rendered, parse_yaml_document, push_documents};
+use crate::checkout::{join_inside, source_dir};
 
 /// The file names kustomize accepts for a kustomization, in its order of preference.
 pub const KUSTOMIZATION_FILES: [&str; 3] =
@@ -75,8 +74,7 @@ pub async fn render(
     tool: &KustomizeTool,
     req: KustomizeRequest<'_>,
 ) -> Result<Rendered, RenderError> {
-    let parts = validate_path(req.path)?;
-    let dir = parts.iter().fold(req.root.to_path_buf(), |p, c| p.join(c));
+    let dir = source_dir(req.root, req.path)?;
     let env = req.app.build_env();
     {
         let (root, dir, options, env) = (
@@ -183,12 +181,7 @@ fn read_kustomization(root: &Path, file: &Path) -> Result<Map<String, Value>, Re
     let label = relative(root, file);
     let text =
         std::fs::read_to_string(file).map_err(RenderError::io(format!("reading {label}")))?;
-    let value: Value = serde_saphyr::from_str(&text).map_err(|e| RenderError::Yaml {
-        file: label.clone(),
-        line: e.location().map(|l| l.line()),
-        message: e.to_string().lines().next().unwrap_or_default().to_owned(),
-        source: Box::new(e),
-    })?;
+    let value = parse_yaml_document(&label, &text)?;
     match value {
         Value::Object(map) => Ok(map),
         Value::Null => Ok(Map::new()),
@@ -563,6 +556,76 @@ const PATH_LISTS: [(&str, bool); 9] = [
     ("patchesStrategicMerge", false),
 ];
 
+/// The items of a list field, with their index (none when absent or not a list).
+fn items(v: Option<&Value>) -> impl Iterator<Item = (usize, &Value)> {
+    v.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+}
+
+/// Every path a kustomization names, as (field, path, may be a directory holding another
+/// kustomization).
+fn local_paths<'k>(k: &'k Map<String, Value>) -> Vec<(String, &'k str, bool)> {
+    let mut paths = Vec::new();
+    let mut add = |field: String, v: Option<&'k Value>, may_be_dir: bool| {
+        if let Some(s) = v.and_then(Value::as_str) {
+            paths.push((field, s, may_be_dir));
+        }
+    };
+    for (key, may_be_dir) in PATH_LISTS {
+        for (i, v) in items(k.get(key)) {
+            add(format!("{key}[{i}]"), Some(v), may_be_dir);
+        }
+    }
+    for key in ["patches", "patchesJson6902", "replacements"] {
+        for (i, v) in items(k.get(key)) {
+            add(format!("{key}[{i}].path"), v.get("path"), false);
+        }
+    }
+    for key in ["configMapGenerator", "secretGenerator"] {
+        for (i, g) in items(k.get(key)) {
+            for list in ["files", "envs"] {
+                for (j, v) in items(g.get(list)) {
+                    add(format!("{key}[{i}].{list}[{j}]"), Some(v), false);
+                }
+            }
+            add(format!("{key}[{i}].env"), g.get("env"), false);
+        }
+    }
+    add(
+        "helmGlobals.chartHome".to_owned(),
+        k.get("helmGlobals").and_then(|h| h.get("chartHome")),
+        false,
+    );
+    for (i, c) in items(k.get("helmCharts")) {
+        add(
+            format!("helmCharts[{i}].valuesFile"),
+            c.get("valuesFile"),
+            false,
+        );
+        for (j, v) in items(c.get("additionalValuesFiles")) {
+            add(
+                format!("helmCharts[{i}].additionalValuesFiles[{j}]"),
+                Some(v),
+                false,
+            );
+        }
+    }
+    add(
+        "openapi.path".to_owned(),
+        k.get("openapi").and_then(|o| o.get("path")),
+        false,
+    );
+    // Generator `files` entries may be `key=path`.
+    for (field, path, _) in &mut paths {
+        if field.contains(".files[") {
+            *path = path.split_once('=').map_or(*path, |(_, p)| p);
+        }
+    }
+    paths
+}
+
 /// Checks that no kustomization reachable from `start` names a local path outside `root`.
 fn check_paths(root: &Path, start: &Path) -> Result<(), RenderError> {
     let mut queue = vec![start.to_path_buf()];
@@ -576,102 +639,7 @@ fn check_paths(root: &Path, start: &Path) -> Result<(), RenderError> {
         };
         let k = read_kustomization(root, &file)?;
         let label = relative(root, &file);
-        let mut paths: Vec<(String, &str, bool)> = Vec::new();
-        for (key, may_be_dir) in PATH_LISTS {
-            for (i, v) in k
-                .get(key)
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
-                if let Some(s) = v.as_str() {
-                    paths.push((format!("{key}[{i}]"), s, may_be_dir));
-                }
-            }
-        }
-        for key in ["patches", "patchesJson6902", "replacements"] {
-            for (i, v) in k
-                .get(key)
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
-                if let Some(s) = v.get("path").and_then(Value::as_str) {
-                    paths.push((format!("{key}[{i}].path"), s, false));
-                }
-            }
-        }
-        for key in ["configMapGenerator", "secretGenerator"] {
-            for (i, g) in k
-                .get(key)
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
-                for list in ["files", "envs"] {
-                    for (j, v) in g
-                        .get(list)
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                        .enumerate()
-                    {
-                        if let Some(s) = v.as_str() {
-                            // `files` entries may be `key=path`.
-                            let path = s.split_once('=').map_or(s, |(_, p)| p);
-                            paths.push((format!("{key}[{i}].{list}[{j}]"), path, false));
-                        }
-                    }
-                }
-                if let Some(s) = g.get("env").and_then(Value::as_str) {
-                    paths.push((format!("{key}[{i}].env"), s, false));
-                }
-            }
-        }
-        if let Some(s) = k
-            .get("helmGlobals")
-            .and_then(|h| h.get("chartHome"))
-            .and_then(Value::as_str)
-        {
-            paths.push(("helmGlobals.chartHome".to_owned(), s, false));
-        }
-        for (i, c) in k
-            .get("helmCharts")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            if let Some(s) = c.get("valuesFile").and_then(Value::as_str) {
-                paths.push((format!("helmCharts[{i}].valuesFile"), s, false));
-            }
-            for (j, v) in c
-                .get("additionalValuesFiles")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
-                if let Some(s) = v.as_str() {
-                    paths.push((
-                        format!("helmCharts[{i}].additionalValuesFiles[{j}]"),
-                        s,
-                        false,
-                    ));
-                }
-            }
-        }
-        if let Some(s) = k
-            .get("openapi")
-            .and_then(|o| o.get("path"))
-            .and_then(Value::as_str)
-        {
-            paths.push(("openapi.path".to_owned(), s, false));
-        }
-        for (field, path, may_be_dir) in paths {
+        for (field, path, may_be_dir) in local_paths(&k) {
             // Remote bases (`https://…`, `git@…`) are kustomize's business; inline patches
             // (several lines) are not paths.
             if path.contains("://") || path.starts_with("git@") || path.contains('\n') {

@@ -289,16 +289,23 @@ fn parse_yaml(label: &str, text: &str) -> Result<Vec<Value>, RenderError> {
     // The default options carry serde-saphyr's budget (depth, nodes, aliases), which stops
     // alias bombs and pathological nesting.
     serde_saphyr::from_multiple_with_options::<Value>(text, serde_saphyr::Options::default())
-        .map_err(|e| {
-            let line = e.location().map(|l| l.line());
-            let message = e.to_string().lines().next().unwrap_or_default().to_owned();
-            RenderError::Yaml {
-                file: label.to_owned(),
-                line,
-                message,
-                source: Box::new(e),
-            }
-        })
+        .map_err(|e| yaml_error(label, e))
+}
+
+/// Parses one YAML document of a repository file (a kustomization, a `Chart.yaml`), named
+/// `label` in errors, within the same budget.
+pub(crate) fn parse_yaml_document(label: &str, text: &str) -> Result<Value, RenderError> {
+    serde_saphyr::from_str_with_options::<Value>(text, serde_saphyr::Options::default())
+        .map_err(|e| yaml_error(label, e))
+}
+
+fn yaml_error(label: &str, e: serde_saphyr::Error) -> RenderError {
+    RenderError::Yaml {
+        file: label.to_owned(),
+        line: e.location().map(|l| l.line()),
+        message: e.to_string().lines().next().unwrap_or_default().to_owned(),
+        source: Box::new(e),
+    }
 }
 
 fn parse_json(label: &str, text: &str) -> Result<Vec<Value>, RenderError> {

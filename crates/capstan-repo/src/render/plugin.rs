@@ -45,7 +45,7 @@ use serde_json::Value;
 use super::env::AppContext;
 use super::process::{Invocation, ToolRunner};
 use super::{Format, RenderError, Rendered, push_documents};
-use crate::tree::validate_path;
+use crate::checkout::source_dir;
 
 /// A command and its arguments.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -441,8 +441,7 @@ pub async fn render(
     plugin: &Plugin,
     req: PluginRequest<'_>,
 ) -> Result<Rendered, RenderError> {
-    let parts = validate_path(req.path)?;
-    let dir = parts.iter().fold(req.root.to_path_buf(), |p, c| p.join(c));
+    let dir = source_dir(req.root, req.path)?;
     let env = plugin_env(plugin, req.options, req.app);
     if let Some(init) = &plugin.spec.init {
         run_command(runner, plugin, "init", init, &dir, &env).await?;

@@ -324,18 +324,38 @@ mod tests {
             ..ToolLimits::default()
         });
         let marker = home.path().join("child-still-running");
+        let pid_file = home.path().join("child.pid");
         // The child keeps stdout open and would touch the marker after the timeout.
-        let script = format!("(sleep 2; touch {}) & sleep 60", marker.display());
+        let script = format!(
+            "(sleep 2; touch {}) & echo $! > {}; sleep 60",
+            marker.display(),
+            pid_file.display()
+        );
         let err = r.run(sh(&script)).await.expect_err("times out");
         assert!(matches!(err, RenderError::ToolTimedOut { .. }), "{err}");
         assert_eq!(r.stats().timed_out, 1);
-        // The background child was in the tool's process group and was killed with it: the
-        // marker never appears, checked past the moment it would have been written.
-        let deadline = std::time::Instant::now() + Duration::from_secs(3);
-        while std::time::Instant::now() < deadline {
-            assert!(!marker.exists(), "a child of the tool survived the timeout");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        // The background child was in the tool's process group and was killed with it: it is
+        // gone (or a zombie awaiting its reaper) before it could write the marker.
+        let pid = std::fs::read_to_string(&pid_file).expect("pid written");
+        let stat = format!("/proc/{}/stat", pid.trim());
+        capstan_testkit::wait::wait_until(
+            "the tool's child to die",
+            Duration::from_secs(5),
+            || {
+                let state = std::fs::read_to_string(&stat).ok();
+                async move {
+                    // Field 3 of /proc/PID/stat is the state; Z is a dead, unreaped process.
+                    let dead = state.is_none_or(|s| {
+                        s.rsplit_once(") ")
+                            .is_some_and(|(_, rest)| rest.starts_with('Z'))
+                    });
+                    Ok(dead.then_some(()))
+                }
+            },
+        )
+        .await
+        .expect("child killed");
+        assert!(!marker.exists(), "a child of the tool survived the timeout");
     }
 
     #[tokio::test]
