@@ -12,5 +12,6 @@
 
 pub mod diff;
 pub mod health;
+pub mod resources;
 
 pub use health::{HealthAssessor, HealthConfig, HealthStatusCode, HealthVerdict};
