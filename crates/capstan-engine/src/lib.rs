@@ -13,5 +13,6 @@
 pub mod diff;
 pub mod health;
 pub mod resources;
+pub mod sync;
 
 pub use health::{HealthAssessor, HealthConfig, HealthStatusCode, HealthVerdict};
