@@ -10,6 +10,8 @@
 //! Objects are handled as [`serde_json::Value`], the form the watch-based cluster cache keeps
 //! dynamic objects in. The user guide is `docs/health.md`.
 
+pub mod cache;
+pub mod cluster;
 pub mod diff;
 pub mod health;
 pub mod resources;

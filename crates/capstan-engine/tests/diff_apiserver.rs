@@ -1,18 +1,21 @@
 //! The client-side diff against what a real kube-apiserver returns: server-applied objects
-//! (defaults, managed fields, generation, uid) compare equal to their manifests, and real
-//! changes and Secret values behave as documented.
+//! (defaults, managed fields, generation, uid) compare equal to their manifests, real
+//! changes (also made by a separate client) show, every `ignoreDifferences` form works, and
+//! Secret values behave as documented.
+
+use std::time::Duration;
 
 use anyhow::Result;
-use capstan_engine::diff::diff;
+use capstan_engine::diff::{client_side_diff, diff};
 use capstan_model::ResourceIgnoreDifferences;
-use capstan_testkit::{init_test_logging, shared};
+use capstan_testkit::{init_test_logging, shared, wait::wait_until};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::ApiResource;
 use serde_json::{Value, json};
 
-/// Server-side applies `manifest` in `ns` and returns the object the server holds.
-async fn apply(client: &kube::Client, ns: &str, manifest: &Value) -> Result<Value> {
+/// The dynamic API of `manifest`'s kind in `ns`.
+fn api_of(client: &kube::Client, ns: &str, manifest: &Value) -> Api<DynamicObject> {
     let api_version = manifest["apiVersion"].as_str().unwrap_or_default();
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     let gvk = GroupVersionKind::gvk(
@@ -20,17 +23,31 @@ async fn apply(client: &kube::Client, ns: &str, manifest: &Value) -> Result<Valu
         version,
         manifest["kind"].as_str().unwrap_or_default(),
     );
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), ns, &ApiResource::from_gvk(&gvk));
+    Api::namespaced_with(client.clone(), ns, &ApiResource::from_gvk(&gvk))
+}
+
+/// Server-side applies `manifest` in `ns` as `manager` (with force) and returns the object
+/// the server holds.
+async fn apply_as(
+    client: &kube::Client,
+    ns: &str,
+    manifest: &Value,
+    manager: &str,
+) -> Result<Value> {
     let name = manifest["metadata"]["name"].as_str().unwrap_or_default();
-    let applied = api
+    let applied = api_of(client, ns, manifest)
         .patch(
             name,
-            &PatchParams::apply("capstan-test").force(),
+            &PatchParams::apply(manager).force(),
             &Patch::Apply(manifest),
         )
         .await?;
     Ok(serde_json::to_value(applied)?)
+}
+
+/// Server-side applies `manifest` in `ns` and returns the object the server holds.
+async fn apply(client: &kube::Client, ns: &str, manifest: &Value) -> Result<Value> {
+    apply_as(client, ns, manifest, "capstan-test").await
 }
 
 fn deployment(image: &str, replicas: i64) -> Value {
@@ -98,5 +115,152 @@ async fn applied_objects_compare_equal_and_changes_show() -> Result<()> {
     for leaked in ["hunter2", "correct-horse", "aHVudGVyMg"] {
         assert!(!d.unified.contains(leaked), "{}", d.unified);
     }
+    Ok(())
+}
+
+fn ignore(f: impl FnOnce(&mut ResourceIgnoreDifferences)) -> Vec<ResourceIgnoreDifferences> {
+    let mut rule = ResourceIgnoreDifferences {
+        group: "apps".into(),
+        kind: "Deployment".into(),
+        ..Default::default()
+    };
+    f(&mut rule);
+    vec![rule]
+}
+
+#[tokio::test]
+async fn ignore_differences_in_each_form() -> Result<()> {
+    init_test_logging();
+    let server = shared::apiserver().await?;
+    let ns = server.test_namespace("diff-ignore").await?;
+    let client = server.client().await?;
+
+    let mut desired = deployment("nginx:1.27", 2);
+    desired["spec"]["template"]["spec"]["initContainers"] =
+        json!([{"name": "setup", "image": "busybox"}]);
+    apply_as(&client, &ns, &desired, "capstan").await?;
+
+    // A sidecar injector adds an init container, an autoscaler takes over the replicas: each
+    // with its own field manager, as controllers in a cluster do.
+    let injected = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {"template": {"spec": {"initContainers": [
+            {"name": "istio-init", "image": "istio/proxyv2"}]}}}});
+    apply_as(&client, &ns, &injected, "istio-like").await?;
+    let scaled = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web"}, "spec": {"replicas": 5}});
+    let live = apply_as(&client, &ns, &scaled, "hpa-like").await?;
+    assert_eq!(live["spec"]["replicas"], 5);
+    assert_eq!(
+        live["spec"]["template"]["spec"]["initContainers"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+
+    let plain = client_side_diff(Some(&desired), Some(&live), &[])?;
+    assert!(plain.modified);
+    assert_eq!(
+        plain.changed_paths,
+        vec!["/spec/replicas", "/spec/template/spec/initContainers"],
+        "{}",
+        plain.unified
+    );
+
+    let replicas_by_pointer = ignore(|r| r.json_pointers = vec!["/spec/replicas".into()]);
+    let sidecar_by_jq = ignore(|r| {
+        r.jq_path_expressions =
+            vec![r#".spec.template.spec.initContainers[] | select(.name == "istio-init")"#.into()]
+    });
+    let by_managers = ignore(|r| {
+        r.managed_fields_managers = vec!["hpa-like".into(), "istio-like".into()];
+    });
+    let pointer = client_side_diff(Some(&desired), Some(&live), &replicas_by_pointer)?;
+    assert_eq!(
+        pointer.changed_paths,
+        vec!["/spec/template/spec/initContainers"]
+    );
+    let jq = client_side_diff(Some(&desired), Some(&live), &sidecar_by_jq)?;
+    assert_eq!(jq.changed_paths, vec!["/spec/replicas"], "{}", jq.unified);
+    let both: Vec<_> = replicas_by_pointer
+        .into_iter()
+        .chain(sidecar_by_jq)
+        .collect();
+    let quiet = client_side_diff(Some(&desired), Some(&live), &both)?;
+    assert!(!quiet.modified, "{}", quiet.unified);
+
+    let managers = client_side_diff(Some(&desired), Some(&live), &by_managers)?;
+    assert!(!managers.modified, "{}", managers.unified);
+    // Only the listed managers' fields: a change to a field capstan owns still shows.
+    let only_hpa = ignore(|r| r.managed_fields_managers = vec!["hpa-like".into()]);
+    let sidecar_left = client_side_diff(Some(&desired), Some(&live), &only_hpa)?;
+    assert_eq!(
+        sidecar_left.changed_paths,
+        vec!["/spec/template/spec/initContainers"]
+    );
+    let newer = {
+        let mut d = desired.clone();
+        d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:1.28");
+        d
+    };
+    let image = client_side_diff(Some(&newer), Some(&live), &by_managers)?;
+    assert_eq!(
+        image.changed_paths,
+        vec!["/spec/template/spec/containers/0/image"]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn drift_made_by_a_separate_client_is_detected() -> Result<()> {
+    init_test_logging();
+    let server = shared::apiserver().await?;
+    let ns = server.test_namespace("diff-drift").await?;
+    let ours = server.client().await?;
+    let theirs = server.client().await?;
+
+    let desired = deployment("nginx:1.27", 2);
+    apply_as(&ours, &ns, &desired, "capstan").await?;
+    let api = api_of(&ours, &ns, &desired);
+    let live = serde_json::to_value(api.get("web").await?)?;
+    assert!(!client_side_diff(Some(&desired), Some(&live), &[])?.modified);
+
+    // Someone edits the image and adds an env var with their own client (a merge patch, as
+    // `kubectl edit` or `kubectl set image` would send).
+    let edit = json!({"spec": {"template": {"spec": {"containers": [
+        {"name": "web", "image": "nginx:evil", "ports": [{"containerPort": 80}]}]}}}});
+    api_of(&theirs, &ns, &desired)
+        .patch(
+            "web",
+            &PatchParams {
+                field_manager: Some("kubectl-edit".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(&edit),
+        )
+        .await?;
+
+    let drifted = wait_until(
+        "the edit to be visible",
+        Duration::from_secs(10),
+        || async {
+            let obj = serde_json::to_value(api.get("web").await?)?;
+            let image = obj["spec"]["template"]["spec"]["containers"][0]["image"].clone();
+            Ok((image == "nginx:evil").then_some(obj))
+        },
+    )
+    .await?;
+    let d = client_side_diff(Some(&desired), Some(&drifted), &[])?;
+    assert!(d.modified);
+    assert_eq!(
+        d.changed_paths,
+        vec!["/spec/template/spec/containers/0/image"]
+    );
+    assert!(
+        d.unified.contains("-") && d.unified.contains("nginx:evil"),
+        "{}",
+        d.unified
+    );
+    assert_eq!(d.key.namespace, ns, "the namespace comes from live");
     Ok(())
 }

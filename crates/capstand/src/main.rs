@@ -1,6 +1,7 @@
 //! `capstand`: the Capstan server binary. Each component of the control plane is a
 //! sub-command, so one binary serves every role in a deployment.
 
+mod admin;
 mod observe;
 mod repo_server;
 mod units;
@@ -29,6 +30,11 @@ enum Command {
     /// manifests (directory, Jsonnet, Kustomize, Helm) for the controller, over gRPC.
     #[command(after_help = repo_server::EXAMPLES)]
     RepoServer(Box<repo_server::Args>),
+    /// Offline checks on files, for users: `admin health` judges objects with the built-in
+    /// and your custom Lua health checks, `admin diff` compares desired and live objects with
+    /// your ignoreDifferences. No cluster needed.
+    #[command(after_help = admin::EXAMPLES)]
+    Admin(admin::Args),
     /// Internal: evaluates Jsonnet for a repo-server in a process of its own.
     #[command(hide = true)]
     JsonnetEval {
@@ -45,6 +51,11 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     observe::init_logging(cli.log_format);
+    let command = match cli.command {
+        // One-shot and synchronous: no async runtime.
+        Command::Admin(args) => return admin::run(args),
+        other => other,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -56,9 +67,9 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::RepoServer(args) => repo_server::run(*args).await,
-            Command::JsonnetEval { .. } => Ok(()),
+            Command::JsonnetEval { .. } | Command::Admin(_) => Ok(()),
         }
     });
     match result {

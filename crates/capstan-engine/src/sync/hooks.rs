@@ -206,7 +206,7 @@ mod tests {
             Ok(7)
         );
         assert_eq!(wave_of(&json!({})), Ok(0));
-        let err = wave_of(&with(json!({ANNOTATION_SYNC_WAVE: "first"}))).unwrap_err();
-        assert!(err.contains("not an integer"), "{err}");
+        let err = wave_of(&with(json!({ANNOTATION_SYNC_WAVE: "first"})));
+        assert!(err.is_err_and(|e| e.contains("not an integer")));
     }
 }

@@ -55,6 +55,9 @@ pub struct SyncRequest {
     pub managed_namespace_metadata: Option<ManagedNamespaceMetadata>,
     /// Sync, or delete the Application's objects.
     pub mode: Mode,
+    /// When set, every manifest is stamped with the Application's tracking metadata once
+    /// its namespace is final (`None`: the caller stamped them).
+    pub tracking: Option<crate::cache::tracking::Tracking>,
 }
 
 /// The order kinds are applied in within a wave (Argo CD's, after kubectl's); other kinds
@@ -211,6 +214,9 @@ fn build(
         let mut manifest = manifest.clone();
         let namespaced = scope(&manifest).unwrap_or(true);
         place(&mut manifest, namespaced, &request.namespace);
+        if let Some(tracking) = &request.tracking {
+            tracking.stamp(&mut manifest, &request.app);
+        }
         let key = ResourceKey::of(&manifest);
         let hook = HookSpec::of(&manifest);
         if hook.is_skipped() {
