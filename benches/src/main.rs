@@ -12,14 +12,20 @@
 //! (generated repositories, charts and YAML), [`direct`] (running a tool or `git` directly,
 //! timed) and [`grpc`] (the repo-server's gRPC service on loopback).
 
+mod alloc;
 mod clock;
 mod direct;
+mod engine;
 mod fixtures;
 mod grpc;
 mod repo;
 mod stats;
 
 use clap::{Parser, ValueEnum};
+
+/// Every allocation is counted, so memory figures are measured, not estimated.
+#[global_allocator]
+static ALLOCATOR: alloc::Counting = alloc::Counting;
 
 /// Runs one of Capstan's benchmarks and prints `figure NAME VALUE UNIT` lines.
 #[derive(Debug, Parser)]
@@ -39,6 +45,9 @@ enum Scenario {
     /// The repo-server: warm-cache gRPC latency, Helm/Kustomize/directory render overhead,
     /// fetch and ref-listing coalescing, gix vs git fetch.
     Repo,
+    /// The engine: sync of 500 resources vs `kubectl apply --server-side`, diff cost per
+    /// resource, cluster cache bytes per watched object.
+    Engine,
 }
 
 /// The unit of a figure, as printed.
@@ -52,6 +61,10 @@ pub(crate) enum Unit {
     MibPerS,
     /// A number of events.
     Count,
+    /// Microseconds.
+    Us,
+    /// Bytes.
+    Bytes,
 }
 
 impl Unit {
@@ -61,6 +74,8 @@ impl Unit {
             Unit::Ratio => "ratio",
             Unit::MibPerS => "MiB/s",
             Unit::Count => "count",
+            Unit::Us => "us",
+            Unit::Bytes => "bytes",
         }
     }
 }
@@ -69,7 +84,7 @@ impl Unit {
 /// decimals).
 pub(crate) fn figure(name: &str, value: f64, unit: Unit) {
     match unit {
-        Unit::Count => println!("figure {name} {value:.0} {}", unit.as_str()),
+        Unit::Count | Unit::Bytes => println!("figure {name} {value:.0} {}", unit.as_str()),
         _ => println!("figure {name} {value:.3} {}", unit.as_str()),
     }
 }
@@ -95,5 +110,6 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.scenario {
         Scenario::Repo => runtime.block_on(repo::run(cli.quick)),
+        Scenario::Engine => runtime.block_on(engine::run(cli.quick)),
     }
 }
