@@ -9,41 +9,11 @@ use anyhow::Result;
 use capstan_engine::diff::{client_side_diff, diff};
 use capstan_model::ResourceIgnoreDifferences;
 use capstan_testkit::{init_test_logging, shared, wait::wait_until};
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use kube::core::GroupVersionKind;
-use kube::discovery::ApiResource;
+use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 
-/// The dynamic API of `manifest`'s kind in `ns`.
-fn api_of(client: &kube::Client, ns: &str, manifest: &Value) -> Api<DynamicObject> {
-    let api_version = manifest["apiVersion"].as_str().unwrap_or_default();
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-    let gvk = GroupVersionKind::gvk(
-        group,
-        version,
-        manifest["kind"].as_str().unwrap_or_default(),
-    );
-    Api::namespaced_with(client.clone(), ns, &ApiResource::from_gvk(&gvk))
-}
-
-/// Server-side applies `manifest` in `ns` as `manager` (with force) and returns the object
-/// the server holds.
-async fn apply_as(
-    client: &kube::Client,
-    ns: &str,
-    manifest: &Value,
-    manager: &str,
-) -> Result<Value> {
-    let name = manifest["metadata"]["name"].as_str().unwrap_or_default();
-    let applied = api_of(client, ns, manifest)
-        .patch(
-            name,
-            &PatchParams::apply(manager).force(),
-            &Patch::Apply(manifest),
-        )
-        .await?;
-    Ok(serde_json::to_value(applied)?)
-}
+mod common;
+use common::{api_of, apply_as};
 
 /// Server-side applies `manifest` in `ns` and returns the object the server holds.
 async fn apply(client: &kube::Client, ns: &str, manifest: &Value) -> Result<Value> {

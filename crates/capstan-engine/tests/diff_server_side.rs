@@ -8,39 +8,10 @@ use capstan_engine::diff::{DiffError, ServerSideOptions, client_side_diff, serve
 use capstan_engine::resources::ApiResolver;
 use capstan_model::ResourceIgnoreDifferences;
 use capstan_testkit::{init_test_logging, shared};
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use kube::core::GroupVersionKind;
-use kube::discovery::ApiResource;
 use serde_json::{Value, json};
 
-fn api_of(client: &kube::Client, ns: &str, manifest: &Value) -> Api<DynamicObject> {
-    let api_version = manifest["apiVersion"].as_str().unwrap_or_default();
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-    let gvk = GroupVersionKind::gvk(
-        group,
-        version,
-        manifest["kind"].as_str().unwrap_or_default(),
-    );
-    Api::namespaced_with(client.clone(), ns, &ApiResource::from_gvk(&gvk))
-}
-
-/// Applies `manifest` as `manager` (with force), as the sync would, and returns the object.
-async fn apply_as(
-    client: &kube::Client,
-    ns: &str,
-    manifest: &Value,
-    manager: &str,
-) -> Result<Value> {
-    let name = manifest["metadata"]["name"].as_str().unwrap_or_default();
-    let applied = api_of(client, ns, manifest)
-        .patch(
-            name,
-            &PatchParams::apply(manager).force(),
-            &Patch::Apply(manifest),
-        )
-        .await?;
-    Ok(serde_json::to_value(applied)?)
-}
+mod common;
+use common::{api_of, apply_as};
 
 /// A Deployment manifest in `ns`, with a `tier` label and an env var the tests drop later.
 fn deployment(ns: &str, image: &str) -> Value {

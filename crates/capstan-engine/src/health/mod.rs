@@ -24,6 +24,9 @@ pub use lua::LuaCheckError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::resources::annotation;
+use crate::sync::hooks::HookSpec;
+
 /// The health of one object: a status and a human-readable reason (often empty).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthVerdict {
@@ -54,25 +57,15 @@ pub fn is_worse(current: HealthStatusCode, new: HealthStatusCode) -> bool {
 pub const ANNOTATION_IGNORE_HEALTHCHECK: &str = "argocd.argoproj.io/ignore-healthcheck";
 /// The finalizer Argo CD puts on hooks; a hook being deleted still reports its own health.
 pub const HOOK_FINALIZER: &str = "argocd.argoproj.io/hook-finalizer";
-const ANNOTATION_HOOK: &str = "argocd.argoproj.io/hook";
-const ANNOTATION_HELM_HOOK: &str = "helm.sh/hook";
 
 /// The API group of an object (`apps` for `apps/v1`, empty for `v1`).
 pub fn api_group(obj: &Value) -> &str {
-    let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-    match api_version.split_once('/') {
-        Some((group, _version)) => group,
-        None => "",
-    }
+    crate::resources::group_of(obj)
 }
 
 /// The kind of an object (`Deployment`).
 pub fn kind(obj: &Value) -> &str {
-    obj.get("kind").and_then(Value::as_str).unwrap_or("")
-}
-
-fn annotation<'a>(obj: &'a Value, name: &str) -> Option<&'a str> {
-    obj.get("metadata")?.get("annotations")?.get(name)?.as_str()
+    crate::resources::str_at(obj, &["kind"])
 }
 
 fn has_finalizer(obj: &Value, name: &str) -> bool {
@@ -91,11 +84,11 @@ fn is_being_deleted(obj: &Value) -> bool {
 /// Whether an object is a sync hook (Argo CD or Helm hook annotation); hooks do not count
 /// towards an Application's health.
 pub fn is_hook(obj: &Value) -> bool {
-    annotation(obj, ANNOTATION_HOOK).is_some() || annotation(obj, ANNOTATION_HELM_HOOK).is_some()
+    HookSpec::of(obj).is_hook()
 }
 
 fn is_skip_hook(obj: &Value) -> bool {
-    annotation(obj, ANNOTATION_HOOK).is_some_and(|v| v.split(',').any(|t| t.trim() == "Skip"))
+    HookSpec::of(obj).is_skipped()
 }
 
 /// Judges the health of live objects: built-in checks plus the configured Lua checks.
