@@ -686,6 +686,19 @@ async fn wrong_or_missing_credentials_fail_clearly() -> Result<()> {
     };
     let err = connect_err(&foreign, "foreign client cert").await?;
     assert_eq!(err.status(), Some(401), "{err}");
+
+    // One the cluster's CA signed is accepted, as the user and group it names.
+    let cert = server.client_cert("cert-admin", Some("system:masters"))?;
+    let signed = ClusterConnection {
+        client_certificate: Some(ClientCertificate {
+            cert_pem: cert.cert_pem,
+            key_pem: Sensitive::new(cert.key_pem),
+        }),
+        ..base(server)
+    };
+    let (_, info) = signed.connect().await?;
+    assert_eq!(info.user, "cert-admin");
+    assert!(info.groups.iter().any(|g| g == "system:masters"), "{:?}", info.groups);
     Ok(())
 }
 

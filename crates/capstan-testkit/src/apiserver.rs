@@ -13,7 +13,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::etcd::Etcd;
 use crate::net::free_port;
-use crate::pki::{TestCa, random_token, signing_key_pem};
+use crate::pki::{CertAndKey, TestCa, random_token, signing_key_pem};
 use crate::process::ManagedProcess;
 use crate::tools;
 use crate::wait::wait_until;
@@ -52,6 +52,8 @@ pub struct KubeApiServer {
     users: Vec<TokenUser>,
     sa_key_path: PathBuf,
     ca_path: PathBuf,
+    /// The CA behind `--client-ca-file` too: it signs client certificates on request.
+    ca: TestCa,
     dir: WorkDir,
     etcd: Arc<Etcd>,
 }
@@ -161,6 +163,7 @@ impl KubeApiServer {
             users,
             sa_key_path,
             ca_path,
+            ca,
             process,
             dir,
             etcd,
@@ -202,6 +205,12 @@ impl KubeApiServer {
     /// The CA certificate (PEM) that signed the serving certificate.
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
+    }
+
+    /// A client certificate the server accepts, for user `common_name` in group
+    /// `organization` (e.g. `system:masters` for a cluster admin).
+    pub fn client_cert(&self, common_name: &str, organization: Option<&str>) -> Result<CertAndKey> {
+        self.ca.client_cert(common_name, organization)
     }
 
     /// Path of the CA certificate file.
