@@ -36,9 +36,9 @@ use crate::resources::{ApiResolver, ResolveError, str_at};
 /// The field manager Capstan applies with.
 pub const FIELD_MANAGER: &str = "capstan";
 
-/// How long a named hook may take to disappear before it is re-created
-/// (`BeforeHookCreation`).
-const HOOK_DELETION_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an object deleted to be re-created (a named hook under `BeforeHookCreation`, an
+/// object under `Replace=true,Force=true`) may take to disappear.
+const DELETION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What one [`SyncRunner::advance`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -242,6 +242,12 @@ impl SyncRunner {
     /// operation this is the whole operation.
     async fn validate(&self, state: &mut SyncState) {
         let crds = crd_kinds(&state.tasks);
+        let mut created_namespaces = Vec::new();
+        for namespace in namespaces_created(&state.tasks) {
+            if !self.namespace_exists(&namespace).await {
+                created_namespaces.push(namespace);
+            }
+        }
         let work: Vec<(usize, Task)> = state
             .tasks
             .iter()
@@ -251,8 +257,15 @@ impl SyncRunner {
             .collect();
         let outcomes: Vec<(usize, Result<String, String>)> = futures::stream::iter(work)
             .map(|(i, task)| {
-                let crds = &crds;
-                async move { (i, self.dry_run(&task, crds).await) }
+                let (crds, created_namespaces) = (&crds, &created_namespaces);
+                async move {
+                    if created_namespaces.contains(&task.key.namespace) {
+                        // The server cannot dry-run into a namespace that does not exist
+                        // yet; this sync creates it first.
+                        return (i, Ok("dry run skipped: its namespace is created by this sync".to_owned()));
+                    }
+                    (i, self.dry_run(&task, crds).await)
+                }
             })
             .buffered(self.concurrency)
             .collect()
@@ -304,6 +317,16 @@ impl SyncRunner {
         }
     }
 
+    /// Whether `namespace` exists; an error counts as "no" (its objects then skip the dry
+    /// run and meet the server at apply time).
+    async fn namespace_exists(&self, namespace: &str) -> bool {
+        let probe = serde_json::json!({"apiVersion": "v1", "kind": "Namespace"});
+        let Ok(kind) = self.resolver.resolve(&probe).await else {
+            return false;
+        };
+        matches!(self.resolver.api(&kind, "").get_opt(namespace).await, Ok(Some(_)))
+    }
+
     async fn dry_run(&self, task: &Task, crds: &[(String, String)]) -> Result<String, String> {
         let manifest = task.manifest.as_ref().ok_or("no manifest")?;
         let kind = match self.resolver.resolve(manifest).await {
@@ -326,6 +349,28 @@ impl SyncRunner {
             api.patch(&task.key.name, &params, &Patch::Apply(manifest))
                 .await
                 .map_err(api_message)
+        };
+        let outcome = match outcome {
+            // Replace=true,Force=true re-creates what cannot be changed in place (an immutable
+            // field): the manifest is then validated as a creation. The server validates a
+            // dry-run create before it looks for an existing object, so "already exists"
+            // means the manifest itself is acceptable.
+            Err(_) if task.options.replace && task.options.force => {
+                let obj: DynamicObject =
+                    serde_json::from_value(manifest.clone()).map_err(|e| e.to_string())?;
+                let post = PostParams {
+                    dry_run: true,
+                    field_manager: Some(FIELD_MANAGER.to_owned()),
+                };
+                return match api.create(&post, &obj).await {
+                    Ok(_) => Ok("created (dry run)".to_owned()),
+                    Err(kube::Error::Api(status)) if status.code == 409 => {
+                        Ok("to be re-created (Force=true, dry run)".to_owned())
+                    }
+                    Err(err) => Err(api_message(err)),
+                };
+            }
+            other => other,
         };
         outcome
             .map(|_| {
@@ -558,7 +603,9 @@ impl SyncRunner {
             Ok(done) => Ok(done),
             Err(err) if task.options.force => {
                 debug!(resource = %task.key, error = %err, "replace refused; deleting and re-creating (Force=true)");
-                api.delete(&task.key.name, &DeleteParams::foreground())
+                // Background: the object goes at once (dependents follow), so the
+                // re-creation does not wait for the garbage collector.
+                api.delete(&task.key.name, &DeleteParams::background())
                     .await
                     .map_err(api_message)?;
                 self.wait_gone(api, &task.key.name).await?;
@@ -694,14 +741,14 @@ impl SyncRunner {
     }
 
     async fn wait_gone(&self, api: &Api<DynamicObject>, name: &str) -> Result<(), String> {
-        let deadline = tokio::time::Instant::now() + HOOK_DELETION_TIMEOUT;
+        let deadline = tokio::time::Instant::now() + DELETION_TIMEOUT;
         loop {
             match api.get_opt(name).await.map_err(api_message)? {
                 None => return Ok(()),
                 Some(_) if tokio::time::Instant::now() >= deadline => {
                     return Err(format!(
                         "{name} was still being deleted after {}s",
-                        HOOK_DELETION_TIMEOUT.as_secs()
+                        DELETION_TIMEOUT.as_secs()
                     ));
                 }
                 Some(_) => tokio::time::sleep(Duration::from_millis(200)).await,
@@ -744,6 +791,16 @@ fn api_message(err: kube::Error) -> String {
 
 fn group_of(api_version: &str) -> &str {
     api_version.rsplit_once('/').map_or("", |(g, _)| g)
+}
+
+/// The namespaces a Namespace task of the sync (CreateNamespace, or a Namespace manifest)
+/// creates or applies.
+fn namespaces_created(tasks: &[Task]) -> Vec<String> {
+    tasks
+        .iter()
+        .filter(|t| t.action == Action::Apply && t.key.group.is_empty() && t.key.kind == "Namespace")
+        .map(|t| t.key.name.clone())
+        .collect()
 }
 
 /// The (group, kind) of every custom resource kind a CRD in `tasks` defines.
