@@ -114,6 +114,53 @@ pub fn annotation<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
         .as_str()
 }
 
+/// Gives a namespaced object `namespace` if it names none; strips the namespace from a
+/// cluster-scoped one (the API server would refuse it). Comparison and sync both place
+/// manifests this way, so their keys agree with the live objects'.
+pub fn place_in_namespace(manifest: &mut Value, namespaced: bool, namespace: &str) {
+    let Some(meta) = manifest.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if !namespaced {
+        meta.remove("namespace");
+    } else if !namespace.is_empty()
+        && meta
+            .get("namespace")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+    {
+        meta.insert("namespace".into(), Value::String(namespace.to_owned()));
+    }
+}
+
+/// Which kinds are namespaced, from [`ApiResolver::scopes`].
+#[derive(Clone, Debug, Default)]
+pub struct Scopes(HashMap<(String, String), Option<bool>>);
+
+impl Scopes {
+    /// Whether `obj`'s kind is namespaced; `None` when nobody could tell (not served, no CRD).
+    pub fn namespaced(&self, obj: &Value) -> Option<bool> {
+        self.0
+            .get(&(
+                str_at(obj, &["apiVersion"]).to_owned(),
+                str_at(obj, &["kind"]).to_owned(),
+            ))
+            .copied()
+            .flatten()
+    }
+}
+
+/// Whether a CRD among `manifests` makes `group`/`kind` namespaced.
+fn crd_scope(manifests: &[Value], group: &str, kind: &str) -> Option<bool> {
+    manifests
+        .iter()
+        .filter(|m| str_at(m, &["kind"]) == "CustomResourceDefinition")
+        .find(|m| {
+            str_at(m, &["spec", "group"]) == group && str_at(m, &["spec", "names", "kind"]) == kind
+        })
+        .map(|m| str_at(m, &["spec", "scope"]) != "Cluster")
+}
+
 /// Where a kind is served and whether it is namespaced.
 #[derive(Clone, Debug)]
 pub struct ResolvedKind {
@@ -199,6 +246,31 @@ impl ApiResolver {
             .expect("not poisoned")
             .insert(gvk.clone(), resolved.clone());
         Ok(resolved)
+    }
+
+    /// Which of `manifests`' kinds are namespaced, asking discovery once per kind; a CRD
+    /// among the manifests answers for the kind it defines (it may not be served yet).
+    pub async fn scopes(&self, manifests: &[Value]) -> Scopes {
+        let mut known = HashMap::new();
+        for manifest in manifests {
+            let id = (
+                str_at(manifest, &["apiVersion"]).to_owned(),
+                str_at(manifest, &["kind"]).to_owned(),
+            );
+            if known.contains_key(&id) {
+                continue;
+            }
+            let namespaced = match self.resolve(manifest).await {
+                Ok(kind) => Some(kind.namespaced),
+                Err(ResolveError::UnknownKind { .. }) => {
+                    let group = id.0.rsplit_once('/').map_or("", |(g, _)| g);
+                    crd_scope(manifests, group, &id.1)
+                }
+                Err(_) => None,
+            };
+            known.insert(id, namespaced);
+        }
+        Scopes(known)
     }
 
     /// Forgets what discovery said (after CRDs were deleted or changed).

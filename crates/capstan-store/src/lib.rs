@@ -11,6 +11,8 @@
 //! - [`typed`]: the layer components use — [`typed::Resource`] types stored as JSON, spec and
 //!   status under separate keys so status writes never conflict with user edits, fencing for
 //!   status writes.
+//! - [`kinds`]: the domain kinds (Applications, AppProjects, Clusters, Repositories) as
+//!   typed resources.
 //! - [`embedded`]: the single-file backend on redb.
 //! - [`conformance`] (feature `conformance`): the test suite every backend must pass, and the
 //!   reference model the property test compares a backend against.
@@ -42,6 +44,7 @@
 
 pub mod embedded;
 pub mod error;
+pub mod kinds;
 pub mod limits;
 pub mod store;
 pub mod typed;

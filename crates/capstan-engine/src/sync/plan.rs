@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use super::hooks::{HookSpec, wave_of};
 use super::options::{OperationOptions, Removal, ResourceOptions};
 use super::state::{Action, Mode, SyncState, Task, TaskOptions, TaskStatus};
-use crate::resources::{ResourceKey, str_at};
+use crate::resources::{ResourceKey, place_in_namespace, str_at};
 
 /// A live object the sync may touch, with the Application that tracks it (if any).
 #[derive(Clone, Debug, PartialEq)]
@@ -213,7 +213,7 @@ fn build(
     for manifest in &request.desired {
         let mut manifest = manifest.clone();
         let namespaced = scope(&manifest).unwrap_or(true);
-        place(&mut manifest, namespaced, &request.namespace);
+        place_in_namespace(&mut manifest, namespaced, &request.namespace);
         if let Some(tracking) = &request.tracking {
             tracking.stamp(&mut manifest, &request.app);
         }
@@ -309,24 +309,6 @@ fn build(
     state.tasks.sort_by_key(sort_key);
     state.fail_tasks.sort_by_key(sort_key);
     Ok(())
-}
-
-/// Gives a namespaced object the destination namespace if it names none; strips the
-/// namespace from a cluster-scoped one (the API server would refuse it).
-fn place(manifest: &mut Value, namespaced: bool, namespace: &str) {
-    let Some(meta) = manifest.get_mut("metadata").and_then(Value::as_object_mut) else {
-        return;
-    };
-    if !namespaced {
-        meta.remove("namespace");
-    } else if !namespace.is_empty()
-        && meta
-            .get("namespace")
-            .and_then(Value::as_str)
-            .is_none_or(str::is_empty)
-    {
-        meta.insert("namespace".into(), Value::String(namespace.to_owned()));
-    }
 }
 
 fn prune_tasks(

@@ -89,33 +89,8 @@ impl SyncRunner {
     /// Plans `request`, asking discovery which kinds are namespaced (a CRD in the request
     /// answers for its own kind).
     pub async fn plan(&self, request: &SyncRequest) -> SyncState {
-        let mut scopes = std::collections::HashMap::new();
-        for manifest in &request.desired {
-            let id = (
-                str_at(manifest, &["apiVersion"]).to_owned(),
-                str_at(manifest, &["kind"]).to_owned(),
-            );
-            if scopes.contains_key(&id) {
-                continue;
-            }
-            let namespaced = match self.resolver.resolve(manifest).await {
-                Ok(kind) => Some(kind.namespaced),
-                Err(ResolveError::Discovery { .. }) | Err(ResolveError::Incomplete(_)) => None,
-                Err(ResolveError::UnknownKind { .. }) => {
-                    crd_scope(&request.desired, group_of(&id.0), &id.1)
-                }
-            };
-            scopes.insert(id, namespaced);
-        }
-        plan(request, &|m: &Value| {
-            scopes
-                .get(&(
-                    str_at(m, &["apiVersion"]).to_owned(),
-                    str_at(m, &["kind"]).to_owned(),
-                ))
-                .copied()
-                .flatten()
-        })
+        let scopes = self.resolver.scopes(&request.desired).await;
+        plan(request, &|m: &Value| scopes.namespaced(m))
     }
 
     /// Runs the operation to its end, calling `persist` after every step and pausing `poll`
@@ -789,10 +764,6 @@ fn api_message(err: kube::Error) -> String {
     }
 }
 
-fn group_of(api_version: &str) -> &str {
-    api_version.rsplit_once('/').map_or("", |(g, _)| g)
-}
-
 /// The namespaces a Namespace task of the sync (CreateNamespace, or a Namespace manifest)
 /// creates or applies.
 fn namespaces_created(tasks: &[Task]) -> Vec<String> {
@@ -816,13 +787,4 @@ fn crd_kinds(tasks: &[Task]) -> Vec<(String, String)> {
             ))
         })
         .collect()
-}
-
-/// Whether a CRD among `desired` makes `group`/`kind` namespaced.
-fn crd_scope(desired: &[Value], group: &str, kind: &str) -> Option<bool> {
-    desired
-        .iter()
-        .filter(|m| str_at(m, &["kind"]) == "CustomResourceDefinition")
-        .find(|m| str_at(m, &["spec", "group"]) == group && str_at(m, &["spec", "names", "kind"]) == kind)
-        .map(|m| str_at(m, &["spec", "scope"]) != "Cluster")
 }

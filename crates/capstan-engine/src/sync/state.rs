@@ -1,6 +1,6 @@
 //! The state of a sync operation: every task with its progress, serialisable after each step
 //! so that another process can resume it ([`SyncState`]), and its translation into the
-//! Application's `status.operationState` ([`SyncState::operation_result`]).
+//! Application's `status.operationState` ([`SyncState::resource_results`]).
 
 use capstan_model::{HookType, OperationPhase, ResourceResult, ResultCode, SyncPhase};
 use serde::{Deserialize, Serialize};

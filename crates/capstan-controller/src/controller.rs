@@ -1,0 +1,207 @@
+//! The loop: everything that should make an Application be looked at again feeds one work
+//! queue, and workers reconcile what comes out of it.
+//!
+//! Sources of work:
+//! - the store: every Application at start, then each spec change (a refresh: a user or the
+//!   API changed it); `argocd.argoproj.io/refresh: hard` on the Application asks for a hard
+//!   refresh;
+//! - the cluster caches: an object an Application tracks changed (periodic priority, so a
+//!   drifting object cannot starve explicit refreshes, and a self-healing Application that
+//!   fights another writer waits out its backoff);
+//! - the queue's own resync timer after each success (3 minutes ± jitter by default).
+//!
+//! A self-heal sync counts as a failure for the queue's backoff: consecutive self-heals of one
+//! Application back off exponentially, and the backoff resets once a reconcile finds it in sync.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use capstan_store::Store;
+use capstan_store::kinds::Applications;
+use capstan_store::typed::{ObjectRef, TypedEvent, TypedStore};
+use futures::StreamExt as _;
+use tracing::{Instrument as _, debug, info, info_span, warn};
+
+use crate::queue::{self, QueueConfig, Request, WorkQueue};
+use crate::reconcile::{Outcome, ReconcileError, Reconciler};
+
+/// The annotation that asks for a refresh (`normal` or `hard`), as in Argo CD.
+pub const ANNOTATION_REFRESH: &str = "argocd.argoproj.io/refresh";
+
+/// How the controller runs.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// Concurrent reconciles (Argo CD's `--status-processors`).
+    pub workers: usize,
+    /// The work queue's backoff and resync.
+    pub queue: QueueConfig,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        Self {
+            workers: 4,
+            queue: QueueConfig::default(),
+        }
+    }
+}
+
+/// The controller (see the [module docs](self)).
+#[derive(Debug)]
+pub struct Controller {
+    store: Arc<dyn Store>,
+    reconciler: Arc<Reconciler>,
+    queue: WorkQueue<ObjectRef>,
+    config: ControllerConfig,
+    /// Application name → where it is stored; cluster caches report names.
+    by_name: Arc<Mutex<HashMap<String, ObjectRef>>>,
+}
+
+impl Controller {
+    /// A controller reconciling the Applications in `store` with `reconciler`.
+    pub fn new(store: Arc<dyn Store>, reconciler: Reconciler, config: ControllerConfig) -> Self {
+        Self {
+            queue: WorkQueue::new(config.queue),
+            store,
+            reconciler: Arc::new(reconciler),
+            config,
+            by_name: Arc::default(),
+        }
+    }
+
+    /// The work queue (the API will enqueue refresh requests here in process).
+    pub fn queue(&self) -> &WorkQueue<ObjectRef> {
+        &self.queue
+    }
+
+    /// Runs until `shutdown` completes, then drains: no new work is taken, reconciles in
+    /// progress finish.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), ReconcileError> {
+        let apps = TypedStore::<Applications>::new(self.store.clone());
+        let listed = apps.list(None).await?;
+        for object in &listed.items {
+            self.remember(&object.object, &object.spec.value.metadata.name);
+            self.queue.enqueue(object.object.clone(), request_for(&object.spec.value));
+        }
+        info!(applications = listed.items.len(), "controller started");
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(
+            watch_store(apps, listed.revision, self.queue.clone(), self.by_name.clone())
+                .instrument(info_span!("store-watch")),
+        );
+        for cluster in self.reconciler.clusters() {
+            let mut changes = cluster.cache.subscribe();
+            let queue = self.queue.clone();
+            let by_name = self.by_name.clone();
+            tasks.spawn(
+                async move {
+                    while let Some(names) = changes.changed().await {
+                        for name in names {
+                            let found = by_name.lock().expect("not poisoned").get(&name).cloned();
+                            if let Some(at) = found {
+                                queue.enqueue(at, Request::periodic());
+                            }
+                        }
+                    }
+                }
+                .instrument(info_span!("cache-changes", cluster = %cluster.name)),
+            );
+        }
+        let mut workers = tokio::task::JoinSet::new();
+        for worker in 0..self.config.workers.max(1) {
+            let queue = self.queue.clone();
+            let reconciler = self.reconciler.clone();
+            workers.spawn(
+                async move {
+                    while let Some((at, request)) = queue.next().await {
+                        let outcome = reconciler
+                            .reconcile(&at, request.bypasses_manifest_cache())
+                            .instrument(info_span!("reconcile", app = %at))
+                            .await;
+                        queue.done(&at, queue_outcome(&at, outcome));
+                    }
+                }
+                .instrument(info_span!("worker", worker)),
+            );
+        }
+        shutdown.await;
+        info!("controller stopping: draining reconciles in progress");
+        self.queue.shutdown();
+        tasks.abort_all();
+        while workers.join_next().await.is_some() {}
+        Ok(())
+    }
+
+    fn remember(&self, at: &ObjectRef, name: &str) {
+        self.by_name
+            .lock()
+            .expect("not poisoned")
+            .insert(name.to_owned(), at.clone());
+    }
+}
+
+fn request_for(app: &capstan_model::Application) -> Request {
+    match app.metadata.annotations.get(ANNOTATION_REFRESH).map(String::as_str) {
+        Some("hard") => Request::hard_refresh(),
+        _ => Request::refresh(),
+    }
+}
+
+fn queue_outcome(at: &ObjectRef, outcome: Result<Outcome, ReconcileError>) -> queue::Outcome {
+    match outcome {
+        Ok(Outcome::Gone | Outcome::NotOwned) => queue::Outcome::Removed,
+        Ok(Outcome::Reconciled { self_healed: true, .. }) => queue::Outcome::Failed,
+        Ok(Outcome::Reconciled { .. }) => queue::Outcome::Succeeded,
+        Err(err) => {
+            warn!(app = %at, error = %err, "reconcile failed");
+            queue::Outcome::Failed
+        }
+    }
+}
+
+async fn watch_store(
+    apps: TypedStore<Applications>,
+    mut revision: capstan_store::Revision,
+    queue: WorkQueue<ObjectRef>,
+    by_name: Arc<Mutex<HashMap<String, ObjectRef>>>,
+) {
+    loop {
+        let mut events = apps.watch(None, revision);
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(TypedEvent::SpecPut { object, spec }) => {
+                    revision = spec.mod_revision;
+                    by_name
+                        .lock()
+                        .expect("not poisoned")
+                        .insert(spec.value.metadata.name.clone(), object.clone());
+                    queue.enqueue(object, request_for(&spec.value));
+                }
+                Ok(TypedEvent::SpecDeleted { object, revision: at }) => {
+                    revision = at;
+                    by_name.lock().expect("not poisoned").retain(|_, v| *v != object);
+                    queue.enqueue(object, Request::refresh());
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    // Compacted or a broken stream: relist and go on from the list.
+                    warn!(error = %err, "application watch ended; relisting");
+                    break;
+                }
+            }
+        }
+        match apps.list(None).await {
+            Ok(list) => {
+                revision = list.revision;
+                for object in list.items {
+                    queue.enqueue(object.object, Request::periodic());
+                }
+                debug!(revision, "relisted applications");
+            }
+            Err(err) => {
+                warn!(error = %err, "relisting applications failed");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    }
+}

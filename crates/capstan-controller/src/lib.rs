@@ -1,0 +1,28 @@
+//! Capstan's controller: the loop that makes Git the source of truth.
+//!
+//! - [`controller`]: the loop — store watch, cluster-cache changes and resync timers feed the
+//!   queue; workers run [`reconcile::Reconciler::reconcile`].
+//! - [`reconcile`]: one Application: render, [`compare`], write status, automated sync
+//!   (persisted step by step through [`operations`]), history.
+//! - [`ownership`]: which clusters this member reconciles; status writes are fenced on it.
+//! - [`queue`]: the work queue every reconcile goes through — one entry per Application
+//!   however often it is asked for, refresh requests before periodic ones, hard refresh
+//!   winning over normal, and a per-Application rate limit with backoff.
+//! - [`project`]: what an AppProject permits (sources, destinations, resource kinds),
+//!   checked before anything touches a cluster.
+//! - [`windows`]: sync windows (allow/deny, cron schedule, duration, time zone, manual-sync
+//!   override).
+//!
+//! The user guide is `docs/controller.md`.
+
+pub use controller::{Controller, ControllerConfig};
+pub use reconcile::{ClusterHandle, Reconciler};
+
+pub mod compare;
+pub mod controller;
+pub mod operations;
+pub mod ownership;
+pub mod project;
+pub mod queue;
+pub mod reconcile;
+pub mod windows;

@@ -1,0 +1,530 @@
+//! One reconcile of one Application: render, compare, write status, and sync when the policy
+//! says so.
+//!
+//! [`Reconciler::reconcile`] reads the Application from the store, asks the repo-server for
+//! its manifests (in process; a hard refresh bypasses the manifest cache), places and stamps
+//! them, gathers the live objects from the destination cluster's cache, compares
+//! ([`crate::compare`]), and writes the status **only when something other than
+//! `reconciledAt` changed**. When automated sync is on and the Application is OutOfSync (or
+//! drifted and `selfHeal` is on), it runs a sync with the engine, persisting the operation
+//! after every step ([`crate::operations`]), and records it in the history.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use capstan_engine::HealthAssessor;
+use capstan_engine::cache::ClusterCache;
+use capstan_engine::cache::tracking::Tracking;
+use capstan_engine::resources::{ApiResolver, ResourceKey, place_in_namespace};
+use capstan_engine::sync::{LiveObject, Progress, SyncRequest, SyncRunner, SyncState};
+use capstan_model::{
+    Application, ApplicationCondition, ApplicationStatus, ComparedTo,
+    OperationInitiator, OperationPhase, OperationState, RevisionHistory, SyncOperationResult,
+    SyncStatus, SyncStatusCode, Timestamp,
+};
+use capstan_repo::git::Credentials;
+use capstan_repo::render::env::AppContext;
+use capstan_repo::service::{ManifestRequest, RepoServer};
+use capstan_store::kinds::Applications;
+use capstan_store::typed::{ObjectRef, StatusWrite, TypedStore};
+use capstan_store::StoreError;
+use serde_json::Value;
+use tracing::{debug, info, warn};
+
+use crate::compare::{CompareInput, Comparison, compare};
+use crate::ownership::Ownership;
+
+/// The server URL Argo CD gives the cluster the control plane runs in.
+pub const IN_CLUSTER_SERVER: &str = "https://kubernetes.default.svc";
+/// Its name.
+pub const IN_CLUSTER_NAME: &str = "in-cluster";
+
+/// Errors of one reconcile (the Application's own problems go into its conditions instead).
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// This member no longer owns the Application's cluster.
+    #[error("ownership of cluster {0} was lost")]
+    NotOwner(String),
+}
+
+/// What a reconcile did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The Application is gone.
+    Gone,
+    /// Another member owns its cluster.
+    NotOwned,
+    /// Compared (and synced if the policy said so); status written or unchanged.
+    Reconciled {
+        /// The sync status after the reconcile.
+        sync: SyncStatusCode,
+        /// Whether a sync ran.
+        synced: bool,
+        /// Whether that sync corrected drift (self-heal) rather than deploying a revision.
+        self_healed: bool,
+    },
+}
+
+/// A cluster the controller reconciles Applications into.
+#[derive(Debug)]
+pub struct ClusterHandle {
+    /// Its name (`in-cluster` for the local one).
+    pub name: String,
+    /// Its server URL as Applications name it.
+    pub server: String,
+    /// The watch-based cache of its objects.
+    pub cache: ClusterCache,
+    /// Discovery.
+    pub resolver: ApiResolver,
+    /// Syncs.
+    pub runner: SyncRunner,
+}
+
+/// Reconciles Applications (see the [module docs](self)).
+pub struct Reconciler {
+    apps: TypedStore<Applications>,
+    operations: crate::operations::OperationStore,
+    repo: RepoServer,
+    clusters: Vec<Arc<ClusterHandle>>,
+    assessor: Arc<HealthAssessor>,
+    tracking: Tracking,
+    ownership: Arc<dyn Ownership>,
+    poll: Duration,
+}
+
+impl std::fmt::Debug for Reconciler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reconciler")
+            .field("clusters", &self.clusters)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reconciler {
+    /// A reconciler over `store`, rendering with `repo`, into `clusters`.
+    pub fn new(
+        store: Arc<dyn capstan_store::Store>,
+        repo: RepoServer,
+        clusters: Vec<Arc<ClusterHandle>>,
+        assessor: Arc<HealthAssessor>,
+        tracking: Tracking,
+        ownership: Arc<dyn Ownership>,
+    ) -> Self {
+        Self {
+            apps: TypedStore::new(store.clone()),
+            operations: crate::operations::OperationStore::new(store),
+            repo,
+            clusters,
+            assessor,
+            tracking,
+            ownership,
+            poll: Duration::from_millis(500),
+        }
+    }
+
+    /// How often a running sync polls the cluster while it waits (default 500 ms).
+    #[must_use]
+    pub fn with_poll(mut self, poll: Duration) -> Self {
+        self.poll = poll;
+        self
+    }
+
+    /// The clusters it reconciles into.
+    pub fn clusters(&self) -> &[Arc<ClusterHandle>] {
+        &self.clusters
+    }
+
+    fn cluster_of(&self, app: &Application) -> Option<&Arc<ClusterHandle>> {
+        let dest = &app.spec.destination;
+        self.clusters.iter().find(|c| {
+            (!dest.server.is_empty() && c.server == dest.server)
+                || (!dest.name.is_empty() && c.name == dest.name)
+        })
+    }
+
+    /// Reconciles one Application; `hard` bypasses the manifest cache.
+    pub async fn reconcile(&self, at: &ObjectRef, hard: bool) -> Result<Outcome, ReconcileError> {
+        let Some(object) = self.apps.get(at).await? else {
+            return Ok(Outcome::Gone);
+        };
+        let app = object.spec.value;
+        let old = object.status.map(|s| s.value).unwrap_or_default();
+        let Some(cluster) = self.cluster_of(&app) else {
+            let mut status = old.clone();
+            set_condition(
+                &mut status,
+                "InvalidSpecError",
+                format!(
+                    "destination cluster {:?} is not registered",
+                    if app.spec.destination.server.is_empty() {
+                        &app.spec.destination.name
+                    } else {
+                        &app.spec.destination.server
+                    }
+                ),
+            );
+            status.sync.status = Some(SyncStatusCode::Unknown);
+            self.write_status(at, &old, status, "").await?;
+            return Ok(Outcome::Reconciled {
+                sync: SyncStatusCode::Unknown,
+                synced: false,
+                self_healed: false,
+            });
+        };
+        if !self.ownership.owns(&cluster.server) {
+            return Ok(Outcome::NotOwned);
+        }
+
+        let mut status = old.clone();
+        let rendered = match self.render(&app, hard).await {
+            Ok(r) => r,
+            Err(message) => {
+                set_condition(&mut status, "ComparisonError", message);
+                status.sync.status = Some(SyncStatusCode::Unknown);
+                self.write_status(at, &old, status, &cluster.server).await?;
+                return Ok(Outcome::Reconciled {
+                    sync: SyncStatusCode::Unknown,
+                    synced: false,
+                    self_healed: false,
+                });
+            }
+        };
+        let desired = self.place(cluster, &app, rendered.manifests).await;
+        let (tracked, untracked) = self.live(cluster, &app, &desired).await;
+        let comparison = compare(
+            &CompareInput {
+                desired: desired.clone(),
+                tracked: tracked.clone(),
+                untracked: untracked.clone(),
+                ignore: app.spec.ignore_differences.clone(),
+            },
+            &self.assessor,
+        );
+        apply_comparison(&mut status, &app, &comparison, &rendered.revision);
+        clear_condition(&mut status, "ComparisonError");
+        clear_condition(&mut status, "InvalidSpecError");
+
+        let mut synced = false;
+        let mut self_healed = false;
+        if let Some(reason) = auto_sync_reason(&app, &status, &comparison, &rendered.revision) {
+            info!(app = %at, revision = %rendered.revision, reason, "automated sync");
+            let request = SyncRequest {
+                app: app.metadata.name.clone(),
+                namespace: app.spec.destination.namespace.clone(),
+                desired,
+                live: tracked
+                    .into_iter()
+                    .map(|object| LiveObject {
+                        object,
+                        app: Some(app.metadata.name.clone()),
+                    })
+                    .chain(untracked.into_iter().map(|object| LiveObject { object, app: None }))
+                    .collect(),
+                sync_options: app
+                    .spec
+                    .sync_policy
+                    .as_ref()
+                    .map(|p| p.sync_options.clone())
+                    .unwrap_or_default(),
+                prune: app
+                    .spec
+                    .sync_policy
+                    .as_ref()
+                    .and_then(|p| p.automated.as_ref())
+                    .is_some_and(|a| a.prune),
+                ignore_differences: app.spec.ignore_differences.clone(),
+                managed_namespace_metadata: app
+                    .spec
+                    .sync_policy
+                    .as_ref()
+                    .and_then(|p| p.managed_namespace_metadata.clone()),
+                ..SyncRequest::default()
+            };
+            let initiator = OperationInitiator {
+                username: String::new(),
+                automated: true,
+            };
+            let state = self
+                .run_sync(at, cluster, &app, &mut status, request, &rendered.revision, initiator)
+                .await?;
+            synced = true;
+            self_healed = reason.starts_with("self-heal");
+            if state.phase == OperationPhase::Succeeded {
+                // What changed is visible at the next reconcile, which the cache's change
+                // notifications trigger; the status now says the sync happened.
+                debug!(app = %at, "automated sync succeeded");
+            }
+        }
+        let sync = status.sync.status.unwrap_or(SyncStatusCode::Unknown);
+        self.write_status(at, &old, status, &cluster.server).await?;
+        Ok(Outcome::Reconciled {
+            sync,
+            synced,
+            self_healed,
+        })
+    }
+
+    async fn render(&self, app: &Application, hard: bool) -> Result<Rendered, String> {
+        let mut manifests = Vec::new();
+        let mut revisions = Vec::new();
+        let sources = app.spec.effective_sources();
+        if sources.is_empty() {
+            return Err("the application has no source".to_owned());
+        }
+        for source in sources {
+            let request = ManifestRequest {
+                source: source.clone(),
+                app: AppContext {
+                    name: app.metadata.name.clone(),
+                    namespace: app.spec.destination.namespace.clone(),
+                    project: app.spec.project_or_default().to_owned(),
+                    ..AppContext::default()
+                },
+                credentials: Credentials::None,
+                helm_credentials: Default::default(),
+                ref_sources: Vec::new(),
+                no_cache: hard,
+            };
+            let generated = self
+                .repo
+                .generate(request)
+                .await
+                .map_err(|e| format!("rendering {}: {}", source.repo_url, e.message))?;
+            manifests.extend(generated.manifests.manifests.iter().cloned());
+            revisions.push(generated.manifests.revision.clone());
+        }
+        Ok(Rendered {
+            manifests,
+            revision: revisions.join(","),
+        })
+    }
+
+    /// Places manifests in the destination namespace and stamps them with tracking.
+    async fn place(&self, cluster: &ClusterHandle, app: &Application, manifests: Vec<Value>) -> Vec<Value> {
+        let scopes = cluster.resolver.scopes(&manifests).await;
+        manifests
+            .into_iter()
+            .map(|mut m| {
+                let namespaced = scopes.namespaced(&m).unwrap_or(true);
+                place_in_namespace(&mut m, namespaced, &app.spec.destination.namespace);
+                self.tracking.stamp(&mut m, &app.metadata.name);
+                m
+            })
+            .collect()
+    }
+
+    /// The live objects the app tracks, and those at its desired keys that it does not.
+    async fn live(&self, cluster: &ClusterHandle, app: &Application, desired: &[Value]) -> (Vec<Value>, Vec<Value>) {
+        let tracked_keys = cluster.cache.managed_by(&app.metadata.name);
+        let tracked: Vec<Value> = tracked_keys
+            .iter()
+            .filter_map(|k| cluster.cache.get(k))
+            .collect();
+        let tracked_set: std::collections::HashSet<&ResourceKey> = tracked_keys.iter().collect();
+        let mut untracked = Vec::new();
+        for manifest in desired {
+            let key = ResourceKey::of(manifest);
+            if tracked_set.contains(&key) || !cluster.cache.contains(&key) {
+                continue;
+            }
+            let body = match cluster.cache.get(&key) {
+                Some(body) => Some(body),
+                None => cluster.cache.live(&key).await.ok().flatten(),
+            };
+            untracked.extend(body);
+        }
+        (tracked, untracked)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_sync(
+        &self,
+        at: &ObjectRef,
+        cluster: &ClusterHandle,
+        app: &Application,
+        status: &mut ApplicationStatus,
+        request: SyncRequest,
+        revision: &str,
+        initiated_by: OperationInitiator,
+    ) -> Result<SyncState, ReconcileError> {
+        let mut state = cluster.runner.plan(&request).await;
+        let started_at = now();
+        let mut op = OperationState {
+            phase: Some(OperationPhase::Running),
+            started_at: Some(started_at.clone()),
+            ..OperationState::default()
+        };
+        op.operation.initiated_by = initiated_by.clone();
+        op.operation.sync = Some(capstan_model::SyncOperation {
+            revision: revision.to_owned(),
+            prune: request.prune,
+            ..Default::default()
+        });
+        loop {
+            self.operations.save(at, &state).await?;
+            op.message.clone_from(&state.message);
+            op.sync_result = Some(SyncOperationResult {
+                resources: state.resource_results(),
+                revision: revision.to_owned(),
+                source: app.spec.source.clone().unwrap_or_default(),
+                ..SyncOperationResult::default()
+            });
+            match cluster.runner.advance(&mut state).await {
+                Progress::Advanced => {}
+                Progress::Waiting(_) => tokio::time::sleep(self.poll).await,
+                Progress::Finished => break,
+            }
+            if !self.ownership.owns(&cluster.server) {
+                return Err(ReconcileError::NotOwner(cluster.server.clone()));
+            }
+        }
+        self.operations.save(at, &state).await?;
+        op.phase = Some(state.phase);
+        op.message.clone_from(&state.message);
+        op.finished_at = Some(now());
+        if let Some(result) = op.sync_result.as_mut() {
+            result.resources = state.resource_results();
+        }
+        status.operation_state = Some(op);
+        if state.phase == OperationPhase::Succeeded {
+            let id = status.history.last().map_or(0, |h| h.id + 1);
+            status.history.push(RevisionHistory {
+                id,
+                revision: revision.to_owned(),
+                source: app.spec.source.clone().unwrap_or_default(),
+                deployed_at: Some(now()),
+                deploy_started_at: Some(started_at),
+                initiated_by,
+                ..RevisionHistory::default()
+            });
+            let limit = usize::try_from(app.spec.revision_history_limit_or_default()).unwrap_or(10);
+            let excess = status.history.len().saturating_sub(limit);
+            status.history.drain(..excess);
+        } else {
+            warn!(app = %at, message = %state.message, "sync failed");
+        }
+        Ok(state)
+    }
+
+    /// Writes `status` unless only `reconciledAt` differs from `old`, fenced on ownership.
+    async fn write_status(
+        &self,
+        at: &ObjectRef,
+        old: &ApplicationStatus,
+        mut status: ApplicationStatus,
+        cluster: &str,
+    ) -> Result<(), ReconcileError> {
+        let mut same = status.clone();
+        same.reconciled_at.clone_from(&old.reconciled_at);
+        if &same == old {
+            return Ok(());
+        }
+        status.reconciled_at = Some(now());
+        let write = StatusWrite {
+            fences: self.ownership.fences(cluster),
+            ..StatusWrite::new()
+        };
+        match self.apps.put_status(at, &status, write).await {
+            Ok(_) => Ok(()),
+            Err(StoreError::FenceLost { .. }) => Err(ReconcileError::NotOwner(cluster.to_owned())),
+            Err(StoreError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+struct Rendered {
+    manifests: Vec<Value>,
+    revision: String,
+}
+
+/// The current time in RFC 3339, as the model stores times.
+pub fn now() -> Timestamp {
+    Timestamp::new(humantime::format_rfc3339_seconds(SystemTime::now()).to_string())
+}
+
+fn apply_comparison(status: &mut ApplicationStatus, app: &Application, c: &Comparison, revision: &str) {
+    status.resources.clone_from(&c.resources);
+    status.sync = SyncStatus {
+        status: Some(c.sync),
+        compared_to: ComparedTo {
+            source: app.spec.source.clone().unwrap_or_default(),
+            destination: app.spec.destination.clone(),
+            sources: app.spec.sources.clone(),
+            ignore_differences: app.spec.ignore_differences.clone(),
+        },
+        revision: revision.to_owned(),
+        revisions: Vec::new(),
+    };
+    let mut health = c.health.clone();
+    if status.health.status == health.status {
+        health.last_transition_time.clone_from(&status.health.last_transition_time);
+    } else {
+        health.last_transition_time = Some(now());
+    }
+    status.health = health;
+    if c.errors.is_empty() {
+        clear_condition(status, "ComparisonError");
+    } else {
+        let text: Vec<String> = c.errors.iter().map(|(k, e)| format!("{k}: {e}")).collect();
+        set_condition(status, "ComparisonError", text.join("; "));
+    }
+}
+
+/// Why an automated sync should run now, or `None` (Argo CD's rules: only when OutOfSync;
+/// once per revision unless `selfHeal`; never an empty sync unless `allowEmpty`; not again
+/// right after a failed attempt at the same revision).
+fn auto_sync_reason(
+    app: &Application,
+    status: &ApplicationStatus,
+    c: &Comparison,
+    revision: &str,
+) -> Option<&'static str> {
+    let policy = app.spec.sync_policy.as_ref()?;
+    if !policy.is_automated() || c.sync != SyncStatusCode::OutOfSync {
+        return None;
+    }
+    let automated = policy.automated.as_ref()?;
+    let managed = c.resources.iter().filter(|r| !r.hook && !r.requires_pruning).count();
+    if managed == 0 && !automated.allow_empty {
+        return None;
+    }
+    let last = status.operation_state.as_ref();
+    let last_revision = last
+        .and_then(|o| o.sync_result.as_ref())
+        .map(|r| r.revision.as_str());
+    if last_revision == Some(revision) {
+        let failed = last.and_then(|o| o.phase) != Some(OperationPhase::Succeeded);
+        if failed || !automated.self_heal {
+            return None;
+        }
+        return Some("self-heal: live state drifted from the synced revision");
+    }
+    Some("out of sync with a new revision")
+}
+
+fn set_condition(status: &mut ApplicationStatus, kind: &str, message: String) {
+    if let Some(existing) = status
+        .conditions
+        .iter_mut()
+        .find(|c| c.condition_type == kind)
+    {
+        if existing.message != message {
+            existing.message = message;
+            existing.last_transition_time = Some(now());
+        }
+        return;
+    }
+    status.conditions.push(ApplicationCondition {
+        condition_type: kind.to_owned(),
+        message,
+        last_transition_time: Some(now()),
+    });
+}
+
+fn clear_condition(status: &mut ApplicationStatus, kind: &str) {
+    status.conditions.retain(|c| c.condition_type != kind);
+}
