@@ -127,6 +127,7 @@ impl Controller {
         shutdown.await;
         info!("controller stopping: draining reconciles in progress");
         self.queue.shutdown();
+        self.reconciler.stop();
         tasks.abort_all();
         while workers.join_next().await.is_some() {}
         Ok(())

@@ -25,7 +25,7 @@ use capstan_model::{
 use capstan_repo::git::Credentials;
 use capstan_repo::render::env::AppContext;
 use capstan_repo::service::{ManifestRequest, RepoServer};
-use capstan_store::kinds::Applications;
+use capstan_store::kinds::{AppProjects, Applications};
 use capstan_store::typed::{ObjectRef, StatusWrite, TypedStore};
 use capstan_store::StoreError;
 use serde_json::Value;
@@ -33,6 +33,8 @@ use tracing::{debug, info, warn};
 
 use crate::compare::{CompareInput, Comparison, compare};
 use crate::ownership::Ownership;
+use crate::project::{self, INVALID_SPEC_ERROR, ProjectPolicy, SYNC_ERROR};
+use crate::windows::{SyncPermission, SyncTarget, WindowSet};
 
 /// The server URL Argo CD gives the cluster the control plane runs in.
 pub const IN_CLUSTER_SERVER: &str = "https://kubernetes.default.svc";
@@ -48,6 +50,9 @@ pub enum ReconcileError {
     /// This member no longer owns the Application's cluster.
     #[error("ownership of cluster {0} was lost")]
     NotOwner(String),
+    /// The controller is shutting down; a running operation stays saved for the next start.
+    #[error("stopping; the operation in progress is saved and resumes at the next start")]
+    Stopping,
 }
 
 /// What a reconcile did.
@@ -86,6 +91,7 @@ pub struct ClusterHandle {
 /// Reconciles Applications (see the [module docs](self)).
 pub struct Reconciler {
     apps: TypedStore<Applications>,
+    projects: TypedStore<AppProjects>,
     operations: crate::operations::OperationStore,
     repo: RepoServer,
     clusters: Vec<Arc<ClusterHandle>>,
@@ -93,6 +99,7 @@ pub struct Reconciler {
     tracking: Tracking,
     ownership: Arc<dyn Ownership>,
     poll: Duration,
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -115,6 +122,7 @@ impl Reconciler {
     ) -> Self {
         Self {
             apps: TypedStore::new(store.clone()),
+            projects: TypedStore::new(store.clone()),
             operations: crate::operations::OperationStore::new(store),
             repo,
             clusters,
@@ -122,6 +130,7 @@ impl Reconciler {
             tracking,
             ownership,
             poll: Duration::from_millis(500),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -130,6 +139,12 @@ impl Reconciler {
     pub fn with_poll(mut self, poll: Duration) -> Self {
         self.poll = poll;
         self
+    }
+
+    /// Asks running operations to stop at their next step (their state is saved, and the
+    /// next start resumes them): shutdown does not wait for a long sync.
+    pub fn stop(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The clusters it reconciles into.
@@ -179,17 +194,76 @@ impl Reconciler {
         }
 
         let mut status = old.clone();
-        let rendered = match self.render(&app, hard).await {
+        let unknown = |status: &mut ApplicationStatus| {
+            status.sync.status = Some(SyncStatusCode::Unknown);
+            Outcome::Reconciled {
+                sync: SyncStatusCode::Unknown,
+                synced: false,
+                self_healed: false,
+            }
+        };
+
+        // A sync a previous run (or another member) left running is finished first.
+        if let Some(saved) = self.operations.load(at).await?
+            && !saved.is_finished()
+        {
+            info!(app = %at, "resuming the operation in progress");
+            let (revision, initiator) = status
+                .operation_state
+                .as_ref()
+                .map(|o| {
+                    (
+                        o.sync_result.as_ref().map(|r| r.revision.clone()).unwrap_or_default(),
+                        o.operation.initiated_by.clone(),
+                    )
+                })
+                .unwrap_or_default();
+            self.run_operation(at, cluster, &app, &mut status, saved, &revision, initiator)
+                .await?;
+            self.write_status(at, &old, status, &cluster.server).await?;
+            return Ok(Outcome::Reconciled {
+                sync: SyncStatusCode::Unknown,
+                synced: true,
+                self_healed: false,
+            });
+        }
+
+        // The project decides before anything is rendered or touches the cluster.
+        let policy = match self.project(at, &app).await? {
+            Ok(policy) => policy,
+            Err(message) => {
+                set_condition(&mut status, INVALID_SPEC_ERROR, message);
+                let outcome = unknown(&mut status);
+                self.write_status(at, &old, status, &cluster.server).await?;
+                return Ok(outcome);
+            }
+        };
+        let mut violations = policy.rules.check_sources(&app.spec);
+        violations.extend(policy.rules.check_destination(&app.spec.destination, &cluster.server, &cluster.name));
+        if !violations.is_empty() {
+            replace_conditions(&mut status, INVALID_SPEC_ERROR, project::conditions(&violations));
+            let outcome = unknown(&mut status);
+            self.write_status(at, &old, status, &cluster.server).await?;
+            return Ok(outcome);
+        }
+        clear_condition(&mut status, INVALID_SPEC_ERROR);
+
+        let operation = app.operation.as_ref().and_then(|o| o.sync.clone().map(|s| (o.clone(), s)));
+        let mut render_app = app.clone();
+        if let Some((_, sync)) = &operation
+            && !sync.revision.is_empty()
+            && let Some(source) = render_app.spec.source.as_mut()
+        {
+            // A manual sync (or rollback) to a given revision renders that revision.
+            source.target_revision.clone_from(&sync.revision);
+        }
+        let rendered = match self.render(&render_app, hard).await {
             Ok(r) => r,
             Err(message) => {
                 set_condition(&mut status, "ComparisonError", message);
-                status.sync.status = Some(SyncStatusCode::Unknown);
+                let outcome = unknown(&mut status);
                 self.write_status(at, &old, status, &cluster.server).await?;
-                return Ok(Outcome::Reconciled {
-                    sync: SyncStatusCode::Unknown,
-                    synced: false,
-                    self_healed: false,
-                });
+                return Ok(outcome);
             }
         };
         let desired = self.place(cluster, &app, rendered.manifests).await;
@@ -204,58 +278,112 @@ impl Reconciler {
             &self.assessor,
         );
         apply_comparison(&mut status, &app, &comparison, &rendered.revision);
-        clear_condition(&mut status, "ComparisonError");
-        clear_condition(&mut status, "InvalidSpecError");
+        let resource_violations: Vec<_> = desired
+            .iter()
+            .filter_map(|m| {
+                let key = ResourceKey::of(m);
+                // Placement gave every namespaced object a namespace.
+                let namespaced = !key.namespace.is_empty();
+                policy.rules.check_resource(&key, namespaced).or_else(|| {
+                    namespaced
+                        .then(|| policy.rules.check_resource_namespace(&key, &cluster.server, &cluster.name))
+                        .flatten()
+                })
+            })
+            .collect();
+        replace_conditions(&mut status, SYNC_ERROR, project::conditions(&resource_violations));
+        let permitted = resource_violations.is_empty();
 
+        let target = SyncTarget::from_application(&app);
+        let now_ts = jiff::Timestamp::now();
         let mut synced = false;
         let mut self_healed = false;
-        if let Some(reason) = auto_sync_reason(&app, &status, &comparison, &rendered.revision) {
-            info!(app = %at, revision = %rendered.revision, reason, "automated sync");
-            let request = SyncRequest {
-                app: app.metadata.name.clone(),
-                namespace: app.spec.destination.namespace.clone(),
-                desired,
-                live: tracked
-                    .into_iter()
-                    .map(|object| LiveObject {
-                        object,
-                        app: Some(app.metadata.name.clone()),
-                    })
-                    .chain(untracked.into_iter().map(|object| LiveObject { object, app: None }))
-                    .collect(),
-                sync_options: app
-                    .spec
-                    .sync_policy
-                    .as_ref()
-                    .map(|p| p.sync_options.clone())
-                    .unwrap_or_default(),
-                prune: app
+        let sync_options = app
+            .spec
+            .sync_policy
+            .as_ref()
+            .map(|p| p.sync_options.clone())
+            .unwrap_or_default();
+        let request = |prune: bool, options: capstan_model::SyncOptions| SyncRequest {
+            app: app.metadata.name.clone(),
+            namespace: app.spec.destination.namespace.clone(),
+            desired: desired.clone(),
+            live: tracked
+                .iter()
+                .cloned()
+                .map(|object| LiveObject {
+                    object,
+                    app: Some(app.metadata.name.clone()),
+                })
+                .chain(untracked.iter().cloned().map(|object| LiveObject { object, app: None }))
+                .collect(),
+            sync_options: options,
+            prune,
+            ignore_differences: app.spec.ignore_differences.clone(),
+            managed_namespace_metadata: app
+                .spec
+                .sync_policy
+                .as_ref()
+                .and_then(|p| p.managed_namespace_metadata.clone()),
+            ..SyncRequest::default()
+        };
+        if let Some((op, sync)) = operation {
+            // A sync someone asked for (`operation` in the spec, written by the API or CLI).
+            let blocked = match policy.windows.can_sync(&target, true, now_ts) {
+                SyncPermission::Allowed => None,
+                SyncPermission::Blocked { reason } => Some(reason),
+            };
+            if !permitted || blocked.is_some() {
+                let why = if let Some(reason) = blocked.filter(|_| permitted) {
+                    format!("sync blocked: {reason}")
+                } else {
+                    "sync refused: the project does not permit some resources (see SyncError)".to_owned()
+                };
+                status.operation_state = Some(OperationState {
+                    operation: op.clone(),
+                    phase: Some(OperationPhase::Failed),
+                    message: why,
+                    started_at: Some(now()),
+                    finished_at: Some(now()),
+                    ..OperationState::default()
+                });
+            } else {
+                let mut options = sync_options.clone();
+                for o in &sync.sync_options.0 {
+                    options.add(o.clone());
+                }
+                let mut req = request(sync.prune, options);
+                req.dry_run = sync.dry_run;
+                req.resources.clone_from(&sync.resources);
+                info!(app = %at, revision = %rendered.revision, "sync requested");
+                let state = self.plan_and_save(at, cluster, &req).await?;
+                self.run_operation(at, cluster, &app, &mut status, state, &rendered.revision, op.initiated_by.clone())
+                    .await?;
+                synced = true;
+            }
+            self.clear_operation(at).await?;
+        } else if let Some(reason) = auto_sync_reason(&app, &status, &comparison, &rendered.revision) {
+            if !permitted {
+                debug!(app = %at, "automated sync skipped: the project does not permit some resources");
+            } else if let SyncPermission::Blocked { reason: why } = policy.windows.can_sync(&target, false, now_ts) {
+                info!(app = %at, blocked = %why, "automated sync skipped: sync window");
+            } else {
+                info!(app = %at, revision = %rendered.revision, reason, "automated sync");
+                let prune = app
                     .spec
                     .sync_policy
                     .as_ref()
                     .and_then(|p| p.automated.as_ref())
-                    .is_some_and(|a| a.prune),
-                ignore_differences: app.spec.ignore_differences.clone(),
-                managed_namespace_metadata: app
-                    .spec
-                    .sync_policy
-                    .as_ref()
-                    .and_then(|p| p.managed_namespace_metadata.clone()),
-                ..SyncRequest::default()
-            };
-            let initiator = OperationInitiator {
-                username: String::new(),
-                automated: true,
-            };
-            let state = self
-                .run_sync(at, cluster, &app, &mut status, request, &rendered.revision, initiator)
-                .await?;
-            synced = true;
-            self_healed = reason.starts_with("self-heal");
-            if state.phase == OperationPhase::Succeeded {
-                // What changed is visible at the next reconcile, which the cache's change
-                // notifications trigger; the status now says the sync happened.
-                debug!(app = %at, "automated sync succeeded");
+                    .is_some_and(|a| a.prune);
+                let state = self.plan_and_save(at, cluster, &request(prune, sync_options.clone())).await?;
+                let initiator = OperationInitiator {
+                    username: String::new(),
+                    automated: true,
+                };
+                self.run_operation(at, cluster, &app, &mut status, state, &rendered.revision, initiator)
+                    .await?;
+                synced = true;
+                self_healed = reason.starts_with("self-heal");
             }
         }
         let sync = status.sync.status.unwrap_or(SyncStatusCode::Unknown);
@@ -265,6 +393,63 @@ impl Reconciler {
             synced,
             self_healed,
         })
+    }
+
+    /// The Application's project, compiled; `Err` carries the condition message. The
+    /// project `default` is permissive when it has not been created (as Argo CD's install
+    /// creates it).
+    async fn project(&self, at: &ObjectRef, app: &Application) -> Result<Result<Policy, String>, ReconcileError> {
+        let name = app.spec.project_or_default();
+        let found = self
+            .projects
+            .get(&ObjectRef::new(at.namespace.clone(), name))
+            .await?
+            .map(|o| o.spec.value);
+        let spec = match found {
+            Some(p) => p.spec,
+            None if name == capstan_model::DEFAULT_PROJECT => default_project(),
+            None => return Ok(Err(format!("application references project {name} which does not exist"))),
+        };
+        let rules = match ProjectPolicy::from_spec(name, &spec) {
+            Ok(rules) => rules,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        let windows = match WindowSet::new(&spec.sync_windows) {
+            Ok(w) => w,
+            Err(e) => return Ok(Err(format!("project {name}: {e}"))),
+        };
+        Ok(Ok(Policy { rules, windows }))
+    }
+
+    async fn plan_and_save(&self, at: &ObjectRef, cluster: &ClusterHandle, request: &SyncRequest) -> Result<SyncState, ReconcileError> {
+        let state = cluster.runner.plan(request).await;
+        self.operations.save(at, &state).await?;
+        Ok(state)
+    }
+
+    /// Removes the finished request from the spec (as Argo CD does), unless the user
+    /// changed the spec meanwhile in a way that keeps it.
+    async fn clear_operation(&self, at: &ObjectRef) -> Result<(), ReconcileError> {
+        for _ in 0..5 {
+            let Some(object) = self.apps.get(at).await? else {
+                return Ok(());
+            };
+            let mut app = object.spec.value;
+            if app.operation.take().is_none() {
+                return Ok(());
+            }
+            match self
+                .apps
+                .update_spec(at, &app, capstan_store::Precondition::ModRevision(object.spec.mod_revision))
+                .await
+            {
+                Ok(_) | Err(StoreError::NotFound { .. }) => return Ok(()),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        warn!(app = %at, "could not clear the finished operation: the spec keeps changing");
+        Ok(())
     }
 
     async fn render(&self, app: &Application, hard: bool) -> Result<Rendered, String> {
@@ -340,17 +525,16 @@ impl Reconciler {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn run_sync(
+    async fn run_operation(
         &self,
         at: &ObjectRef,
         cluster: &ClusterHandle,
         app: &Application,
         status: &mut ApplicationStatus,
-        request: SyncRequest,
+        mut state: SyncState,
         revision: &str,
         initiated_by: OperationInitiator,
     ) -> Result<SyncState, ReconcileError> {
-        let mut state = cluster.runner.plan(&request).await;
         let started_at = now();
         let mut op = OperationState {
             phase: Some(OperationPhase::Running),
@@ -360,25 +544,30 @@ impl Reconciler {
         op.operation.initiated_by = initiated_by.clone();
         op.operation.sync = Some(capstan_model::SyncOperation {
             revision: revision.to_owned(),
-            prune: request.prune,
+            dry_run: state.dry_run,
             ..Default::default()
         });
+        op.sync_result = Some(SyncOperationResult {
+            revision: revision.to_owned(),
+            source: app.spec.source.clone().unwrap_or_default(),
+            ..SyncOperationResult::default()
+        });
+        // Running, for everyone to see, and so that a resumed operation knows its revision
+        // and who started it.
+        status.operation_state = Some(op.clone());
+        self.put_status(at, status, &cluster.server).await?;
         loop {
-            self.operations.save(at, &state).await?;
-            op.message.clone_from(&state.message);
-            op.sync_result = Some(SyncOperationResult {
-                resources: state.resource_results(),
-                revision: revision.to_owned(),
-                source: app.spec.source.clone().unwrap_or_default(),
-                ..SyncOperationResult::default()
-            });
             match cluster.runner.advance(&mut state).await {
-                Progress::Advanced => {}
+                Progress::Advanced => self.operations.save(at, &state).await?,
                 Progress::Waiting(_) => tokio::time::sleep(self.poll).await,
                 Progress::Finished => break,
             }
             if !self.ownership.owns(&cluster.server) {
                 return Err(ReconcileError::NotOwner(cluster.server.clone()));
+            }
+            if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                self.operations.save(at, &state).await?;
+                return Err(ReconcileError::Stopping);
             }
         }
         self.operations.save(at, &state).await?;
@@ -389,7 +578,7 @@ impl Reconciler {
             result.resources = state.resource_results();
         }
         status.operation_state = Some(op);
-        if state.phase == OperationPhase::Succeeded {
+        if state.phase == OperationPhase::Succeeded && !state.dry_run {
             let id = status.history.last().map_or(0, |h| h.id + 1);
             status.history.push(RevisionHistory {
                 id,
@@ -409,6 +598,19 @@ impl Reconciler {
         Ok(state)
     }
 
+    /// Writes `status` now, fenced on ownership.
+    async fn put_status(&self, at: &ObjectRef, status: &ApplicationStatus, cluster: &str) -> Result<(), ReconcileError> {
+        let write = StatusWrite {
+            fences: self.ownership.fences(cluster),
+            ..StatusWrite::new()
+        };
+        match self.apps.put_status(at, status, write).await {
+            Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
+            Err(StoreError::FenceLost { .. }) => Err(ReconcileError::NotOwner(cluster.to_owned())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Writes `status` unless only `reconciledAt` differs from `old`, fenced on ownership.
     async fn write_status(
         &self,
@@ -423,16 +625,48 @@ impl Reconciler {
             return Ok(());
         }
         status.reconciled_at = Some(now());
-        let write = StatusWrite {
-            fences: self.ownership.fences(cluster),
-            ..StatusWrite::new()
-        };
-        match self.apps.put_status(at, &status, write).await {
-            Ok(_) => Ok(()),
-            Err(StoreError::FenceLost { .. }) => Err(ReconcileError::NotOwner(cluster.to_owned())),
-            Err(StoreError::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
+        self.put_status(at, &status, cluster).await
+    }
+}
+
+/// What the Application's project allows.
+struct Policy {
+    rules: ProjectPolicy,
+    windows: WindowSet,
+}
+
+/// The project Argo CD installs as `default`: any source, any destination, any kind.
+fn default_project() -> capstan_model::AppProjectSpec {
+    capstan_model::AppProjectSpec {
+        source_repos: vec!["*".into()],
+        destinations: vec![capstan_model::ApplicationDestination {
+            server: "*".into(),
+            namespace: "*".into(),
+            name: String::new(),
+        }],
+        cluster_resource_whitelist: vec![capstan_model::GroupKind {
+            group: "*".into(),
+            kind: "*".into(),
+        }],
+        ..capstan_model::AppProjectSpec::default()
+    }
+}
+
+/// Replaces every condition of `kind` by `conditions` (keeping transition times of
+/// unchanged ones).
+fn replace_conditions(status: &mut ApplicationStatus, kind: &str, conditions: Vec<ApplicationCondition>) {
+    let old: Vec<ApplicationCondition> = status
+        .conditions
+        .iter()
+        .filter(|c| c.condition_type == kind)
+        .cloned()
+        .collect();
+    status.conditions.retain(|c| c.condition_type != kind);
+    for mut c in conditions {
+        if let Some(prev) = old.iter().find(|o| o.message == c.message) {
+            c.last_transition_time.clone_from(&prev.last_transition_time);
         }
+        status.conditions.push(c);
     }
 }
 

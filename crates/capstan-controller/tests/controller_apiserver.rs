@@ -3,24 +3,11 @@
 //! synced into a real kube-apiserver — then drift is healed and a new commit (with a file
 //! removed) is deployed and pruned.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use anyhow::{Context, Result};
-use capstan_controller::ownership::OwnAll;
-use capstan_controller::queue::{QueueConfig, Request, Resync};
-use capstan_controller::reconcile::IN_CLUSTER_SERVER;
-use capstan_controller::{ClusterHandle, Controller, ControllerConfig, Reconciler};
-use capstan_engine::HealthAssessor;
-use capstan_engine::cache::tracking::{Tracking, TrackingMethod};
-use capstan_engine::cache::{CacheSettings, ClusterCache};
-use capstan_engine::resources::ApiResolver;
-use capstan_engine::sync::SyncRunner;
+use capstan_controller::queue::Request;
 use capstan_model::{HealthStatusCode, OperationPhase, SyncStatusCode};
-use capstan_repo::service::{RepoServer, RepoServerConfig};
 use capstan_store::kinds::Applications;
 use capstan_store::typed::{ObjectRef, TypedStore};
-use capstan_store::{EmbeddedOptions, EmbeddedStore, Store};
 use capstan_testkit::git::GitRepo;
 use capstan_testkit::git_http::{GitHttpOptions, GitHttpServer};
 use capstan_testkit::{init_test_logging, shared, wait_until};
@@ -28,19 +15,8 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
-const DEADLINE: Duration = Duration::from_secs(60);
-
-fn cm(name: &str, value: &str) -> String {
-    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  k: {value}\n")
-}
-
-async fn value_of(api: &Api<ConfigMap>, name: &str) -> Result<Option<String>> {
-    Ok(api
-        .get_opt(name)
-        .await?
-        .filter(|c| c.metadata.deletion_timestamp.is_none())
-        .and_then(|c| c.data.and_then(|d| d.get("k").cloned())))
-}
+mod common;
+use common::{DEADLINE, application, cm, open_store, start, value_of};
 
 #[tokio::test]
 async fn applications_are_synced_healed_and_updated_from_git() -> Result<()> {
@@ -56,64 +32,18 @@ async fn applications_are_synced_healed_and_updated_from_git() -> Result<()> {
     let git = GitHttpServer::start_temp(GitHttpOptions::default())?;
     let url = git.url_for(&repo)?;
 
-    // The control plane, in process.
+    // The control plane, in process. Background pruning: this API server runs no garbage
+    // collector to finish foreground deletions.
     let dir = tempfile::tempdir()?;
-    let store: Arc<dyn Store> =
-        Arc::new(EmbeddedStore::open(dir.path().join("store.redb"), EmbeddedOptions::default()).await?);
-    let mut repo_config = RepoServerConfig::new(dir.path().join("repo"));
-    repo_config.ref_ttl = Duration::ZERO;
-    let repo_server = RepoServer::new(repo_config).await.map_err(|e| anyhow::anyhow!(e.message))?;
-    let cache = ClusterCache::start(
-        client.clone(),
-        CacheSettings {
-            namespaces: vec![ns.clone()],
-            ..CacheSettings::new("in-cluster", TrackingMethod::Annotation)
-        },
-    )
-    .await?;
-    cache.wait_for_sync(DEADLINE).await?;
-    let assessor = Arc::new(HealthAssessor::builtin_only());
-    let cluster = Arc::new(ClusterHandle {
-        name: "in-cluster".into(),
-        server: IN_CLUSTER_SERVER.into(),
-        cache,
-        resolver: ApiResolver::new(client.clone()),
-        runner: SyncRunner::new(ApiResolver::new(client.clone()), assessor.clone()),
-    });
-    let reconciler = Reconciler::new(
-        store.clone(),
-        repo_server,
-        vec![cluster],
-        assessor,
-        Tracking::new(TrackingMethod::Annotation),
-        Arc::new(OwnAll),
-    )
-    .with_poll(Duration::from_millis(100));
-    let controller = Controller::new(
-        store.clone(),
-        reconciler,
-        ControllerConfig {
-            workers: 2,
-            queue: QueueConfig {
-                resync: Some(Resync {
-                    base: Duration::from_secs(30),
-                    jitter: 0.1,
-                }),
-                ..QueueConfig::default()
-            },
-        },
-    );
-    let queue = controller.queue().clone();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(controller.run(async {
-        let _ = stopped.await;
-    }));
-
-    // The Application, as a user writes it for Argo CD. Background pruning: this API server
-    // runs no garbage collector to finish foreground deletions.
-    let app = capstan_model::parse_application_yaml(&format!(
-        "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata:\n  name: guestbook\n  namespace: capstan\nspec:\n  project: default\n  source:\n    repoURL: {url}\n    path: app\n    targetRevision: HEAD\n  destination:\n    server: {IN_CLUSTER_SERVER}\n    namespace: {ns}\n  syncPolicy:\n    automated:\n      prune: true\n      selfHeal: true\n    syncOptions:\n    - PrunePropagationPolicy=background\n"
-    ))?;
+    let store = open_store(dir.path()).await?;
+    let running = start(store.clone(), client.clone(), &ns, dir.path()).await?;
+    let app = application(
+        "guestbook",
+        &url,
+        "app",
+        &ns,
+        "  syncPolicy:\n    automated:\n      prune: true\n      selfHeal: true\n    syncOptions:\n    - PrunePropagationPolicy=background\n",
+    )?;
     let apps = TypedStore::<Applications>::new(store.clone());
     let at = ObjectRef::new("capstan", "guestbook");
     apps.create(&at, &app).await?;
@@ -157,7 +87,7 @@ async fn applications_are_synced_healed_and_updated_from_git() -> Result<()> {
     repo.write_all(&[("app/settings.yaml", cm("settings", "v2"))])?;
     repo.remove("app/extra.yaml")?;
     let second = repo.commit("second")?;
-    queue.enqueue(at.clone(), Request::refresh());
+    running.queue.enqueue(at.clone(), Request::refresh());
     wait_until("the new commit deployed and the removed file pruned", DEADLINE, || async {
         Ok((value_of(&config_maps, "settings").await?.as_deref() == Some("v2")
             && value_of(&config_maps, "extra").await?.is_none())
@@ -175,7 +105,157 @@ async fn applications_are_synced_healed_and_updated_from_git() -> Result<()> {
         status.history
     );
 
-    let _ = stop.send(());
-    running.await??;
+    running.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn requested_syncs_run_once_and_projects_are_enforced() -> Result<()> {
+    init_test_logging();
+    let server = shared::apiserver().await?;
+    let client = server.client().await?;
+    let ns = server.test_namespace("ctrl-manual").await?;
+    let repo = GitRepo::init()?;
+    repo.write_all(&[("app/settings.yaml", cm("settings", "v1"))])?;
+    repo.commit("first")?;
+    let git = GitHttpServer::start_temp(GitHttpOptions::default())?;
+    let url = git.url_for(&repo)?;
+    let dir = tempfile::tempdir()?;
+    let store = open_store(dir.path()).await?;
+    let running = start(store.clone(), client.clone(), &ns, dir.path()).await?;
+    let apps = TypedStore::<Applications>::new(store.clone());
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+
+    // No automated policy: compared, reported OutOfSync, nothing applied.
+    let at = ObjectRef::new("capstan", "manual");
+    apps.create(&at, &application("manual", &url, "app", &ns, "")?).await?;
+    wait_until("OutOfSync reported", DEADLINE, || async {
+        let status = apps.get(&at).await?.and_then(|o| o.status).map(|s| s.value);
+        Ok(status.filter(|s| s.sync.status == Some(SyncStatusCode::OutOfSync)))
+    })
+    .await?;
+    assert_eq!(value_of(&config_maps, "settings").await?, None);
+
+    // A sync request (what `capstan app sync` will write) runs once and is cleared.
+    let mut requested = apps.get(&at).await?.context("exists")?.spec.value;
+    requested.operation = Some(capstan_model::Operation {
+        sync: Some(capstan_model::SyncOperation::default()),
+        initiated_by: capstan_model::OperationInitiator {
+            username: "alice".into(),
+            automated: false,
+        },
+        ..capstan_model::Operation::default()
+    });
+    apps.update_spec(&at, &requested, capstan_store::Precondition::None).await?;
+    let status = wait_until("the requested sync", DEADLINE, || async {
+        let object = apps.get(&at).await?.context("exists")?;
+        let status = object.status.map(|s| s.value);
+        Ok(status
+            .filter(|s| s.sync.status == Some(SyncStatusCode::Synced) && object.spec.value.operation.is_none()))
+    })
+    .await?;
+    let op = status.operation_state.context("recorded")?;
+    assert_eq!(op.phase, Some(OperationPhase::Succeeded));
+    assert_eq!(op.operation.initiated_by.username, "alice");
+    assert_eq!(value_of(&config_maps, "settings").await?.as_deref(), Some("v1"));
+
+    // A project that does not permit the repository: a condition, and nothing deployed.
+    let projects = TypedStore::<capstan_store::kinds::AppProjects>::new(store.clone());
+    let project = capstan_model::parse_app_project_yaml(
+        "apiVersion: argoproj.io/v1alpha1\nkind: AppProject\nmetadata:\n  name: locked\n  namespace: capstan\nspec:\n  sourceRepos:\n  - https://git.example.com/*\n  destinations:\n  - server: '*'\n    namespace: '*'\n",
+    )?;
+    projects.create(&ObjectRef::new("capstan", "locked"), &project).await?;
+    let locked = ObjectRef::new("capstan", "locked-app");
+    let mut app = application(
+        "locked-app",
+        &url,
+        "app",
+        &ns,
+        "  syncPolicy:\n    automated: {}\n",
+    )?;
+    app.spec.project = "locked".into();
+    apps.create(&locked, &app).await?;
+    let status = wait_until("the project's verdict", DEADLINE, || async {
+        let status = apps.get(&locked).await?.and_then(|o| o.status).map(|s| s.value);
+        Ok(status.filter(|s| !s.conditions.is_empty()))
+    })
+    .await?;
+    let condition = &status.conditions[0];
+    assert_eq!(condition.condition_type, "InvalidSpecError");
+    assert!(condition.message.contains("is not permitted in project 'locked'"), "{condition:?}");
+    assert_eq!(status.sync.status, Some(SyncStatusCode::Unknown));
+    assert!(status.operation_state.is_none(), "never synced");
+
+    running.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_operation_interrupted_by_a_restart_resumes() -> Result<()> {
+    init_test_logging();
+    let server = shared::apiserver().await?;
+    let client = server.client().await?;
+    let ns = server.test_namespace("ctrl-resume").await?;
+    let repo = GitRepo::init()?;
+    // Wave 0: a Deployment that never becomes healthy on its own (no controllers here);
+    // wave 1 waits for it.
+    repo.write_all(&[
+        (
+            "app/db.yaml",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: db\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: db}\n  template:\n    metadata:\n      labels: {app: db}\n    spec:\n      containers:\n      - name: db\n        image: example.invalid/db:1\n".to_owned(),
+        ),
+        (
+            "app/after.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: after\n  annotations:\n    argocd.argoproj.io/sync-wave: \"1\"\ndata:\n  k: v1\n".to_owned(),
+        ),
+    ])?;
+    repo.commit("waves")?;
+    let git = GitHttpServer::start_temp(GitHttpOptions::default())?;
+    let url = git.url_for(&repo)?;
+    let dir = tempfile::tempdir()?;
+    let store = open_store(dir.path()).await?;
+    let apps = TypedStore::<Applications>::new(store.clone());
+    let at = ObjectRef::new("capstan", "waves");
+    apps.create(
+        &at,
+        &application("waves", &url, "app", &ns, "  syncPolicy:\n    automated: {}\n")?,
+    )
+    .await?;
+
+    let first = start(store.clone(), client.clone(), &ns, dir.path()).await?;
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), &ns);
+    wait_until("wave 0 applied and the operation running", DEADLINE, || async {
+        let status = apps.get(&at).await?.and_then(|o| o.status).map(|s| s.value);
+        let running = status
+            .and_then(|s| s.operation_state)
+            .is_some_and(|o| o.phase == Some(OperationPhase::Running));
+        Ok((running && deployments.get_opt("db").await?.is_some()).then_some(()))
+    })
+    .await?;
+    first.stop().await?;
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    assert_eq!(value_of(&config_maps, "after").await?, None, "wave 1 never started");
+
+    // The Deployment becomes available (written as its controller would), and a new
+    // controller on the same store finishes the operation.
+    let generation = deployments.get("db").await?.metadata.generation.unwrap_or(1);
+    deployments
+        .patch_status("db", &PatchParams::default(), &Patch::Merge(json!({"status": {
+            "observedGeneration": generation, "replicas": 1, "updatedReplicas": 1,
+            "readyReplicas": 1, "availableReplicas": 1}})))
+        .await?;
+    let second = start(store.clone(), client.clone(), &ns, dir.path()).await?;
+    let status = wait_until("the resumed operation finished", DEADLINE, || async {
+        let status = apps.get(&at).await?.and_then(|o| o.status).map(|s| s.value);
+        Ok(status.filter(|s| {
+            s.operation_state
+                .as_ref()
+                .is_some_and(|o| o.phase == Some(OperationPhase::Succeeded))
+        }))
+    })
+    .await?;
+    assert_eq!(value_of(&config_maps, "after").await?.as_deref(), Some("v1"));
+    assert!(status.operation_state.is_some_and(|o| o.operation.initiated_by.automated));
+    second.stop().await?;
     Ok(())
 }

@@ -1,0 +1,125 @@
+//! A control plane assembled in process for the controller's tests: embedded store,
+//! in-process repo-server, a cluster cache and sync runner on a real kube-apiserver, and a
+//! running controller that can be stopped and started again on the same store.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use capstan_controller::ownership::OwnAll;
+use capstan_controller::queue::{QueueConfig, Resync};
+use capstan_controller::reconcile::{IN_CLUSTER_SERVER, ReconcileError};
+use capstan_controller::{ClusterHandle, Controller, ControllerConfig, Reconciler};
+use capstan_engine::HealthAssessor;
+use capstan_engine::cache::tracking::{Tracking, TrackingMethod};
+use capstan_engine::cache::{CacheSettings, ClusterCache};
+use capstan_engine::resources::ApiResolver;
+use capstan_engine::sync::SyncRunner;
+use capstan_repo::service::{RepoServer, RepoServerConfig};
+use capstan_store::typed::ObjectRef;
+use capstan_store::{EmbeddedOptions, EmbeddedStore, Store};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::Api;
+
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A ConfigMap manifest as YAML.
+pub fn cm(name: &str, value: &str) -> String {
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  k: {value}\n")
+}
+
+/// The `k` value of a ConfigMap that exists and is not being deleted.
+pub async fn value_of(api: &Api<ConfigMap>, name: &str) -> Result<Option<String>> {
+    Ok(api
+        .get_opt(name)
+        .await?
+        .filter(|c| c.metadata.deletion_timestamp.is_none())
+        .and_then(|c| c.data.and_then(|d| d.get("k").cloned())))
+}
+
+/// Opens the embedded store in `dir`.
+pub async fn open_store(dir: &std::path::Path) -> Result<Arc<dyn Store>> {
+    Ok(Arc::new(
+        EmbeddedStore::open(dir.join("store.redb"), EmbeddedOptions::default()).await?,
+    ))
+}
+
+/// A running controller; [`Running::stop`] shuts it down and waits.
+pub struct Running {
+    pub queue: capstan_controller::queue::WorkQueue<ObjectRef>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), ReconcileError>>,
+}
+
+impl Running {
+    pub async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(());
+        tokio::time::timeout(DEADLINE, self.task).await???;
+        Ok(())
+    }
+}
+
+/// Starts a controller over `store` reconciling into the cluster behind `client`, watching
+/// namespace `ns`; the repo-server works in `work`.
+pub async fn start(store: Arc<dyn Store>, client: kube::Client, ns: &str, work: &std::path::Path) -> Result<Running> {
+    let mut repo_config = RepoServerConfig::new(work.join("repo"));
+    repo_config.ref_ttl = Duration::ZERO;
+    let repo_server = RepoServer::new(repo_config)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.message))?;
+    let cache = ClusterCache::start(
+        client.clone(),
+        CacheSettings {
+            namespaces: vec![ns.to_owned()],
+            ..CacheSettings::new("in-cluster", TrackingMethod::Annotation)
+        },
+    )
+    .await?;
+    cache.wait_for_sync(DEADLINE).await?;
+    let assessor = Arc::new(HealthAssessor::builtin_only());
+    let cluster = Arc::new(ClusterHandle {
+        name: "in-cluster".into(),
+        server: IN_CLUSTER_SERVER.into(),
+        cache,
+        resolver: ApiResolver::new(client.clone()),
+        runner: SyncRunner::new(ApiResolver::new(client), assessor.clone()),
+    });
+    let reconciler = Reconciler::new(
+        store.clone(),
+        repo_server,
+        vec![cluster],
+        assessor,
+        Tracking::new(TrackingMethod::Annotation),
+        Arc::new(OwnAll),
+    )
+    .with_poll(Duration::from_millis(100));
+    let controller = Controller::new(
+        store,
+        reconciler,
+        ControllerConfig {
+            workers: 2,
+            queue: QueueConfig {
+                resync: Some(Resync {
+                    base: Duration::from_secs(30),
+                    jitter: 0.1,
+                }),
+                ..QueueConfig::default()
+            },
+        },
+    );
+    let queue = controller.queue().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(controller.run(async {
+        let _ = stopped.await;
+    }));
+    Ok(Running { queue, stop, task })
+}
+
+/// An Application in Argo CD's YAML for `url`/`path` into `ns`, with extra spec lines.
+pub fn application(name: &str, url: &str, path: &str, ns: &str, extra: &str) -> Result<capstan_model::Application> {
+    Ok(capstan_model::parse_application_yaml(&format!(
+        "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata:\n  name: {name}\n  namespace: capstan\nspec:\n  project: default\n  source:\n    repoURL: {url}\n    path: {path}\n    targetRevision: HEAD\n  destination:\n    server: {IN_CLUSTER_SERVER}\n    namespace: {ns}\n{extra}"
+    ))?)
+}
