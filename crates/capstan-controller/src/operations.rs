@@ -47,6 +47,11 @@ impl OperationStore {
         }
     }
 
+    /// Forgets the Application's operation (the Application is gone).
+    pub async fn forget(&self, app: &ObjectRef) -> Result<(), StoreError> {
+        self.typed.delete(app, Precondition::None).await.map(|_| ())
+    }
+
     /// The Application's saved operation, if any.
     pub async fn load(&self, app: &ObjectRef) -> Result<Option<SyncState>, StoreError> {
         Ok(self.typed.get(app).await?.map(|o| o.spec.value))

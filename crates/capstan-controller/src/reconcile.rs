@@ -40,6 +40,9 @@ use crate::windows::{SyncPermission, SyncTarget, WindowSet};
 pub const IN_CLUSTER_SERVER: &str = "https://kubernetes.default.svc";
 /// Its name.
 pub const IN_CLUSTER_NAME: &str = "in-cluster";
+/// The finalizer that makes deleting an Application delete its resources first (Argo CD's
+/// name; `/background` and `/foreground` suffixes choose the propagation).
+pub const RESOURCES_FINALIZER: &str = "resources-finalizer.argocd.argoproj.io";
 
 /// Errors of one reconcile (the Application's own problems go into its conditions instead).
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +194,9 @@ impl Reconciler {
         };
         if !self.ownership.owns(&cluster.server) {
             return Ok(Outcome::NotOwned);
+        }
+        if app.metadata.deletion_timestamp.is_some() {
+            return self.delete_app(at, cluster, &app, old).await;
         }
 
         let mut status = old.clone();
@@ -393,6 +399,84 @@ impl Reconciler {
             synced,
             self_healed,
         })
+    }
+
+    /// Deletes an Application whose deletion was requested: with the resources finalizer,
+    /// its objects first (PreDelete hooks, then every tracked object in reverse wave order,
+    /// then PostDelete hooks), then the Application; without it, the Application only.
+    async fn delete_app(
+        &self,
+        at: &ObjectRef,
+        cluster: &ClusterHandle,
+        app: &Application,
+        old: ApplicationStatus,
+    ) -> Result<Outcome, ReconcileError> {
+        let finalizer = app
+            .metadata
+            .finalizers
+            .iter()
+            .find(|f| f.starts_with(RESOURCES_FINALIZER))
+            .cloned();
+        if let Some(finalizer) = finalizer {
+            // Hooks come from Git; if rendering fails the objects are still deleted.
+            let desired = match self.render(app, false).await {
+                Ok(rendered) => self.place(cluster, app, rendered.manifests).await,
+                Err(message) => {
+                    warn!(app = %at, %message, "rendering for delete hooks failed; deleting without hooks");
+                    Vec::new()
+                }
+            };
+            let (tracked, _) = self.live(cluster, app, &[]).await;
+            let mut options = app
+                .spec
+                .sync_policy
+                .as_ref()
+                .map(|p| p.sync_options.clone())
+                .unwrap_or_default();
+            if finalizer.ends_with("/background") {
+                options.0.retain(|o| !o.starts_with("PrunePropagationPolicy="));
+                options.add("PrunePropagationPolicy=background");
+            }
+            let request = SyncRequest {
+                app: app.metadata.name.clone(),
+                namespace: app.spec.destination.namespace.clone(),
+                desired,
+                live: tracked
+                    .into_iter()
+                    .map(|object| LiveObject {
+                        object,
+                        app: Some(app.metadata.name.clone()),
+                    })
+                    .collect(),
+                sync_options: options,
+                prune: true,
+                mode: capstan_engine::sync::Mode::Delete,
+                ..SyncRequest::default()
+            };
+            info!(app = %at, "deleting the application's resources");
+            let state = self.plan_and_save(at, cluster, &request).await?;
+            let mut status = old.clone();
+            let initiator = OperationInitiator {
+                username: String::new(),
+                automated: true,
+            };
+            let state = self
+                .run_operation(at, cluster, app, &mut status, state, "", initiator)
+                .await?;
+            if state.phase != OperationPhase::Succeeded {
+                set_condition(&mut status, "DeletionError", state.message.clone());
+                self.write_status(at, &old, status, &cluster.server).await?;
+                return Ok(Outcome::Reconciled {
+                    sync: SyncStatusCode::Unknown,
+                    synced: true,
+                    self_healed: false,
+                });
+            }
+        }
+        self.apps.delete(at, capstan_store::Precondition::None).await?;
+        self.operations.forget(at).await?;
+        info!(app = %at, "application deleted");
+        Ok(Outcome::Gone)
     }
 
     /// The Application's project, compiled; `Err` carries the condition message. The

@@ -259,3 +259,64 @@ async fn an_operation_interrupted_by_a_restart_resumes() -> Result<()> {
     second.stop().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn deleting_with_the_finalizer_removes_resources_and_without_it_keeps_them() -> Result<()> {
+    init_test_logging();
+    let server = shared::apiserver().await?;
+    let client = server.client().await?;
+    let ns = server.test_namespace("ctrl-delete").await?;
+    let repo = GitRepo::init()?;
+    repo.write_all(&[
+        ("cascade/a.yaml", cm("cascaded", "v1")),
+        (
+            "cascade/hook.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: goodbye\n  annotations:\n    argocd.argoproj.io/hook: PostDelete\ndata:\n  k: bye\n".to_owned(),
+        ),
+        ("orphan/b.yaml", cm("orphaned", "v1")),
+    ])?;
+    repo.commit("two apps")?;
+    let git = GitHttpServer::start_temp(GitHttpOptions::default())?;
+    let url = git.url_for(&repo)?;
+    let dir = tempfile::tempdir()?;
+    let store = open_store(dir.path()).await?;
+    let running = start(store.clone(), client.clone(), &ns, dir.path()).await?;
+    let apps = TypedStore::<Applications>::new(store.clone());
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let auto = "  syncPolicy:\n    automated: {}\n";
+    let cascade = ObjectRef::new("capstan", "cascade");
+    let mut app = application("cascade", &url, "cascade", &ns, auto)?;
+    app.metadata.finalizers = vec!["resources-finalizer.argocd.argoproj.io/background".into()];
+    apps.create(&cascade, &app).await?;
+    let orphan = ObjectRef::new("capstan", "orphan");
+    apps.create(&orphan, &application("orphan", &url, "orphan", &ns, auto)?).await?;
+    wait_until("both apps synced", DEADLINE, || async {
+        Ok((value_of(&config_maps, "cascaded").await?.is_some()
+            && value_of(&config_maps, "orphaned").await?.is_some())
+        .then_some(()))
+    })
+    .await?;
+
+    for at in [&cascade, &orphan] {
+        let mut app = apps.get(at).await?.context("exists")?.spec.value;
+        app.metadata.deletion_timestamp = Some(capstan_controller::reconcile::now());
+        apps.update_spec(at, &app, capstan_store::Precondition::None).await?;
+    }
+    wait_until("both apps gone from the store", DEADLINE, || async {
+        Ok((apps.get(&cascade).await?.is_none() && apps.get(&orphan).await?.is_none()).then_some(()))
+    })
+    .await?;
+    assert_eq!(value_of(&config_maps, "cascaded").await?, None, "cascade deleted it");
+    assert_eq!(
+        value_of(&config_maps, "goodbye").await?.as_deref(),
+        Some("bye"),
+        "the PostDelete hook ran"
+    );
+    assert_eq!(
+        value_of(&config_maps, "orphaned").await?.as_deref(),
+        Some("v1"),
+        "no finalizer: the resources stay"
+    );
+    running.stop().await?;
+    Ok(())
+}
