@@ -69,6 +69,13 @@ impl Controller {
         }
     }
 
+    /// Registers the controller's metrics (reconciles, syncs, work queue) and the sync
+    /// engine's in `registry` (the component's sub-registry).
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.reconciler.metrics().register(registry);
+        self.queue.metrics().register(registry);
+    }
+
     /// The work queue (the API will enqueue refresh requests here in process).
     pub fn queue(&self) -> &WorkQueue<ObjectRef> {
         &self.queue

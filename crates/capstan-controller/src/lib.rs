@@ -16,10 +16,12 @@
 //! The user guide is `docs/controller.md`.
 
 pub use controller::{Controller, ControllerConfig};
+pub use metrics::ControllerMetrics;
 pub use reconcile::{ClusterHandle, Reconciler};
 
 pub mod compare;
 pub mod controller;
+pub mod metrics;
 pub mod operations;
 pub mod ownership;
 pub mod project;

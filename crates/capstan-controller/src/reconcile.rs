@@ -103,6 +103,7 @@ pub struct Reconciler {
     ownership: Arc<dyn Ownership>,
     poll: Duration,
     stopping: std::sync::atomic::AtomicBool,
+    metrics: crate::metrics::ControllerMetrics,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -134,6 +135,7 @@ impl Reconciler {
             ownership,
             poll: Duration::from_millis(500),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            metrics: crate::metrics::ControllerMetrics::default(),
         }
     }
 
@@ -142,6 +144,11 @@ impl Reconciler {
     pub fn with_poll(mut self, poll: Duration) -> Self {
         self.poll = poll;
         self
+    }
+
+    /// The reconciler's metrics, to register with the component's registry.
+    pub fn metrics(&self) -> &crate::metrics::ControllerMetrics {
+        &self.metrics
     }
 
     /// Asks running operations to stop at their next step (their state is saved, and the
@@ -165,6 +172,19 @@ impl Reconciler {
 
     /// Reconciles one Application; `hard` bypasses the manifest cache.
     pub async fn reconcile(&self, at: &ObjectRef, hard: bool) -> Result<Outcome, ReconcileError> {
+        let outcome = self.reconcile_once(at, hard).await;
+        self.metrics.reconciled(match &outcome {
+            Ok(Outcome::Gone) => "gone",
+            Ok(Outcome::NotOwned) => "not_owned",
+            Ok(Outcome::Reconciled { sync: SyncStatusCode::Synced, .. }) => "synced",
+            Ok(Outcome::Reconciled { sync: SyncStatusCode::OutOfSync, .. }) => "out_of_sync",
+            Ok(Outcome::Reconciled { .. }) => "unknown",
+            Err(_) => "error",
+        });
+        outcome
+    }
+
+    async fn reconcile_once(&self, at: &ObjectRef, hard: bool) -> Result<Outcome, ReconcileError> {
         let Some(object) = self.apps.get(at).await? else {
             return Ok(Outcome::Gone);
         };
@@ -224,7 +244,7 @@ impl Reconciler {
                     )
                 })
                 .unwrap_or_default();
-            self.run_operation(at, cluster, &app, &mut status, saved, &revision, initiator)
+            self.run_operation(at, cluster, &app, &mut status, saved, &revision, initiator, "resumed")
                 .await?;
             self.write_status(at, &old, status, &cluster.server).await?;
             return Ok(Outcome::Reconciled {
@@ -363,7 +383,7 @@ impl Reconciler {
                 req.resources.clone_from(&sync.resources);
                 info!(app = %at, revision = %rendered.revision, "sync requested");
                 let state = self.plan_and_save(at, cluster, &req).await?;
-                self.run_operation(at, cluster, &app, &mut status, state, &rendered.revision, op.initiated_by.clone())
+                self.run_operation(at, cluster, &app, &mut status, state, &rendered.revision, op.initiated_by.clone(), "requested")
                     .await?;
                 synced = true;
             }
@@ -386,10 +406,11 @@ impl Reconciler {
                     username: String::new(),
                     automated: true,
                 };
-                self.run_operation(at, cluster, &app, &mut status, state, &rendered.revision, initiator)
+                self_healed = reason.starts_with("self-heal");
+                let trigger = if self_healed { "self_heal" } else { "automated" };
+                self.run_operation(at, cluster, &app, &mut status, state, &rendered.revision, initiator, trigger)
                     .await?;
                 synced = true;
-                self_healed = reason.starts_with("self-heal");
             }
         }
         let sync = status.sync.status.unwrap_or(SyncStatusCode::Unknown);
@@ -461,7 +482,7 @@ impl Reconciler {
                 automated: true,
             };
             let state = self
-                .run_operation(at, cluster, app, &mut status, state, "", initiator)
+                .run_operation(at, cluster, app, &mut status, state, "", initiator, "delete")
                 .await?;
             if state.phase != OperationPhase::Succeeded {
                 set_condition(&mut status, "DeletionError", state.message.clone());
@@ -618,6 +639,7 @@ impl Reconciler {
         mut state: SyncState,
         revision: &str,
         initiated_by: OperationInitiator,
+        trigger: &'static str,
     ) -> Result<SyncState, ReconcileError> {
         let started_at = now();
         let mut op = OperationState {
@@ -655,6 +677,7 @@ impl Reconciler {
             }
         }
         self.operations.save(at, &state).await?;
+        self.metrics.synced(trigger, state.phase);
         op.phase = Some(state.phase);
         op.message.clone_from(&state.message);
         op.finished_at = Some(now());

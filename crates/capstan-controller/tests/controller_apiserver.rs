@@ -83,6 +83,21 @@ async fn applications_are_synced_healed_and_updated_from_git() -> Result<()> {
     })
     .await?;
 
+    // Counted: at least one automated sync and one self-heal (a cache event racing the
+    // first sync's status may add a harmless extra self-heal).
+    let metrics = running.metrics_text()?;
+    for series in [
+        r#"capstan_controller_syncs_total{trigger="automated",phase="Succeeded"} "#,
+        r#"capstan_controller_syncs_total{trigger="self_heal",phase="Succeeded"} "#,
+    ] {
+        let count: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series))
+            .and_then(|v| v.trim().parse().ok())
+            .with_context(|| format!("{series} missing from:\n{metrics}"))?;
+        assert!(count >= 1, "{series}{count}");
+    }
+
     // A new commit changes one object and removes the other: deployed and pruned.
     repo.write_all(&[("app/settings.yaml", cm("settings", "v2"))])?;
     repo.remove("app/extra.yaml")?;

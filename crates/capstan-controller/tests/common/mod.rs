@@ -49,11 +49,19 @@ pub async fn open_store(dir: &std::path::Path) -> Result<Arc<dyn Store>> {
 /// A running controller; [`Running::stop`] shuts it down and waits.
 pub struct Running {
     pub queue: capstan_controller::queue::WorkQueue<ObjectRef>,
+    registry: prometheus_client::registry::Registry,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), ReconcileError>>,
 }
 
 impl Running {
+    /// The controller's metrics in Prometheus text format.
+    pub fn metrics_text(&self) -> Result<String> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+
     pub async fn stop(self) -> Result<()> {
         let _ = self.stop.send(());
         tokio::time::timeout(DEADLINE, self.task).await???;
@@ -110,11 +118,18 @@ pub async fn start(store: Arc<dyn Store>, client: kube::Client, ns: &str, work: 
         },
     );
     let queue = controller.queue().clone();
+    let mut registry = prometheus_client::registry::Registry::with_prefix("capstan_controller");
+    controller.register_metrics(&mut registry);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(controller.run(async {
         let _ = stopped.await;
     }));
-    Ok(Running { queue, stop, task })
+    Ok(Running {
+        queue,
+        registry,
+        stop,
+        task,
+    })
 }
 
 /// An Application in Argo CD's YAML for `url`/`path` into `ns`, with extra spec lines.
