@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use capstan_store::Store;
-use capstan_store::kinds::Applications;
+use capstan_store::kinds::{AppProjects, Applications};
 use capstan_store::typed::{ObjectRef, TypedEvent, TypedStore};
 use futures::StreamExt as _;
 use tracing::{Instrument as _, debug, info, info_span, warn};
@@ -96,6 +96,14 @@ impl Controller {
             watch_store(apps, listed.revision, self.queue.clone(), self.by_name.clone())
                 .instrument(info_span!("store-watch")),
         );
+        tasks.spawn(
+            watch_projects(
+                TypedStore::<AppProjects>::new(self.store.clone()),
+                self.queue.clone(),
+                self.by_name.clone(),
+            )
+            .instrument(info_span!("project-watch")),
+        );
         for cluster in self.reconciler.clusters() {
             let mut changes = cluster.cache.subscribe();
             let queue = self.queue.clone();
@@ -121,10 +129,14 @@ impl Controller {
             workers.spawn(
                 async move {
                     while let Some((at, request)) = queue.next().await {
-                        let outcome = reconciler
-                            .reconcile(&at, request.bypasses_manifest_cache())
-                            .instrument(info_span!("reconcile", app = %at))
-                            .await;
+                        // Boxed: a reconcile's state machine is large, and worker tasks may
+                        // run on a small stack (a current-thread runtime's caller).
+                        let outcome = Box::pin(
+                            reconciler
+                                .reconcile(&at, request.bypasses_manifest_cache())
+                                .instrument(info_span!("reconcile", app = %at)),
+                        )
+                        .await;
                         queue.done(&at, queue_outcome(&at, outcome));
                     }
                 }
@@ -163,6 +175,41 @@ fn queue_outcome(at: &ObjectRef, outcome: Result<Outcome, ReconcileError>) -> qu
         Err(err) => {
             warn!(app = %at, error = %err, "reconcile failed");
             queue::Outcome::Failed
+        }
+    }
+}
+
+/// A project change (created, edited, deleted) can change every verdict about its
+/// Applications: refresh them all. Projects change rarely, so no per-project index.
+async fn watch_projects(
+    projects: TypedStore<AppProjects>,
+    queue: WorkQueue<ObjectRef>,
+    by_name: Arc<Mutex<HashMap<String, ObjectRef>>>,
+) {
+    loop {
+        let revision = match projects.list(None).await {
+            Ok(list) => list.revision,
+            Err(err) => {
+                warn!(error = %err, "listing projects failed");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let mut events = projects.watch(None, revision);
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(TypedEvent::SpecPut { .. } | TypedEvent::SpecDeleted { .. }) => {
+                    let all: Vec<ObjectRef> = by_name.lock().expect("not poisoned").values().cloned().collect();
+                    for at in all {
+                        queue.enqueue(at, Request::refresh());
+                    }
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    warn!(error = %err, "project watch ended; watching again");
+                    break;
+                }
+            }
         }
     }
 }

@@ -4,6 +4,8 @@
 //!   queue; workers run [`reconcile::Reconciler::reconcile`].
 //! - [`reconcile`]: one Application: render, [`compare`], write status, automated sync
 //!   (persisted step by step through [`operations`]), history.
+//! - [`children`]: app of apps — Applications and AppProjects among the manifests are
+//!   written to the store as managed children.
 //! - [`ownership`]: which clusters this member reconciles; status writes are fenced on it.
 //! - [`queue`]: the work queue every reconcile goes through — one entry per Application
 //!   however often it is asked for, refresh requests before periodic ones, hard refresh
@@ -19,6 +21,7 @@ pub use controller::{Controller, ControllerConfig};
 pub use metrics::ControllerMetrics;
 pub use reconcile::{ClusterHandle, Reconciler};
 
+pub mod children;
 pub mod compare;
 pub mod controller;
 pub mod metrics;

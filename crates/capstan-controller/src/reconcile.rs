@@ -31,6 +31,7 @@ use capstan_store::StoreError;
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
+use crate::children;
 use crate::compare::{CompareInput, Comparison, compare};
 use crate::ownership::Ownership;
 use crate::project::{self, INVALID_SPEC_ERROR, ProjectPolicy, SYNC_ERROR};
@@ -95,6 +96,7 @@ pub struct ClusterHandle {
 pub struct Reconciler {
     apps: TypedStore<Applications>,
     projects: TypedStore<AppProjects>,
+    children: children::Children,
     operations: crate::operations::OperationStore,
     repo: RepoServer,
     clusters: Vec<Arc<ClusterHandle>>,
@@ -127,6 +129,7 @@ impl Reconciler {
         Self {
             apps: TypedStore::new(store.clone()),
             projects: TypedStore::new(store.clone()),
+            children: children::Children::new(store.clone()),
             operations: crate::operations::OperationStore::new(store),
             repo,
             clusters,
@@ -172,7 +175,7 @@ impl Reconciler {
 
     /// Reconciles one Application; `hard` bypasses the manifest cache.
     pub async fn reconcile(&self, at: &ObjectRef, hard: bool) -> Result<Outcome, ReconcileError> {
-        let outcome = self.reconcile_once(at, hard).await;
+        let outcome = Box::pin(self.reconcile_once(at, hard)).await;
         self.metrics.reconciled(match &outcome {
             Ok(Outcome::Gone) => "gone",
             Ok(Outcome::NotOwned) => "not_owned",
@@ -216,7 +219,7 @@ impl Reconciler {
             return Ok(Outcome::NotOwned);
         }
         if app.metadata.deletion_timestamp.is_some() {
-            return self.delete_app(at, cluster, &app, old).await;
+            return Box::pin(self.delete_app(at, cluster, &app, old)).await;
         }
 
         let mut status = old.clone();
@@ -244,7 +247,7 @@ impl Reconciler {
                     )
                 })
                 .unwrap_or_default();
-            self.run_operation(at, cluster, &app, &mut status, saved, &revision, initiator, "resumed")
+            Box::pin(self.run_operation(at, cluster, &app, &mut status, saved, &revision, initiator, "resumed"))
                 .await?;
             self.write_status(at, &old, status, &cluster.server).await?;
             return Ok(Outcome::Reconciled {
@@ -283,7 +286,7 @@ impl Reconciler {
             // A manual sync (or rollback) to a given revision renders that revision.
             source.target_revision.clone_from(&sync.revision);
         }
-        let rendered = match self.render(&render_app, hard).await {
+        let rendered = match Box::pin(self.render(&render_app, hard)).await {
             Ok(r) => r,
             Err(message) => {
                 set_condition(&mut status, "ComparisonError", message);
@@ -292,9 +295,26 @@ impl Reconciler {
                 return Ok(outcome);
             }
         };
-        let desired = self.place(cluster, &app, rendered.manifests).await;
+        // App of apps: Applications and AppProjects go to the store, the rest to the cluster.
+        let (store_objects, cluster_objects): (Vec<Value>, Vec<Value>) = rendered
+            .manifests
+            .into_iter()
+            .partition(children::is_store_object);
+        let (children, child_statuses) = match children::parse(at, &store_objects) {
+            Ok(children) => {
+                let statuses = self.children.compare(at, &children).await?;
+                (children, statuses)
+            }
+            Err(message) => {
+                set_condition(&mut status, "ComparisonError", message);
+                let outcome = unknown(&mut status);
+                self.write_status(at, &old, status, &cluster.server).await?;
+                return Ok(outcome);
+            }
+        };
+        let desired = self.place(cluster, &app, cluster_objects).await;
         let (tracked, untracked) = self.live(cluster, &app, &desired).await;
-        let comparison = compare(
+        let mut comparison = compare(
             &CompareInput {
                 desired: desired.clone(),
                 tracked: tracked.clone(),
@@ -303,6 +323,10 @@ impl Reconciler {
             },
             &self.assessor,
         );
+        if child_statuses.iter().any(|c| c.status != Some(SyncStatusCode::Synced)) {
+            comparison.sync = SyncStatusCode::OutOfSync;
+        }
+        comparison.resources.extend(child_statuses);
         apply_comparison(&mut status, &app, &comparison, &rendered.revision);
         let resource_violations: Vec<_> = desired
             .iter()
@@ -383,8 +407,20 @@ impl Reconciler {
                 req.resources.clone_from(&sync.resources);
                 info!(app = %at, revision = %rendered.revision, "sync requested");
                 let state = self.plan_and_save(at, cluster, &req).await?;
-                self.run_operation(at, cluster, &app, &mut status, state, &rendered.revision, op.initiated_by.clone(), "requested")
-                    .await?;
+                let state = Box::pin(self.run_operation(
+                    at,
+                    cluster,
+                    &app,
+                    &mut status,
+                    state,
+                    &rendered.revision,
+                    op.initiated_by.clone(),
+                    "requested",
+                ))
+                .await?;
+                if state.phase == OperationPhase::Succeeded && !sync.dry_run {
+                    self.sync_children(at, &children, sync.prune).await?;
+                }
                 synced = true;
             }
             self.clear_operation(at).await?;
@@ -408,8 +444,20 @@ impl Reconciler {
                 };
                 self_healed = reason.starts_with("self-heal");
                 let trigger = if self_healed { "self_heal" } else { "automated" };
-                self.run_operation(at, cluster, &app, &mut status, state, &rendered.revision, initiator, trigger)
-                    .await?;
+                let state = Box::pin(self.run_operation(
+                    at,
+                    cluster,
+                    &app,
+                    &mut status,
+                    state,
+                    &rendered.revision,
+                    initiator,
+                    trigger,
+                ))
+                .await?;
+                if state.phase == OperationPhase::Succeeded {
+                    self.sync_children(at, &children, prune).await?;
+                }
                 synced = true;
             }
         }
@@ -498,6 +546,14 @@ impl Reconciler {
         self.operations.forget(at).await?;
         info!(app = %at, "application deleted");
         Ok(Outcome::Gone)
+    }
+
+    /// Writes the parent's children into the store (app of apps).
+    async fn sync_children(&self, at: &ObjectRef, children: &[children::Child], prune: bool) -> Result<(), ReconcileError> {
+        for line in self.children.apply(at, children, prune).await? {
+            info!(app = %at, child = %line, "child synced");
+        }
+        Ok(())
     }
 
     /// The Application's project, compiled; `Err` carries the condition message. The

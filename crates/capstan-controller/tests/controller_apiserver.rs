@@ -2,6 +2,10 @@
 //! Git repository served over smart HTTP, rendered by an in-process repo-server, compared and
 //! synced into a real kube-apiserver — then drift is healed and a new commit (with a file
 //! removed) is deployed and pruned.
+//!
+//! Multi-threaded runtimes: the controller's tasks then run on worker threads with stacks of
+//! their own, as in `capstand`; on a current-thread runtime they would nest inside the test's
+//! own poll and an unoptimised build can run out of the test thread's stack.
 
 use anyhow::{Context, Result};
 use capstan_controller::queue::Request;
@@ -18,7 +22,7 @@ use serde_json::json;
 mod common;
 use common::{DEADLINE, application, cm, open_store, start, value_of};
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn applications_are_synced_healed_and_updated_from_git() -> Result<()> {
     init_test_logging();
     let server = shared::apiserver().await?;
@@ -124,7 +128,7 @@ async fn applications_are_synced_healed_and_updated_from_git() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requested_syncs_run_once_and_projects_are_enforced() -> Result<()> {
     init_test_logging();
     let server = shared::apiserver().await?;
@@ -205,7 +209,7 @@ async fn requested_syncs_run_once_and_projects_are_enforced() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operation_interrupted_by_a_restart_resumes() -> Result<()> {
     init_test_logging();
     let server = shared::apiserver().await?;
@@ -275,7 +279,7 @@ async fn an_operation_interrupted_by_a_restart_resumes() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_with_the_finalizer_removes_resources_and_without_it_keeps_them() -> Result<()> {
     init_test_logging();
     let server = shared::apiserver().await?;
@@ -332,6 +336,87 @@ async fn deleting_with_the_finalizer_removes_resources_and_without_it_keeps_them
         Some("v1"),
         "no finalizer: the resources stay"
     );
+    running.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_of_apps_manages_its_children_in_the_store() -> Result<()> {
+    init_test_logging();
+    let server = shared::apiserver().await?;
+    let client = server.client().await?;
+    let ns = server.test_namespace("ctrl-aoa").await?;
+    let git = GitHttpServer::start_temp(GitHttpOptions::default())?;
+    let repo = GitRepo::init()?;
+    let url = git.url_for(&repo)?;
+    let child = format!(
+        "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata:\n  name: child\nspec:\n  project: team\n  source:\n    repoURL: {url}\n    path: child\n    targetRevision: HEAD\n  destination:\n    server: {}\n    namespace: {ns}\n  syncPolicy:\n    automated: {{}}\n",
+        capstan_controller::reconcile::IN_CLUSTER_SERVER
+    );
+    let project = "apiVersion: argoproj.io/v1alpha1\nkind: AppProject\nmetadata:\n  name: team\nspec:\n  sourceRepos: ['*']\n  destinations:\n  - server: '*'\n    namespace: '*'\n";
+    repo.write_all(&[
+        ("root/child.yaml", child),
+        ("root/project.yaml", project.to_owned()),
+        ("child/settings.yaml", cm("from-child", "v1")),
+    ])?;
+    repo.commit("root and child")?;
+    let dir = tempfile::tempdir()?;
+    let store = open_store(dir.path()).await?;
+    let running = start(store.clone(), client.clone(), &ns, dir.path()).await?;
+    let apps = TypedStore::<Applications>::new(store.clone());
+    let root = ObjectRef::new("capstan", "root");
+    apps.create(
+        &root,
+        &application(
+            "root",
+            &url,
+            "root",
+            &ns,
+            "  syncPolicy:\n    automated:\n      prune: true\n      selfHeal: true\n",
+        )?,
+    )
+    .await?;
+
+    // The child is written to the store, then reconciled and synced in its own right.
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    wait_until("the child's resources", DEADLINE, || async {
+        Ok(value_of(&config_maps, "from-child").await?.map(|_| ()))
+    })
+    .await?;
+    let at = ObjectRef::new("capstan", "child");
+    let stored = apps.get(&at).await?.context("the child is stored")?.spec.value;
+    assert_eq!(
+        stored.metadata.annotations.get("capstan.dev/managed-by-app").map(String::as_str),
+        Some("capstan/root")
+    );
+    let root_status = wait_until("the root in sync", DEADLINE, || async {
+        let status = apps.get(&root).await?.and_then(|o| o.status).map(|s| s.value);
+        Ok(status.filter(|s| s.sync.status == Some(SyncStatusCode::Synced)))
+    })
+    .await?;
+    let kinds: Vec<&str> = root_status.resources.iter().map(|r| r.kind.as_str()).collect();
+    assert!(kinds.contains(&"Application") && kinds.contains(&"AppProject"), "{kinds:?}");
+
+    // An edit made behind Git's back is undone (self-heal of the root).
+    let mut edited = stored.clone();
+    edited.spec.source.as_mut().context("has a source")?.path = "elsewhere".into();
+    apps.update_spec(&at, &edited, capstan_store::Precondition::None).await?;
+    running.queue.enqueue(root.clone(), Request::refresh());
+    wait_until("the child restored", DEADLINE, || async {
+        let app = apps.get(&at).await?.context("exists")?.spec.value;
+        Ok((app.spec.source.as_ref().is_some_and(|s| s.path == "child")).then_some(()))
+    })
+    .await?;
+
+    // Removed from Git: pruned from the store (no finalizer, so its resources stay).
+    repo.remove("root/child.yaml")?;
+    repo.commit("drop the child")?;
+    running.queue.enqueue(root.clone(), Request::refresh());
+    wait_until("the child pruned", DEADLINE, || async {
+        Ok(apps.get(&at).await?.is_none().then_some(()))
+    })
+    .await?;
+    assert!(value_of(&config_maps, "from-child").await?.is_some());
     running.stop().await?;
     Ok(())
 }

@@ -1,0 +1,243 @@
+//! App of apps: Applications and AppProjects found among an Application's rendered manifests
+//! (Capstan's `capstan.dev/v1alpha1` or Argo CD's `argoproj.io/v1alpha1`) are not applied to
+//! a cluster; they are written into the store as the parent's **managed children**.
+//!
+//! A child carries the annotation [`MANAGED_BY`] (`<namespace>/<name>` of its parent). It is
+//! compared like any resource (`Synced` when the stored spec equals the rendered one), created
+//! or updated by the parent's syncs (so self-heal undoes an edit made elsewhere), and pruned
+//! when Git no longer has it and pruning is on: a child Application is marked deleted (its own
+//! resources finalizer decides whether its resources go too), a child AppProject is removed.
+
+use capstan_model::{AppProject, Application, Object, ResourceStatus, SyncStatusCode};
+use capstan_store::kinds::{AppProjects, Applications};
+use capstan_store::typed::{ObjectRef, TypedStore};
+use capstan_store::{Precondition, Store, StoreError};
+use serde_json::Value;
+use std::sync::Arc;
+
+use crate::reconcile::now;
+
+/// The annotation naming a child's parent Application (`<namespace>/<name>`).
+pub const MANAGED_BY: &str = "capstan.dev/managed-by-app";
+
+/// Whether a rendered manifest is a store object (an Application or AppProject).
+pub fn is_store_object(manifest: &Value) -> bool {
+    let api_version = manifest["apiVersion"].as_str().unwrap_or_default();
+    let kind = manifest["kind"].as_str().unwrap_or_default();
+    matches!(api_version, "argoproj.io/v1alpha1" | "capstan.dev/v1alpha1")
+        && matches!(kind, "Application" | "AppProject")
+}
+
+/// A desired child, parsed and stamped.
+#[derive(Clone, Debug)]
+pub enum Child {
+    /// An Application.
+    App(ObjectRef, Box<Application>),
+    /// An AppProject.
+    Project(ObjectRef, Box<AppProject>),
+}
+
+impl Child {
+    fn at(&self) -> &ObjectRef {
+        match self {
+            Child::App(at, _) | Child::Project(at, _) => at,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Child::App(..) => "Application",
+            Child::Project(..) => "AppProject",
+        }
+    }
+}
+
+/// Parses the store objects among `manifests` as children of `parent`: namespace defaulted
+/// to the parent's, stamped with [`MANAGED_BY`]. A child that does not parse is an error
+/// naming it (the whole comparison fails rather than pruning it by mistake).
+pub fn parse(parent: &ObjectRef, manifests: &[Value]) -> Result<Vec<Child>, String> {
+    let owner = parent.to_string();
+    manifests
+        .iter()
+        .map(|m| {
+            let name = m["metadata"]["name"].as_str().unwrap_or_default();
+            let text = serde_json::to_string(m).map_err(|e| e.to_string())?;
+            let object = capstan_model::parse_object_json(&text)
+                .map_err(|e| format!("child {} {name}: {e}", m["kind"].as_str().unwrap_or_default()))?;
+            let place = |meta: &mut capstan_model::ObjectMeta| {
+                if meta.namespace.is_empty() {
+                    meta.namespace.clone_from(&parent.namespace);
+                }
+                meta.annotations.insert(MANAGED_BY.to_owned(), owner.clone());
+                ObjectRef::new(meta.namespace.clone(), meta.name.clone())
+            };
+            match object {
+                Object::Application(mut app) => {
+                    let at = place(&mut app.metadata);
+                    app.status = None;
+                    Ok(Child::App(at, app))
+                }
+                Object::AppProject(mut project) => {
+                    let at = place(&mut project.metadata);
+                    Ok(Child::Project(at, project))
+                }
+                _ => Err(format!("child {name}: only Applications and AppProjects are managed in the store")),
+            }
+        })
+        .collect()
+}
+
+/// Reads and writes a parent's children.
+#[derive(Clone)]
+pub struct Children {
+    apps: TypedStore<Applications>,
+    projects: TypedStore<AppProjects>,
+}
+
+impl std::fmt::Debug for Children {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Children").finish_non_exhaustive()
+    }
+}
+
+fn without_operation(app: &Application) -> Application {
+    let mut app = app.clone();
+    app.operation = None;
+    app.status = None;
+    app
+}
+
+fn managed_by(annotations: &indexmap::IndexMap<String, String>, parent: &str) -> bool {
+    annotations.get(MANAGED_BY).is_some_and(|p| p == parent)
+}
+
+impl Children {
+    /// Children in `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            apps: TypedStore::new(store.clone()),
+            projects: TypedStore::new(store),
+        }
+    }
+
+    /// The sync status of each desired child and of each stored child Git no longer has.
+    pub async fn compare(&self, parent: &ObjectRef, desired: &[Child]) -> Result<Vec<ResourceStatus>, StoreError> {
+        let mut out = Vec::new();
+        for child in desired {
+            let in_sync = match child {
+                Child::App(at, app) => self
+                    .apps
+                    .get(at)
+                    .await?
+                    .is_some_and(|o| without_operation(&o.spec.value) == without_operation(app)),
+                Child::Project(at, project) => self
+                    .projects
+                    .get(at)
+                    .await?
+                    .is_some_and(|o| &o.spec.value == project.as_ref()),
+            };
+            let code = if in_sync { SyncStatusCode::Synced } else { SyncStatusCode::OutOfSync };
+            out.push(status(child.kind(), child.at(), code, false));
+        }
+        for (kind, at) in self.extraneous(parent, desired).await? {
+            out.push(status(kind, &at, SyncStatusCode::OutOfSync, true));
+        }
+        Ok(out)
+    }
+
+    /// Creates or updates every desired child; with `prune`, removes the stored children Git
+    /// no longer has. Returns what it did, one line per child.
+    pub async fn apply(&self, parent: &ObjectRef, desired: &[Child], prune: bool) -> Result<Vec<String>, StoreError> {
+        let mut done = Vec::new();
+        // Projects first: a child Application reconciled before its project exists would
+        // report a missing project.
+        let (projects, apps): (Vec<&Child>, Vec<&Child>) =
+            desired.iter().partition(|c| matches!(c, Child::Project(..)));
+        for child in projects.into_iter().chain(apps) {
+            match child {
+                Child::App(at, app) => match self.apps.get(at).await? {
+                    None => {
+                        self.apps.create(at, app).await?;
+                        done.push(format!("Application {at} created"));
+                    }
+                    Some(existing) if without_operation(&existing.spec.value) != without_operation(app) => {
+                        // A pending operation on the child is its own business: keep it.
+                        let mut next = app.as_ref().clone();
+                        next.operation = existing.spec.value.operation.clone();
+                        self.apps
+                            .update_spec(at, &next, Precondition::ModRevision(existing.spec.mod_revision))
+                            .await?;
+                        done.push(format!("Application {at} configured"));
+                    }
+                    Some(_) => {}
+                },
+                Child::Project(at, project) => match self.projects.get(at).await? {
+                    None => {
+                        self.projects.create(at, project).await?;
+                        done.push(format!("AppProject {at} created"));
+                    }
+                    Some(existing) if &existing.spec.value != project.as_ref() => {
+                        self.projects
+                            .update_spec(at, project, Precondition::ModRevision(existing.spec.mod_revision))
+                            .await?;
+                        done.push(format!("AppProject {at} configured"));
+                    }
+                    Some(_) => {}
+                },
+            }
+        }
+        if prune {
+            for (kind, at) in self.extraneous(parent, desired).await? {
+                if kind == "Application" {
+                    if let Some(existing) = self.apps.get(&at).await? {
+                        let mut app = existing.spec.value;
+                        if app.metadata.deletion_timestamp.is_none() {
+                            app.metadata.deletion_timestamp = Some(now());
+                            self.apps
+                                .update_spec(&at, &app, Precondition::ModRevision(existing.spec.mod_revision))
+                                .await?;
+                        }
+                    }
+                } else {
+                    self.projects.delete(&at, Precondition::None).await?;
+                }
+                done.push(format!("{kind} {at} pruned"));
+            }
+        }
+        Ok(done)
+    }
+
+    /// Stored children of `parent` that `desired` does not have.
+    async fn extraneous(&self, parent: &ObjectRef, desired: &[Child]) -> Result<Vec<(&'static str, ObjectRef)>, StoreError> {
+        let owner = parent.to_string();
+        let wanted = |kind: &str, at: &ObjectRef| desired.iter().any(|c| c.kind() == kind && c.at() == at);
+        let mut out = Vec::new();
+        for object in self.apps.list(None).await?.items {
+            if managed_by(&object.spec.value.metadata.annotations, &owner)
+                && object.spec.value.metadata.deletion_timestamp.is_none()
+                && !wanted("Application", &object.object)
+            {
+                out.push(("Application", object.object));
+            }
+        }
+        for object in self.projects.list(None).await?.items {
+            if managed_by(&object.spec.value.metadata.annotations, &owner) && !wanted("AppProject", &object.object) {
+                out.push(("AppProject", object.object));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn status(kind: &str, at: &ObjectRef, code: SyncStatusCode, requires_pruning: bool) -> ResourceStatus {
+    ResourceStatus {
+        group: "argoproj.io".into(),
+        version: "v1alpha1".into(),
+        kind: kind.into(),
+        namespace: at.namespace.clone(),
+        name: at.name.clone(),
+        status: Some(code),
+        requires_pruning,
+        ..ResourceStatus::default()
+    }
+}
