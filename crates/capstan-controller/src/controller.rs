@@ -69,8 +69,9 @@ impl Controller {
         }
     }
 
-    /// Registers the controller's metrics (reconciles, syncs, work queue) and the sync
-    /// engine's in `registry` (the component's sub-registry).
+    /// Registers the controller's metrics (reconciles, syncs, work queue) in `registry` (the
+    /// component's sub-registry). The sync engine's counters belong to the runners, which
+    /// whoever builds the [`crate::ClusterHandle`]s registers.
     pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         self.reconciler.metrics().register(registry);
         self.queue.metrics().register(registry);

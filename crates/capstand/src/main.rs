@@ -2,6 +2,7 @@
 //! sub-command, so one binary serves every role in a deployment.
 
 mod admin;
+mod all_in_one;
 mod observe;
 mod repo_server;
 mod units;
@@ -30,6 +31,11 @@ enum Command {
     /// manifests (directory, Jsonnet, Kustomize, Helm) for the controller, over gRPC.
     #[command(after_help = repo_server::EXAMPLES)]
     RepoServer(Box<repo_server::Args>),
+    /// Run the whole control plane in one process — embedded store, repo-server and
+    /// controller — managing the cluster of your kubeconfig (registered as `in-cluster`).
+    /// Applications come from --app files until the API arrives.
+    #[command(after_help = all_in_one::EXAMPLES)]
+    AllInOne(Box<all_in_one::Args>),
     /// Offline checks on files, for users: `admin health` judges objects with the built-in
     /// and your custom Lua health checks, `admin diff` compares desired and live objects with
     /// your ignoreDifferences. No cluster needed.
@@ -69,6 +75,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match command {
             Command::RepoServer(args) => repo_server::run(*args).await,
+            Command::AllInOne(args) => all_in_one::run(*args).await,
             Command::JsonnetEval { .. } | Command::Admin(_) => Ok(()),
         }
     });

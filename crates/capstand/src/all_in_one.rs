@@ -1,0 +1,648 @@
+//! `capstand all-in-one`: the whole control plane in one process — the embedded store, the
+//! repo-server (in process, no gRPC hop), and one controller member that owns the one cluster
+//! it is given, registered as `in-cluster` (`https://kubernetes.default.svc`), the way Argo CD
+//! names the cluster it runs in.
+//!
+//! Start reading at [`run`]: it reads the `--app` files first (so a typo fails before anything
+//! starts), opens the store and upserts them, connects to the cluster, starts its cache,
+//! registers every component's metrics, waits for the cache to sync, and runs the controller
+//! until SIGTERM or Ctrl-C, then drains.
+//!
+//! There is no API yet, so `--app` files are how Applications get into the store; `capstan app
+//! create -f` replaces them once the API exists. The user guide is `docs/all-in-one.md`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use capstan_controller::ownership::OwnAll;
+use capstan_controller::queue::{QueueConfig, Resync};
+use capstan_controller::reconcile::{IN_CLUSTER_NAME, IN_CLUSTER_SERVER};
+use capstan_controller::{ClusterHandle, Controller, ControllerConfig, Reconciler};
+use capstan_engine::HealthAssessor;
+use capstan_engine::cache::tracking::{Tracking, TrackingMethod};
+use capstan_engine::cache::{CacheMetrics, CacheSettings, ClusterCache};
+use capstan_engine::cluster::ClusterConnection;
+use capstan_engine::resources::ApiResolver;
+use capstan_engine::sync::{SyncMetrics, SyncRunner};
+use capstan_model::Object;
+use capstan_repo::render::helm::HelmTool;
+use capstan_repo::render::kustomize::KustomizeTool;
+use capstan_repo::service::{RepoServer, RepoServerConfig};
+use capstan_store::kinds::{AppProjects, Applications};
+use capstan_store::typed::{ObjectRef, Resource, TypedStore};
+use capstan_store::{EmbeddedOptions, EmbeddedStore, Precondition, Store};
+use serde_json::Value;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::observe::{self, Readiness};
+use crate::units::parse_duration;
+
+pub const EXAMPLES: &str = "\
+Examples:
+  # Manage the cluster of your current kubectl context, with one Application
+  capstand all-in-one --app guestbook.yaml
+
+  # Another kubeconfig and context; data in /var/lib/capstan
+  capstand all-in-one --kubeconfig ~/.kube/staging --context staging-admin \\
+    --data-dir /var/lib/capstan --app apps/guestbook.yaml --app apps/monitoring.yaml
+
+  # Argo CD's Application YAML works as it is (several documents per file are fine); the
+  # destination is the cluster Capstan runs against:
+  #   spec:
+  #     destination:
+  #       server: https://kubernetes.default.svc   # or: name: in-cluster
+  #       namespace: guestbook
+
+  # Check on it
+  curl -s localhost:8082/metrics | grep capstan_controller_workqueue
+
+Exit status: 0 after a clean shutdown (SIGTERM or Ctrl-C), 1 when it cannot start (an
+unreadable --app file, an unreachable cluster, a data directory in use by another process).";
+
+/// The namespace Applications from `--app` files are stored in when they name none.
+pub const DEFAULT_APP_NAMESPACE: &str = "capstan";
+
+/// How long the first listing of the cluster may take before starting is given up.
+const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Settings of `capstand all-in-one`; every flag also reads an environment variable.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The kubeconfig of the cluster to manage. Default: the first file of $KUBECONFIG,
+    /// then ~/.kube/config, then the in-cluster service account when running in a Pod.
+    #[arg(long, value_name = "PATH", env = "CAPSTAN_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use. Default: its current-context.
+    #[arg(long, value_name = "NAME", env = "CAPSTAN_CONTEXT")]
+    context: Option<String>,
+    /// Where Capstan keeps its data: the store (`store.redb`, the system of record) and the
+    /// repo-server's Git cache (`repo-server/`, disposable).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "capstan-data",
+        env = "CAPSTAN_DATA_DIR"
+    )]
+    data_dir: PathBuf,
+    /// An Application (Capstan or Argo CD YAML; several documents per file, AppProjects too)
+    /// to create or update in the store at start, in its metadata.namespace or `capstan`.
+    /// Repeat for more files. Applications already in the store and not named here are kept.
+    #[arg(
+        long = "app",
+        value_name = "FILE",
+        env = "CAPSTAN_APPS",
+        value_delimiter = ','
+    )]
+    apps: Vec<PathBuf>,
+    /// Concurrent reconciles (Argo CD's `--status-processors`).
+    #[arg(long, value_name = "N", default_value_t = 4, env = "CAPSTAN_WORKERS")]
+    workers: usize,
+    /// How often each Application is compared with Git and the cluster when nothing
+    /// announced a change (± 10 % jitter); 0 turns periodic refreshes off.
+    #[arg(long, value_name = "DURATION", default_value = "3m", value_parser = parse_duration, env = "CAPSTAN_RESYNC")]
+    resync: Duration,
+    /// How long a Git remote's branch and tag listing is reused before listing again: a new
+    /// commit is noticed at the first refresh after this (no webhooks yet).
+    #[arg(long, value_name = "DURATION", default_value = "3m", value_parser = parse_duration, env = "CAPSTAN_REF_TTL")]
+    ref_ttl: Duration,
+    /// How deployed objects are tied to their Application: annotation (Capstan's
+    /// annotation), argo-annotation (Argo CD's, to take over apps Argo CD deployed), label,
+    /// annotation+label, argo-annotation+label.
+    #[arg(long, value_name = "METHOD", default_value = "annotation", value_parser = parse_tracking, env = "CAPSTAN_TRACKING_METHOD")]
+    tracking_method: TrackingMethod,
+    /// Watch only these namespaces (repeat or comma-separate), for credentials that may not
+    /// list the whole cluster. Default: the whole cluster.
+    #[arg(
+        long = "namespace",
+        value_name = "NS",
+        env = "CAPSTAN_NAMESPACES",
+        value_delimiter = ','
+    )]
+    namespaces: Vec<String>,
+    /// Address to serve /metrics, /healthz and /readyz on.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8082",
+        env = "CAPSTAN_METRICS_LISTEN"
+    )]
+    metrics_listen: SocketAddr,
+    /// The helm binary.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "helm",
+        env = "CAPSTAN_HELM"
+    )]
+    helm: PathBuf,
+    /// The kustomize binary.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "kustomize",
+        env = "CAPSTAN_KUSTOMIZE"
+    )]
+    kustomize: PathBuf,
+    /// Extra options for every `kustomize build`, space-separated (Argo CD's
+    /// `kustomize.buildOptions`), e.g. `--enable-helm`.
+    #[arg(
+        long,
+        value_name = "OPTIONS",
+        default_value = "",
+        allow_hyphen_values = true,
+        env = "CAPSTAN_KUSTOMIZE_BUILD_OPTIONS"
+    )]
+    kustomize_build_options: String,
+    /// How long a shutdown waits for reconciles in progress; a sync cut short resumes at the
+    /// next start.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration, env = "CAPSTAN_SHUTDOWN_GRACE")]
+    shutdown_grace: Duration,
+}
+
+fn parse_tracking(text: &str) -> Result<TrackingMethod, String> {
+    text.parse().map_err(|_| {
+        let known: Vec<&str> = TrackingMethod::ALL.iter().map(|m| m.as_str()).collect();
+        format!(
+            "unknown tracking method {text:?}; use one of {}",
+            known.join(", ")
+        )
+    })
+}
+
+/// Runs the all-in-one control plane until SIGTERM or Ctrl-C.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    // Listen for signals from the start, so a SIGTERM during a slow start still shuts down
+    // cleanly instead of killing the process with the store open.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let signals = tokio::spawn(async move {
+        observe::shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+
+    // Read every --app file before opening anything: a typo fails at once, naming the file.
+    let mut objects = Vec::new();
+    for path in &args.apps {
+        objects.extend(read_app_file(path)?);
+    }
+
+    // Then the cluster: a wrong kubeconfig fails before a data directory is created.
+    let (client, server_url) = connect(&args).await?;
+
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
+    let store_path = args.data_dir.join("store.redb");
+    let embedded = EmbeddedStore::open(&store_path, EmbeddedOptions::default())
+        .await
+        .with_context(|| {
+            format!(
+                "opening the store {} (is another capstand using this --data-dir?)",
+                store_path.display()
+            )
+        })?;
+    let store: Arc<dyn Store> = Arc::new(embedded.clone());
+    let applications = upsert(&store, objects).await?;
+
+    let repo_server = RepoServer::new(repo_server_config(&args, &args.data_dir)?)
+        .await
+        .map_err(|e| anyhow::anyhow!("starting the repo-server: {}", e.message))?;
+
+    let mut registry = prometheus_client::registry::Registry::default();
+    // The repo-server and the cluster cache name their metrics in full (`capstan_repo_…`,
+    // `capstan_cluster_cache_…`), as in their own processes; the rest is the controller's.
+    let _grpc_latency = capstan_repo::metrics::register(&mut registry, &repo_server);
+    let cache_metrics = CacheMetrics::register(&mut registry);
+    let sync_metrics = SyncMetrics::default();
+
+    let assessor = Arc::new(HealthAssessor::builtin_only());
+    let cache = ClusterCache::start(
+        client.clone(),
+        CacheSettings {
+            namespaces: args.namespaces.clone(),
+            health: assessor.clone(),
+            metrics: Some(cache_metrics),
+            ..CacheSettings::new(IN_CLUSTER_NAME, args.tracking_method)
+        },
+    )
+    .await
+    .with_context(|| format!("starting the cluster cache for {server_url}"))?;
+    let cluster = Arc::new(ClusterHandle {
+        name: IN_CLUSTER_NAME.to_owned(),
+        server: IN_CLUSTER_SERVER.to_owned(),
+        cache,
+        resolver: ApiResolver::new(client.clone()),
+        runner: SyncRunner::new(ApiResolver::new(client), assessor.clone())
+            .with_metrics(sync_metrics.clone()),
+    });
+    let reconciler = Reconciler::new(
+        store.clone(),
+        repo_server,
+        vec![cluster.clone()],
+        assessor,
+        Tracking::new(args.tracking_method),
+        // One process, one member: it owns the one cluster, nothing to fence.
+        Arc::new(OwnAll),
+    );
+    let controller = Controller::new(
+        store,
+        reconciler,
+        ControllerConfig {
+            workers: args.workers.max(1),
+            queue: QueueConfig {
+                resync: (!args.resync.is_zero()).then_some(Resync {
+                    base: args.resync,
+                    jitter: 0.1,
+                }),
+                ..QueueConfig::default()
+            },
+        },
+    );
+    let controller_registry = registry.sub_registry_with_prefix("capstan_controller");
+    controller.register_metrics(controller_registry);
+    // The sync runner is built here, so its counters are registered here too.
+    sync_metrics.register(controller_registry);
+
+    let ready = Readiness::default();
+    let observe_task =
+        observe::serve(args.metrics_listen, registry, ready.clone(), stopped()).await?;
+
+    info!(cluster = %server_url, "listing the cluster");
+    tokio::select! {
+        synced = cluster.cache.wait_for_sync(CACHE_SYNC_TIMEOUT) => {
+            synced.with_context(|| format!("listing the objects of {server_url}"))?;
+        }
+        () = stopped() => {
+            info!("stopped before the cluster cache synced");
+            cluster.cache.stop();
+            let _ = observe_task.await;
+            close(embedded).await;
+            return Ok(());
+        }
+    }
+
+    let mut controller_task = tokio::spawn(controller.run(stopped()));
+    ready.set(true);
+    info!(
+        data_dir = %args.data_dir.display(),
+        cluster = %server_url,
+        registered_as = IN_CLUSTER_SERVER,
+        applications,
+        metrics = %args.metrics_listen,
+        "all-in-one ready"
+    );
+
+    let result = tokio::select! {
+        finished = &mut controller_task => {
+            // The controller only ends by itself when it cannot start (the store failed).
+            ready.set(false);
+            finished
+                .context("the controller task failed")?
+                .context("the controller failed")
+        }
+        () = stopped() => {
+            info!(grace = ?args.shutdown_grace, "shutting down: finishing reconciles in progress");
+            ready.set(false);
+            drain(controller_task, args.shutdown_grace).await
+        }
+    };
+    signals.abort();
+    cluster.cache.stop();
+    let _ = observe_task.await;
+    close(embedded).await;
+    if result.is_ok() {
+        info!("all-in-one stopped");
+    }
+    result
+}
+
+/// Waits for the controller to drain, at most `grace`.
+async fn drain(
+    mut controller_task: tokio::task::JoinHandle<
+        Result<(), capstan_controller::reconcile::ReconcileError>,
+    >,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    match tokio::time::timeout(grace, &mut controller_task).await {
+        Ok(joined) => joined
+            .context("the controller task failed")?
+            .context("the controller failed"),
+        Err(_) => {
+            // Operations are saved step by step, so the next start resumes what is cut.
+            warn!(grace = ?grace, "reconciles still running after the grace period; stopping them");
+            controller_task.abort();
+            Ok(())
+        }
+    }
+}
+
+async fn close(store: EmbeddedStore) {
+    if let Err(e) = store.close().await {
+        warn!(error = %e, "closing the store failed");
+    }
+}
+
+/// The repo-server of this process: its Git cache under the data directory, tools as given.
+fn repo_server_config(args: &Args, data_dir: &Path) -> anyhow::Result<RepoServerConfig> {
+    let mut config = RepoServerConfig::new(data_dir.join("repo-server"));
+    config.ref_ttl = args.ref_ttl;
+    config.helm = HelmTool {
+        program: args.helm.clone(),
+    };
+    config.kustomize = KustomizeTool {
+        program: args.kustomize.clone(),
+        helm: Some(args.helm.clone()),
+        build_options: args
+            .kustomize_build_options
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+    };
+    // Jsonnet runs in a child process (this binary again), so a hostile program can only
+    // kill that child, not the control plane.
+    config.jsonnet_child = Some(capstan_repo::render::jsonnet_child::JsonnetChild {
+        program: std::env::current_exe().context("finding this executable for Jsonnet")?,
+        args: vec!["jsonnet-eval".to_owned()],
+    });
+    Ok(config)
+}
+
+/// Reads one `--app` file: every document must be an Application or an AppProject that
+/// passes validation. Errors name the file.
+fn read_app_file(path: &Path) -> anyhow::Result<Vec<Object>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading --app file {}", path.display()))?;
+    let objects = capstan_model::parse_objects_yaml(&text)
+        .map_err(|e| anyhow::anyhow!("--app file {}: {e}", path.display()))?;
+    if objects.is_empty() {
+        bail!("--app file {}: holds no objects", path.display());
+    }
+    for (i, object) in objects.iter().enumerate() {
+        let which = || {
+            let name = object.name();
+            if objects.len() == 1 {
+                format!("{} {name:?}", object.kind().as_str())
+            } else {
+                format!("document {}, {} {name:?}", i + 1, object.kind().as_str())
+            }
+        };
+        match object {
+            Object::Application(_) | Object::AppProject(_) => {}
+            Object::Cluster(_) | Object::Repository(_) => bail!(
+                "--app file {}: {}: only Applications and AppProjects are read from --app files (the all-in-one manages the one cluster of --kubeconfig; repositories need no registration when public)",
+                path.display(),
+                which()
+            ),
+        }
+        object
+            .validate()
+            .map_err(|e| anyhow::anyhow!("--app file {}: {}: {e}", path.display(), which()))?;
+    }
+    Ok(objects)
+}
+
+/// Creates or updates the objects read from `--app` files; returns how many Applications the
+/// store holds afterwards.
+async fn upsert(store: &Arc<dyn Store>, objects: Vec<Object>) -> anyhow::Result<usize> {
+    let apps = TypedStore::<Applications>::new(store.clone());
+    let projects = TypedStore::<AppProjects>::new(store.clone());
+    for object in objects {
+        match object {
+            Object::Application(mut app) => {
+                let at = place(&mut app.metadata);
+                // Status is the controller's: the store keeps it under its own key.
+                app.status = None;
+                put(&apps, &at, &app).await?;
+            }
+            Object::AppProject(mut project) => {
+                let at = place(&mut project.metadata);
+                project.status = None;
+                put(&projects, &at, &project).await?;
+            }
+            // read_app_file let no other kind through.
+            Object::Cluster(_) | Object::Repository(_) => {}
+        }
+    }
+    Ok(apps.list(None).await?.items.len())
+}
+
+/// Where an object from a file is stored: its namespace, or the default one.
+fn place(metadata: &mut capstan_model::ObjectMeta) -> ObjectRef {
+    if metadata.namespace.is_empty() {
+        metadata.namespace = DEFAULT_APP_NAMESPACE.to_owned();
+    }
+    ObjectRef::new(metadata.namespace.clone(), metadata.name.clone())
+}
+
+async fn put<R>(typed: &TypedStore<R>, at: &ObjectRef, spec: &R::Spec) -> anyhow::Result<()>
+where
+    R: Resource,
+    R::Spec: PartialEq,
+{
+    let kind = R::KIND;
+    match typed.get(at).await? {
+        // Unchanged: no write, so a restart with the same files causes no refresh storm.
+        Some(existing) if existing.spec.value == *spec => {
+            info!(kind, object = %at, "unchanged");
+        }
+        Some(_) => {
+            typed.update_spec(at, spec, Precondition::None).await?;
+            info!(kind, object = %at, "updated from --app file");
+        }
+        None => {
+            typed.create(at, spec).await?;
+            info!(kind, object = %at, "created from --app file");
+        }
+    }
+    Ok(())
+}
+
+/// Finds the kubeconfig to use (see [`Args::kubeconfig`]), or `None` for in-cluster config.
+fn kubeconfig_path(args: &Args) -> anyhow::Result<Option<PathBuf>> {
+    if let Some(path) = &args.kubeconfig {
+        return Ok(Some(path.clone()));
+    }
+    if let Some(list) = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
+        // kubectl merges every file of the list; the first existing one holds the context
+        // users mean in practice, and --kubeconfig names another.
+        let first = std::env::split_paths(&list).find(|p| p.is_file());
+        if let Some(path) = first {
+            return Ok(Some(path));
+        }
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        let path = PathBuf::from(home).join(".kube").join("config");
+        if path.is_file() {
+            return Ok(Some(path));
+        }
+    }
+    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        return Ok(None);
+    }
+    bail!(
+        "no kubeconfig found ($KUBECONFIG is unset or names no file, ~/.kube/config does not exist, and this is not a Pod): pass --kubeconfig PATH"
+    )
+}
+
+/// A checked client for the cluster, and its API server URL.
+async fn connect(args: &Args) -> anyhow::Result<(kube::Client, String)> {
+    let (client, server) = match kubeconfig_path(args)? {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            let text = absolutize_kubeconfig_paths(&text, path.parent().unwrap_or(Path::new(".")))
+                .with_context(|| format!("kubeconfig {}", path.display()))?;
+            let connection = ClusterConnection::from_kubeconfig(&text, args.context.as_deref())
+                .with_context(|| format!("kubeconfig {}", path.display()))?;
+            let client = connection
+                .client()
+                .await
+                .with_context(|| format!("kubeconfig {}", path.display()))?;
+            info!(kubeconfig = %path.display(), context = args.context.as_deref().unwrap_or("(current)"), "using kubeconfig");
+            (client, connection.server)
+        }
+        None => {
+            let config = kube::Config::incluster()
+                .context("reading the in-cluster service account configuration")?;
+            let server = config.cluster_url.to_string();
+            let client = kube::Client::try_from(config)
+                .context("building a client from the in-cluster configuration")?;
+            info!("using the in-cluster service account");
+            (client, server)
+        }
+    };
+    // Fail here, with the server named, rather than in the cache with a vaguer error.
+    let who = capstan_engine::cluster::check(&client, &server)
+        .await
+        .context("checking the connection (are the cluster and its credentials right?)")?;
+    info!(cluster = %server, version = %who.server_version, user = %who.user, "connected");
+    Ok((client, server))
+}
+
+/// Rewrites the relative file paths of a kubeconfig (CA, client certificate and key, token
+/// file, exec command with a `/`) to be relative to the kubeconfig's directory, as kubectl
+/// reads them, whatever directory capstand was started in. Returns the kubeconfig as JSON,
+/// which is YAML too.
+fn absolutize_kubeconfig_paths(yaml: &str, dir: &Path) -> anyhow::Result<String> {
+    let mut doc: Value =
+        serde_saphyr::from_str(yaml).map_err(|e| anyhow::anyhow!("not valid YAML: {e}"))?;
+    let fix = |entry: &mut Value, fields: &[&str], only_with_slash: bool| {
+        for field in fields {
+            let Some(Value::String(path)) = entry.get_mut(*field) else {
+                continue;
+            };
+            let relative = Path::new(path.as_str()).is_relative();
+            if relative && !path.is_empty() && (!only_with_slash || path.contains('/')) {
+                *path = dir.join(path.as_str()).display().to_string();
+            }
+        }
+    };
+    let mut each = |list: &str, inner: &str, f: &mut dyn FnMut(&mut Value)| {
+        if let Some(Value::Array(items)) = doc.get_mut(list) {
+            for item in items {
+                if let Some(entry) = item.get_mut(inner) {
+                    f(entry);
+                }
+            }
+        }
+    };
+    each("clusters", "cluster", &mut |c| {
+        fix(c, &["certificate-authority"], false);
+    });
+    each("users", "user", &mut |u| {
+        fix(u, &["client-certificate", "client-key", "tokenFile"], false);
+        if let Some(exec) = u.get_mut("exec") {
+            // A bare command name is looked up in PATH, as kubectl does.
+            fix(exec, &["command"], true);
+        }
+    });
+    Ok(serde_json::to_string(&doc)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_kubeconfig_paths_are_read_from_the_kubeconfig_directory() {
+        let yaml = "\
+apiVersion: v1
+kind: Config
+clusters:
+- name: c
+  cluster: {server: 'https://10.0.0.1:6443', certificate-authority: ca.crt}
+users:
+- name: u
+  user:
+    client-certificate: /abs/client.crt
+    client-key: keys/client.key
+    exec: {command: ./bin/get-token, apiVersion: client.authentication.k8s.io/v1}
+- name: v
+  user:
+    exec: {command: aws, apiVersion: client.authentication.k8s.io/v1}
+contexts:
+- {name: c, context: {cluster: c, user: u}}
+current-context: c
+";
+        let out = absolutize_kubeconfig_paths(yaml, Path::new("/home/me/.kube"))
+            .expect("valid kubeconfig");
+        let doc: Value = serde_json::from_str(&out).expect("JSON out");
+        assert_eq!(
+            doc["clusters"][0]["cluster"]["certificate-authority"],
+            "/home/me/.kube/ca.crt"
+        );
+        let user = &doc["users"][0]["user"];
+        assert_eq!(user["client-certificate"], "/abs/client.crt");
+        assert_eq!(user["client-key"], "/home/me/.kube/keys/client.key");
+        assert_eq!(user["exec"]["command"], "/home/me/.kube/./bin/get-token");
+        assert_eq!(doc["users"][1]["user"]["exec"]["command"], "aws");
+        assert_eq!(doc["current-context"], "c");
+    }
+
+    #[test]
+    fn tracking_methods_parse_and_unknown_ones_list_the_choices() {
+        assert_eq!(
+            parse_tracking("annotation+label"),
+            Ok(TrackingMethod::AnnotationAndLabel)
+        );
+        let err = parse_tracking("labels").expect_err("unknown");
+        assert!(err.contains("argo-annotation"), "{err}");
+    }
+
+    #[test]
+    fn app_files_accept_applications_and_projects_and_name_the_file_on_errors() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let good = dir.path().join("apps.yaml");
+        std::fs::write(
+            &good,
+            "apiVersion: argoproj.io/v1alpha1\nkind: AppProject\nmetadata:\n  name: team\nspec:\n  sourceRepos: ['*']\n---\napiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata:\n  name: web\nspec:\n  project: team\n  source:\n    repoURL: https://example.invalid/r.git\n    path: app\n  destination:\n    server: https://kubernetes.default.svc\n    namespace: web\n",
+        )
+        .expect("write");
+        assert_eq!(read_app_file(&good).expect("valid").len(), 2);
+
+        let bad = dir.path().join("broken.yaml");
+        std::fs::write(&bad, "kind: Application\nmetadata: [unclosed\n").expect("write");
+        let err = format!("{:#}", read_app_file(&bad).expect_err("malformed"));
+        assert!(err.contains("broken.yaml"), "{err}");
+
+        let cluster = dir.path().join("cluster.yaml");
+        std::fs::write(
+            &cluster,
+            "apiVersion: capstan.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: c\nspec:\n  server: https://x\n",
+        )
+        .expect("write");
+        let err = format!("{:#}", read_app_file(&cluster).expect_err("wrong kind"));
+        assert!(
+            err.contains("cluster.yaml") && err.contains("only Applications"),
+            "{err}"
+        );
+    }
+}

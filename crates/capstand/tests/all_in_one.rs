@@ -1,0 +1,202 @@
+//! `capstand all-in-one` as a user runs it: the real binary, pointed at a real kube-apiserver
+//! with a kubeconfig, given an Argo CD Application file whose manifests live in a Git
+//! repository served over smart HTTP — it syncs them, serves metrics, and stops cleanly.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use capstan_testkit::git::GitRepo;
+use capstan_testkit::git_http::{GitHttpOptions, GitHttpServer};
+use capstan_testkit::net::{free_port, http_get};
+use capstan_testkit::process::ManagedProcess;
+use capstan_testkit::shared;
+use capstan_testkit::wait::wait_until;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::Api;
+
+const DEADLINE: Duration = Duration::from_secs(90);
+
+/// An Argo CD Application for `url`/`path` into namespace `ns` of the cluster capstand runs
+/// against. Background pruning: the test apiserver runs no garbage collector to finish
+/// foreground deletions.
+fn application(name: &str, url: &str, path: &str, ns: &str) -> String {
+    format!(
+        "apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata:
+  name: {name}
+  namespace: argocd
+spec:
+  project: default
+  source:
+    repoURL: {url}
+    path: {path}
+    targetRevision: HEAD
+  destination:
+    server: https://kubernetes.default.svc
+    namespace: {ns}
+  syncPolicy:
+    automated:
+      prune: true
+      selfHeal: true
+    syncOptions:
+    - PrunePropagationPolicy=background
+"
+    )
+}
+
+/// `capstand [--log-format json] all-in-one <args>`, its output in `dir/capstand.log`; the
+/// process is killed when the value is dropped, so a failing test leaves nothing running.
+fn spawn(dir: &Path, args: &[&std::ffi::OsStr]) -> Result<ManagedProcess> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_capstand"));
+    cmd.args(["--log-format", "json", "all-in-one"])
+        .args(args)
+        .current_dir(dir)
+        // Only what the command line says: no kubeconfig from the developer's environment.
+        .env_remove("KUBECONFIG")
+        .env("HOME", dir);
+    ManagedProcess::spawn_command("capstand", cmd, &dir.join("capstand.log"))
+}
+
+/// Waits for `process` to exit and returns how (`exit status: N`), within `timeout`.
+async fn exit_of(process: &mut ManagedProcess, timeout: Duration) -> Result<String> {
+    wait_until("capstand to exit", timeout, || {
+        let exited = process.check_running();
+        async move {
+            match exited {
+                Ok(()) => Ok(None),
+                Err(e) => Ok(Some(e.to_string())),
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn syncs_an_application_from_git_serves_metrics_and_stops_on_sigterm() -> Result<()> {
+    let server = shared::apiserver().await?;
+    let ns = server.test_namespace("aio").await?;
+    let kubeconfig = server.kubeconfig_file()?;
+
+    let repo = GitRepo::init()?;
+    repo.write(
+        "guestbook/settings.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  color: blue\n",
+    )?;
+    repo.commit("guestbook")?;
+    let git = GitHttpServer::start_temp(GitHttpOptions::default())?;
+    let url = git.url_for(&repo)?;
+
+    let tmp = tempfile::tempdir()?;
+    let app_file = tmp.path().join("guestbook.yaml");
+    std::fs::write(&app_file, application("guestbook", &url, "guestbook", &ns))?;
+    let metrics_port = free_port()?;
+    let metrics_listen = format!("127.0.0.1:{metrics_port}");
+    let mut process = spawn(
+        tmp.path(),
+        &[
+            "--kubeconfig".as_ref(),
+            kubeconfig.as_os_str(),
+            "--data-dir".as_ref(),
+            "data".as_ref(),
+            "--app".as_ref(),
+            app_file.as_os_str(),
+            "--metrics-listen".as_ref(),
+            metrics_listen.as_ref(),
+            "--helm".as_ref(),
+            capstan_testkit::tools::helm()?.as_os_str(),
+            "--kustomize".as_ref(),
+            capstan_testkit::tools::kustomize()?.as_os_str(),
+        ],
+    )?;
+
+    let checks = async {
+        wait_until("capstand ready", DEADLINE, || {
+            let alive = process.check_running();
+            let ready = http_get(metrics_port, "/readyz");
+            async move {
+                alive?;
+                Ok(matches!(ready, Ok((200, _))).then_some(()))
+            }
+        })
+        .await?;
+
+        let config_maps: Api<ConfigMap> = Api::namespaced(server.client().await?, &ns);
+        let synced = wait_until("the ConfigMap from Git in the cluster", DEADLINE, || {
+            let api = config_maps.clone();
+            async move { Ok(api.get_opt("settings").await?) }
+        })
+        .await?;
+        assert_eq!(
+            synced
+                .data
+                .unwrap_or_default()
+                .get("color")
+                .map(String::as_str),
+            Some("blue")
+        );
+        let annotations = synced.metadata.annotations.unwrap_or_default();
+        assert!(
+            annotations
+                .get("capstan.dev/tracking-id")
+                .is_some_and(|id| id.starts_with("guestbook:")),
+            "{annotations:?}"
+        );
+
+        let (code, metrics) = http_get(metrics_port, "/metrics")?;
+        assert_eq!(code, 200);
+        for family in [
+            "capstan_controller_workqueue_adds_total{reason=\"refresh\"}",
+            "capstan_controller_sync_operations",
+            "capstan_controller_reconciles_total{result=",
+            "capstan_cluster_cache_synced{cluster=\"in-cluster\"} 1",
+            "capstan_repo_manifest_requests_total",
+        ] {
+            assert!(metrics.contains(family), "missing {family:?} in\n{metrics}");
+        }
+        assert_eq!(http_get(metrics_port, "/healthz")?.0, 200);
+        anyhow::Ok(())
+    };
+    if let Err(e) = checks.await {
+        return Err(e.context(format!("capstand log:\n{}", process.log_tail(60))));
+    }
+
+    process.signal(libc::SIGTERM)?;
+    let exit = exit_of(&mut process, Duration::from_secs(40)).await?;
+    assert!(exit.contains("exit status: 0"), "{exit}");
+    let log = std::fs::read_to_string(process.log_path())?;
+    assert!(log.contains("all-in-one ready"), "{log}");
+    assert!(log.contains("all-in-one stopped"), "{log}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_malformed_app_file_stops_the_start_and_is_named() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let bad = tmp.path().join("broken-app.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: x\n",
+    )?;
+    let metrics_listen = format!("127.0.0.1:{}", free_port()?);
+    let mut process = spawn(
+        tmp.path(),
+        &[
+            "--kubeconfig".as_ref(),
+            "does-not-matter".as_ref(),
+            "--metrics-listen".as_ref(),
+            metrics_listen.as_ref(),
+            "--app".as_ref(),
+            bad.as_os_str(),
+        ],
+    )?;
+    let exit = exit_of(&mut process, Duration::from_secs(30)).await?;
+    assert!(!exit.contains("exit status: 0"), "{exit}");
+    let log = std::fs::read_to_string(process.log_path()).context("reading the log")?;
+    assert!(log.contains("broken-app.yaml"), "{log}");
+    // Nothing was created: the files are read before the store is opened.
+    assert!(!tmp.path().join("capstan-data").exists());
+    Ok(())
+}
