@@ -9,113 +9,26 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use capstan_engine::HealthAssessor;
 use capstan_engine::resources::ApiResolver;
-use capstan_engine::sync::{LiveObject, Mode, Progress, SyncRequest, SyncRunner, SyncState};
+use capstan_engine::sync::{Mode, Progress, SyncRunner, SyncState};
 use capstan_model::{ManagedNamespaceMetadata, OperationPhase, ResultCode, SyncOptions};
-use capstan_testkit::{KubeApiServer, init_test_logging, shared};
+use capstan_testkit::{init_test_logging, shared};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::discovery::ApiResource;
 use serde_json::{Value, json};
 
-const APP_LABEL: &str = "app.kubernetes.io/instance";
-const DEADLINE: Duration = Duration::from_secs(60);
+mod common;
+use common::sync_fixture::{DEADLINE, Fixture};
+
 
 fn cm(name: &str, annotations: Value) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": name, "annotations": annotations}, "data": {"k": name}})
 }
 
-/// The app's objects in `ns` as the cluster cache would report them (tracked by label).
-async fn live_objects(client: &kube::Client, ns: &str) -> Result<Vec<LiveObject>> {
-    let mut out = Vec::new();
-    for (group, version, kind, plural) in [
-        ("", "v1", "ConfigMap", "configmaps"),
-        ("apps", "v1", "Deployment", "deployments"),
-        ("batch", "v1", "Job", "jobs"),
-    ] {
-        let ar = ApiResource {
-            group: group.into(),
-            version: version.into(),
-            api_version: if group.is_empty() { version.into() } else { format!("{group}/{version}") },
-            kind: kind.into(),
-            plural: plural.into(),
-        };
-        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
-        for obj in api.list(&ListParams::default()).await? {
-            let mut value = serde_json::to_value(&obj)?;
-            // List items come without their type; the cache fills it in the same way.
-            value["apiVersion"] = json!(ar.api_version);
-            value["kind"] = json!(kind);
-            let owner = value["metadata"]["labels"][APP_LABEL].as_str().map(str::to_owned);
-            out.push(LiveObject { object: value, app: owner });
-        }
-    }
-    Ok(out)
-}
 
-struct Fixture {
-    client: kube::Client,
-    ns: String,
-    runner: SyncRunner,
-}
-
-impl Fixture {
-    async fn new(server: &KubeApiServer, prefix: &str) -> Result<Self> {
-        let client = server.client().await?;
-        let ns = server.test_namespace(prefix).await?;
-        let runner = SyncRunner::new(
-            ApiResolver::new(client.clone()),
-            Arc::new(HealthAssessor::builtin_only()),
-        );
-        Ok(Self { client, ns, runner })
-    }
-
-    /// A request for app `shop` in the fixture's namespace, manifests stamped with the label.
-    async fn request(&self, desired: Vec<Value>) -> Result<SyncRequest> {
-        let desired = desired
-            .into_iter()
-            .map(|mut m| {
-                m["metadata"]["labels"][APP_LABEL] = json!("shop");
-                m
-            })
-            .collect();
-        Ok(SyncRequest {
-            app: "shop".into(),
-            namespace: self.ns.clone(),
-            desired,
-            live: live_objects(&self.client, &self.ns).await?,
-            ..SyncRequest::default()
-        })
-    }
-
-    async fn sync(&self, request: &SyncRequest) -> Result<SyncState> {
-        let mut state = self.runner.plan(request).await;
-        tokio::time::timeout(
-            DEADLINE,
-            self.runner.run(&mut state, Duration::from_millis(100), |_| {}),
-        )
-        .await
-        .with_context(|| format!("sync did not finish in time: {state:?}"))?;
-        Ok(state)
-    }
-
-    fn config_maps(&self) -> Api<ConfigMap> {
-        Api::namespaced(self.client.clone(), &self.ns)
-    }
-
-    /// The `resourceVersion` of each config map, as a number (creation order).
-    async fn versions(&self) -> Result<std::collections::HashMap<String, u64>> {
-        let mut out = std::collections::HashMap::new();
-        for cm in self.config_maps().list(&ListParams::default()).await? {
-            let name = cm.metadata.name.clone().unwrap_or_default();
-            let rv = cm.metadata.resource_version.unwrap_or_default().parse()?;
-            out.insert(name, rv);
-        }
-        Ok(out)
-    }
-}
 
 fn result_of<'a>(state: &'a SyncState, name: &str) -> Result<&'a capstan_engine::sync::Task> {
     state

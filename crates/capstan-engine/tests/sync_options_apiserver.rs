@@ -5,32 +5,29 @@
 //! then one step per group (phase, wave, tier). Order is also read from `resourceVersion`,
 //! which the API server takes from etcd's global revision: a later write has a higher one.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
-use capstan_engine::HealthAssessor;
-use capstan_engine::resources::ApiResolver;
+use anyhow::{Context, Result};
 use capstan_engine::sync::{
-    LiveObject, Progress, SyncRequest, SyncRunner, SyncState, Task, TaskStatus,
+    Progress, SyncState, Task, TaskStatus,
 };
 use capstan_model::{OperationPhase, ResultCode, SyncOperationResource, SyncOptions};
 use capstan_testkit::wait::wait_until;
-use capstan_testkit::{KubeApiServer, init_test_logging, shared};
+use capstan_testkit::{init_test_logging, shared};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
-use kube::discovery::ApiResource;
 use serde_json::{Value, json};
 
-const APP_LABEL: &str = "app.kubernetes.io/instance";
+mod common;
+use common::sync_fixture::{APP_LABEL, DEADLINE, Fixture};
+
 const SYNC_OPTIONS: &str = "argocd.argoproj.io/sync-options";
 const SYNC_WAVE: &str = "argocd.argoproj.io/sync-wave";
 const HOOK: &str = "argocd.argoproj.io/hook";
-const DEADLINE: Duration = Duration::from_secs(60);
 
 /// A ConfigMap with `data.k = value`; `annotations` are left out when empty.
 fn cm_with(name: &str, value: &str, annotations: Value) -> Value {
@@ -51,176 +48,6 @@ fn options(list: &[&str]) -> SyncOptions {
     SyncOptions(list.iter().map(|s| (*s).to_owned()).collect())
 }
 
-/// The app's objects in `ns` as the cluster cache would report them (tracked by label).
-async fn live_objects(client: &kube::Client, ns: &str) -> Result<Vec<LiveObject>> {
-    let mut out = Vec::new();
-    for (group, version, kind, plural) in [
-        ("", "v1", "ConfigMap", "configmaps"),
-        ("batch", "v1", "Job", "jobs"),
-    ] {
-        let ar = ApiResource {
-            group: group.into(),
-            version: version.into(),
-            api_version: if group.is_empty() {
-                version.into()
-            } else {
-                format!("{group}/{version}")
-            },
-            kind: kind.into(),
-            plural: plural.into(),
-        };
-        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
-        for obj in api.list(&ListParams::default()).await? {
-            let mut value = serde_json::to_value(&obj)?;
-            // List items come without their type; the cache fills it in the same way.
-            value["apiVersion"] = json!(ar.api_version);
-            value["kind"] = json!(kind);
-            let owner = value["metadata"]["labels"][APP_LABEL]
-                .as_str()
-                .map(str::to_owned);
-            out.push(LiveObject {
-                object: value,
-                app: owner,
-            });
-        }
-    }
-    Ok(out)
-}
-
-struct Fixture {
-    client: kube::Client,
-    ns: String,
-    runner: SyncRunner,
-}
-
-impl Fixture {
-    async fn new(server: &KubeApiServer, prefix: &str) -> Result<Self> {
-        let client = server.client().await?;
-        let ns = server.test_namespace(prefix).await?;
-        let runner = SyncRunner::new(
-            ApiResolver::new(client.clone()),
-            Arc::new(HealthAssessor::builtin_only()),
-        );
-        Ok(Self { client, ns, runner })
-    }
-
-    /// A request for app `shop` in the fixture's namespace, manifests stamped with the label.
-    async fn request(&self, desired: Vec<Value>) -> Result<SyncRequest> {
-        let desired = desired
-            .into_iter()
-            .map(|mut m| {
-                m["metadata"]["labels"][APP_LABEL] = json!("shop");
-                m
-            })
-            .collect();
-        Ok(SyncRequest {
-            app: "shop".into(),
-            namespace: self.ns.clone(),
-            desired,
-            live: live_objects(&self.client, &self.ns).await?,
-            ..SyncRequest::default()
-        })
-    }
-
-    /// Plans and runs `request` to its end.
-    async fn sync(&self, request: &SyncRequest) -> Result<SyncState> {
-        let mut state = self.runner.plan(request).await;
-        tokio::time::timeout(
-            DEADLINE,
-            self.runner
-                .run(&mut state, Duration::from_millis(100), |_| {}),
-        )
-        .await
-        .with_context(|| format!("sync did not finish in time: {state:?}"))?;
-        Ok(state)
-    }
-
-    /// Syncs `desired` and requires success (the starting point of most tests).
-    async fn sync_ok(&self, desired: Vec<Value>) -> Result<SyncState> {
-        let state = self.sync(&self.request(desired).await?).await?;
-        ensure!(
-            state.phase == OperationPhase::Succeeded,
-            "setup sync failed: {}",
-            state.message
-        );
-        Ok(state)
-    }
-
-    /// One step of the runner, bounded.
-    async fn step(&self, state: &mut SyncState) -> Result<Progress> {
-        tokio::time::timeout(DEADLINE, self.runner.advance(state))
-            .await
-            .with_context(|| format!("a step did not return in time: {state:?}"))
-    }
-
-    /// One step that must have changed something.
-    async fn advanced(&self, state: &mut SyncState) -> Result<()> {
-        match self.step(state).await? {
-            Progress::Advanced => Ok(()),
-            other => bail!("expected a step to advance, got {other:?}: {state:?}"),
-        }
-    }
-
-    /// Steps until the runner waits for the cluster; returns what it waits for.
-    async fn step_until_waiting(&self, state: &mut SyncState) -> Result<String> {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            match self.step(state).await? {
-                Progress::Waiting(why) => return Ok(why),
-                Progress::Finished => bail!("finished early: {state:?}"),
-                Progress::Advanced if tokio::time::Instant::now() > deadline => bail!("no wait"),
-                Progress::Advanced => {}
-            }
-        }
-    }
-
-    fn config_maps(&self) -> Api<ConfigMap> {
-        Api::namespaced(self.client.clone(), &self.ns)
-    }
-
-    /// Writes a ConfigMap with server-side apply as another field manager (kubectl, a
-    /// controller, another tool).
-    async fn apply_as(&self, manager: &str, obj: &Value) -> Result<ConfigMap> {
-        let name = obj["metadata"]["name"]
-            .as_str()
-            .context("manifest has a name")?;
-        Ok(self
-            .config_maps()
-            .patch(
-                name,
-                &PatchParams::apply(manager).force(),
-                &Patch::Apply(obj),
-            )
-            .await?)
-    }
-
-    /// The live ConfigMap `name`, which must exist.
-    async fn live(&self, name: &str) -> Result<ConfigMap> {
-        self.config_maps()
-            .get_opt(name)
-            .await?
-            .with_context(|| format!("config map {name} does not exist"))
-    }
-
-    /// What a prune leaves in the API server: gone, or marked for deletion (foreground and
-    /// orphan deletions wait for a garbage collector these tests do not run).
-    async fn pruned(&self, name: &str) -> Result<bool> {
-        Ok(self
-            .config_maps()
-            .get_opt(name)
-            .await?
-            .is_none_or(|c| c.metadata.deletion_timestamp.is_some()))
-    }
-
-    /// Whether ConfigMap `name` exists and is not being deleted.
-    async fn alive(&self, name: &str) -> Result<bool> {
-        Ok(self
-            .config_maps()
-            .get_opt(name)
-            .await?
-            .is_some_and(|c| c.metadata.deletion_timestamp.is_none()))
-    }
-}
 
 /// `metadata.resourceVersion` as a number (etcd's revision of the last write).
 fn rv(cm: &ConfigMap) -> Result<u64> {

@@ -1,5 +1,9 @@
 //! Helpers shared by the engine's integration tests.
 
+#![allow(dead_code)]
+
+pub mod sync_fixture;
+
 use anyhow::Result;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
