@@ -62,13 +62,18 @@ pub fn parse(parent: &ObjectRef, manifests: &[Value]) -> Result<Vec<Child>, Stri
         .map(|m| {
             let name = m["metadata"]["name"].as_str().unwrap_or_default();
             let text = serde_json::to_string(m).map_err(|e| e.to_string())?;
-            let object = capstan_model::parse_object_json(&text)
-                .map_err(|e| format!("child {} {name}: {e}", m["kind"].as_str().unwrap_or_default()))?;
+            let object = capstan_model::parse_object_json(&text).map_err(|e| {
+                format!(
+                    "child {} {name}: {e}",
+                    m["kind"].as_str().unwrap_or_default()
+                )
+            })?;
             let place = |meta: &mut capstan_model::ObjectMeta| {
                 if meta.namespace.is_empty() {
                     meta.namespace.clone_from(&parent.namespace);
                 }
-                meta.annotations.insert(MANAGED_BY.to_owned(), owner.clone());
+                meta.annotations
+                    .insert(MANAGED_BY.to_owned(), owner.clone());
                 ObjectRef::new(meta.namespace.clone(), meta.name.clone())
             };
             match object {
@@ -81,7 +86,9 @@ pub fn parse(parent: &ObjectRef, manifests: &[Value]) -> Result<Vec<Child>, Stri
                     let at = place(&mut project.metadata);
                     Ok(Child::Project(at, project))
                 }
-                _ => Err(format!("child {name}: only Applications and AppProjects are managed in the store")),
+                _ => Err(format!(
+                    "child {name}: only Applications and AppProjects are managed in the store"
+                )),
             }
         })
         .collect()
@@ -121,22 +128,29 @@ impl Children {
     }
 
     /// The sync status of each desired child and of each stored child Git no longer has.
-    pub async fn compare(&self, parent: &ObjectRef, desired: &[Child]) -> Result<Vec<ResourceStatus>, StoreError> {
+    pub async fn compare(
+        &self,
+        parent: &ObjectRef,
+        desired: &[Child],
+    ) -> Result<Vec<ResourceStatus>, StoreError> {
         let mut out = Vec::new();
         for child in desired {
-            let in_sync = match child {
-                Child::App(at, app) => self
-                    .apps
-                    .get(at)
-                    .await?
-                    .is_some_and(|o| without_operation(&o.spec.value) == without_operation(app)),
-                Child::Project(at, project) => self
-                    .projects
-                    .get(at)
-                    .await?
-                    .is_some_and(|o| &o.spec.value == project.as_ref()),
+            let in_sync =
+                match child {
+                    Child::App(at, app) => self.apps.get(at).await?.is_some_and(|o| {
+                        without_operation(&o.spec.value) == without_operation(app)
+                    }),
+                    Child::Project(at, project) => self
+                        .projects
+                        .get(at)
+                        .await?
+                        .is_some_and(|o| &o.spec.value == project.as_ref()),
+                };
+            let code = if in_sync {
+                SyncStatusCode::Synced
+            } else {
+                SyncStatusCode::OutOfSync
             };
-            let code = if in_sync { SyncStatusCode::Synced } else { SyncStatusCode::OutOfSync };
             out.push(status(child.kind(), child.at(), code, false));
         }
         for (kind, at) in self.extraneous(parent, desired).await? {
@@ -147,12 +161,18 @@ impl Children {
 
     /// Creates or updates every desired child; with `prune`, removes the stored children Git
     /// no longer has. Returns what it did, one line per child.
-    pub async fn apply(&self, parent: &ObjectRef, desired: &[Child], prune: bool) -> Result<Vec<String>, StoreError> {
+    pub async fn apply(
+        &self,
+        parent: &ObjectRef,
+        desired: &[Child],
+        prune: bool,
+    ) -> Result<Vec<String>, StoreError> {
         let mut done = Vec::new();
         // Projects first: a child Application reconciled before its project exists would
         // report a missing project.
-        let (projects, apps): (Vec<&Child>, Vec<&Child>) =
-            desired.iter().partition(|c| matches!(c, Child::Project(..)));
+        let (projects, apps): (Vec<&Child>, Vec<&Child>) = desired
+            .iter()
+            .partition(|c| matches!(c, Child::Project(..)));
         for child in projects.into_iter().chain(apps) {
             match child {
                 Child::App(at, app) => match self.apps.get(at).await? {
@@ -160,12 +180,18 @@ impl Children {
                         self.apps.create(at, app).await?;
                         done.push(format!("Application {at} created"));
                     }
-                    Some(existing) if without_operation(&existing.spec.value) != without_operation(app) => {
+                    Some(existing)
+                        if without_operation(&existing.spec.value) != without_operation(app) =>
+                    {
                         // A pending operation on the child is its own business: keep it.
                         let mut next = app.as_ref().clone();
                         next.operation = existing.spec.value.operation.clone();
                         self.apps
-                            .update_spec(at, &next, Precondition::ModRevision(existing.spec.mod_revision))
+                            .update_spec(
+                                at,
+                                &next,
+                                Precondition::ModRevision(existing.spec.mod_revision),
+                            )
                             .await?;
                         done.push(format!("Application {at} configured"));
                     }
@@ -178,7 +204,11 @@ impl Children {
                     }
                     Some(existing) if &existing.spec.value != project.as_ref() => {
                         self.projects
-                            .update_spec(at, project, Precondition::ModRevision(existing.spec.mod_revision))
+                            .update_spec(
+                                at,
+                                project,
+                                Precondition::ModRevision(existing.spec.mod_revision),
+                            )
                             .await?;
                         done.push(format!("AppProject {at} configured"));
                     }
@@ -194,7 +224,11 @@ impl Children {
                         if app.metadata.deletion_timestamp.is_none() {
                             app.metadata.deletion_timestamp = Some(now());
                             self.apps
-                                .update_spec(&at, &app, Precondition::ModRevision(existing.spec.mod_revision))
+                                .update_spec(
+                                    &at,
+                                    &app,
+                                    Precondition::ModRevision(existing.spec.mod_revision),
+                                )
                                 .await?;
                         }
                     }
@@ -208,9 +242,14 @@ impl Children {
     }
 
     /// Stored children of `parent` that `desired` does not have.
-    async fn extraneous(&self, parent: &ObjectRef, desired: &[Child]) -> Result<Vec<(&'static str, ObjectRef)>, StoreError> {
+    async fn extraneous(
+        &self,
+        parent: &ObjectRef,
+        desired: &[Child],
+    ) -> Result<Vec<(&'static str, ObjectRef)>, StoreError> {
         let owner = parent.to_string();
-        let wanted = |kind: &str, at: &ObjectRef| desired.iter().any(|c| c.kind() == kind && c.at() == at);
+        let wanted =
+            |kind: &str, at: &ObjectRef| desired.iter().any(|c| c.kind() == kind && c.at() == at);
         let mut out = Vec::new();
         for object in self.apps.list(None).await?.items {
             if managed_by(&object.spec.value.metadata.annotations, &owner)
@@ -221,7 +260,9 @@ impl Children {
             }
         }
         for object in self.projects.list(None).await?.items {
-            if managed_by(&object.spec.value.metadata.annotations, &owner) && !wanted("AppProject", &object.object) {
+            if managed_by(&object.spec.value.metadata.annotations, &owner)
+                && !wanted("AppProject", &object.object)
+            {
                 out.push(("AppProject", object.object));
             }
         }
@@ -229,7 +270,12 @@ impl Children {
     }
 }
 
-fn status(kind: &str, at: &ObjectRef, code: SyncStatusCode, requires_pruning: bool) -> ResourceStatus {
+fn status(
+    kind: &str,
+    at: &ObjectRef,
+    code: SyncStatusCode,
+    requires_pruning: bool,
+) -> ResourceStatus {
     ResourceStatus {
         group: "argoproj.io".into(),
         version: "v1alpha1".into(),

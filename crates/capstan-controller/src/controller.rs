@@ -84,18 +84,27 @@ impl Controller {
 
     /// Runs until `shutdown` completes, then drains: no new work is taken, reconciles in
     /// progress finish.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), ReconcileError> {
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ReconcileError> {
         let apps = TypedStore::<Applications>::new(self.store.clone());
         let listed = apps.list(None).await?;
         for object in &listed.items {
             self.remember(&object.object, &object.spec.value.metadata.name);
-            self.queue.enqueue(object.object.clone(), request_for(&object.spec.value));
+            self.queue
+                .enqueue(object.object.clone(), request_for(&object.spec.value));
         }
         info!(applications = listed.items.len(), "controller started");
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(
-            watch_store(apps, listed.revision, self.queue.clone(), self.by_name.clone())
-                .instrument(info_span!("store-watch")),
+            watch_store(
+                apps,
+                listed.revision,
+                self.queue.clone(),
+                self.by_name.clone(),
+            )
+            .instrument(info_span!("store-watch")),
         );
         tasks.spawn(
             watch_projects(
@@ -162,7 +171,12 @@ impl Controller {
 }
 
 fn request_for(app: &capstan_model::Application) -> Request {
-    match app.metadata.annotations.get(ANNOTATION_REFRESH).map(String::as_str) {
+    match app
+        .metadata
+        .annotations
+        .get(ANNOTATION_REFRESH)
+        .map(String::as_str)
+    {
         Some("hard") => Request::hard_refresh(),
         _ => Request::refresh(),
     }
@@ -171,7 +185,13 @@ fn request_for(app: &capstan_model::Application) -> Request {
 fn queue_outcome(at: &ObjectRef, outcome: Result<Outcome, ReconcileError>) -> queue::Outcome {
     match outcome {
         Ok(Outcome::Gone | Outcome::NotOwned) => queue::Outcome::Removed,
-        Ok(Outcome::Reconciled { self_healed: true, .. }) => queue::Outcome::Failed,
+        Ok(Outcome::Reconciled {
+            self_healed: true, ..
+        }) => queue::Outcome::Failed,
+        Ok(Outcome::Reconciled {
+            retry_in: Some(wait),
+            ..
+        }) => queue::Outcome::RequeueAfter(wait),
         Ok(Outcome::Reconciled { .. }) => queue::Outcome::Succeeded,
         Err(err) => {
             warn!(app = %at, error = %err, "reconcile failed");
@@ -200,7 +220,12 @@ async fn watch_projects(
         while let Some(event) = events.next().await {
             match event {
                 Ok(TypedEvent::SpecPut { .. } | TypedEvent::SpecDeleted { .. }) => {
-                    let all: Vec<ObjectRef> = by_name.lock().expect("not poisoned").values().cloned().collect();
+                    let all: Vec<ObjectRef> = by_name
+                        .lock()
+                        .expect("not poisoned")
+                        .values()
+                        .cloned()
+                        .collect();
                     for at in all {
                         queue.enqueue(at, Request::refresh());
                     }
@@ -233,9 +258,15 @@ async fn watch_store(
                         .insert(spec.value.metadata.name.clone(), object.clone());
                     queue.enqueue(object, request_for(&spec.value));
                 }
-                Ok(TypedEvent::SpecDeleted { object, revision: at }) => {
+                Ok(TypedEvent::SpecDeleted {
+                    object,
+                    revision: at,
+                }) => {
                     revision = at;
-                    by_name.lock().expect("not poisoned").retain(|_, v| *v != object);
+                    by_name
+                        .lock()
+                        .expect("not poisoned")
+                        .retain(|_, v| *v != object);
                     queue.enqueue(object, Request::refresh());
                 }
                 Ok(_) => {}

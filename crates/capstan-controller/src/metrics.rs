@@ -28,7 +28,7 @@ pub struct ControllerMetrics {
 impl ControllerMetrics {
     /// Registers `reconciles_total{result}` (`synced`, `out_of_sync`, `unknown`, `gone`,
     /// `not_owned`, `error`) and `syncs_total{trigger, phase}` (trigger `automated`,
-    /// `self_heal`, `requested`, `delete`, `resumed`; phase `Succeeded`, `Failed`, `Error`).
+    /// `self_heal`, `retry`, `requested`, `delete`, `resumed`; phase `Succeeded`, `Failed`, `Error`).
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "reconciles",

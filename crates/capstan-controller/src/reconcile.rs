@@ -18,16 +18,16 @@ use capstan_engine::cache::tracking::Tracking;
 use capstan_engine::resources::{ApiResolver, ResourceKey, place_in_namespace};
 use capstan_engine::sync::{LiveObject, Progress, SyncRequest, SyncRunner, SyncState};
 use capstan_model::{
-    Application, ApplicationCondition, ApplicationStatus, ComparedTo,
-    OperationInitiator, OperationPhase, OperationState, RevisionHistory, SyncOperationResult,
-    SyncStatus, SyncStatusCode, Timestamp,
+    Application, ApplicationCondition, ApplicationStatus, ComparedTo, OperationInitiator,
+    OperationPhase, OperationState, RevisionHistory, SyncOperationResult, SyncStatus,
+    SyncStatusCode, Timestamp,
 };
 use capstan_repo::git::Credentials;
 use capstan_repo::render::env::AppContext;
 use capstan_repo::service::{ManifestRequest, RepoServer};
-use capstan_store::kinds::{AppProjects, Applications};
-use capstan_store::typed::{ObjectRef, StatusWrite, TypedStore};
 use capstan_store::StoreError;
+use capstan_store::kinds::{AppProjects, Applications, Repositories};
+use capstan_store::typed::{ObjectRef, StatusWrite, TypedStore};
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
@@ -74,6 +74,8 @@ pub enum Outcome {
         synced: bool,
         /// Whether that sync corrected drift (self-heal) rather than deploying a revision.
         self_healed: bool,
+        /// When a failed sync will be retried (`syncPolicy.retry`): look again then.
+        retry_in: Option<Duration>,
     },
 }
 
@@ -96,6 +98,7 @@ pub struct ClusterHandle {
 pub struct Reconciler {
     apps: TypedStore<Applications>,
     projects: TypedStore<AppProjects>,
+    repositories: TypedStore<Repositories>,
     children: children::Children,
     operations: crate::operations::OperationStore,
     repo: RepoServer,
@@ -129,6 +132,7 @@ impl Reconciler {
         Self {
             apps: TypedStore::new(store.clone()),
             projects: TypedStore::new(store.clone()),
+            repositories: TypedStore::new(store.clone()),
             children: children::Children::new(store.clone()),
             operations: crate::operations::OperationStore::new(store),
             repo,
@@ -157,7 +161,8 @@ impl Reconciler {
     /// Asks running operations to stop at their next step (their state is saved, and the
     /// next start resumes them): shutdown does not wait for a long sync.
     pub fn stop(&self) {
-        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The clusters it reconciles into.
@@ -179,8 +184,14 @@ impl Reconciler {
         self.metrics.reconciled(match &outcome {
             Ok(Outcome::Gone) => "gone",
             Ok(Outcome::NotOwned) => "not_owned",
-            Ok(Outcome::Reconciled { sync: SyncStatusCode::Synced, .. }) => "synced",
-            Ok(Outcome::Reconciled { sync: SyncStatusCode::OutOfSync, .. }) => "out_of_sync",
+            Ok(Outcome::Reconciled {
+                sync: SyncStatusCode::Synced,
+                ..
+            }) => "synced",
+            Ok(Outcome::Reconciled {
+                sync: SyncStatusCode::OutOfSync,
+                ..
+            }) => "out_of_sync",
             Ok(Outcome::Reconciled { .. }) => "unknown",
             Err(_) => "error",
         });
@@ -213,6 +224,7 @@ impl Reconciler {
                 sync: SyncStatusCode::Unknown,
                 synced: false,
                 self_healed: false,
+                retry_in: None,
             });
         };
         if !self.ownership.owns(&cluster.server) {
@@ -229,6 +241,7 @@ impl Reconciler {
                 sync: SyncStatusCode::Unknown,
                 synced: false,
                 self_healed: false,
+                retry_in: None,
             }
         };
 
@@ -242,18 +255,31 @@ impl Reconciler {
                 .as_ref()
                 .map(|o| {
                     (
-                        o.sync_result.as_ref().map(|r| r.revision.clone()).unwrap_or_default(),
+                        o.sync_result
+                            .as_ref()
+                            .map(|r| r.revision.clone())
+                            .unwrap_or_default(),
                         o.operation.initiated_by.clone(),
                     )
                 })
                 .unwrap_or_default();
-            Box::pin(self.run_operation(at, cluster, &app, &mut status, saved, &revision, initiator, "resumed"))
-                .await?;
+            Box::pin(self.run_operation(
+                at,
+                cluster,
+                &app,
+                &mut status,
+                saved,
+                &revision,
+                initiator,
+                "resumed",
+            ))
+            .await?;
             self.write_status(at, &old, status, &cluster.server).await?;
             return Ok(Outcome::Reconciled {
                 sync: SyncStatusCode::Unknown,
                 synced: true,
                 self_healed: false,
+                retry_in: None,
             });
         }
 
@@ -268,16 +294,27 @@ impl Reconciler {
             }
         };
         let mut violations = policy.rules.check_sources(&app.spec);
-        violations.extend(policy.rules.check_destination(&app.spec.destination, &cluster.server, &cluster.name));
+        violations.extend(policy.rules.check_destination(
+            &app.spec.destination,
+            &cluster.server,
+            &cluster.name,
+        ));
         if !violations.is_empty() {
-            replace_conditions(&mut status, INVALID_SPEC_ERROR, project::conditions(&violations));
+            replace_conditions(
+                &mut status,
+                INVALID_SPEC_ERROR,
+                project::conditions(&violations),
+            );
             let outcome = unknown(&mut status);
             self.write_status(at, &old, status, &cluster.server).await?;
             return Ok(outcome);
         }
         clear_condition(&mut status, INVALID_SPEC_ERROR);
 
-        let operation = app.operation.as_ref().and_then(|o| o.sync.clone().map(|s| (o.clone(), s)));
+        let operation = app
+            .operation
+            .as_ref()
+            .and_then(|o| o.sync.clone().map(|s| (o.clone(), s)));
         let mut render_app = app.clone();
         if let Some((_, sync)) = &operation
             && !sync.revision.is_empty()
@@ -323,7 +360,10 @@ impl Reconciler {
             },
             &self.assessor,
         );
-        if child_statuses.iter().any(|c| c.status != Some(SyncStatusCode::Synced)) {
+        if child_statuses
+            .iter()
+            .any(|c| c.status != Some(SyncStatusCode::Synced))
+        {
             comparison.sync = SyncStatusCode::OutOfSync;
         }
         comparison.resources.extend(child_statuses);
@@ -336,12 +376,22 @@ impl Reconciler {
                 let namespaced = !key.namespace.is_empty();
                 policy.rules.check_resource(&key, namespaced).or_else(|| {
                     namespaced
-                        .then(|| policy.rules.check_resource_namespace(&key, &cluster.server, &cluster.name))
+                        .then(|| {
+                            policy.rules.check_resource_namespace(
+                                &key,
+                                &cluster.server,
+                                &cluster.name,
+                            )
+                        })
                         .flatten()
                 })
             })
             .collect();
-        replace_conditions(&mut status, SYNC_ERROR, project::conditions(&resource_violations));
+        replace_conditions(
+            &mut status,
+            SYNC_ERROR,
+            project::conditions(&resource_violations),
+        );
         let permitted = resource_violations.is_empty();
 
         let target = SyncTarget::from_application(&app);
@@ -365,7 +415,12 @@ impl Reconciler {
                     object,
                     app: Some(app.metadata.name.clone()),
                 })
-                .chain(untracked.iter().cloned().map(|object| LiveObject { object, app: None }))
+                .chain(
+                    untracked
+                        .iter()
+                        .cloned()
+                        .map(|object| LiveObject { object, app: None }),
+                )
                 .collect(),
             sync_options: options,
             prune,
@@ -387,7 +442,8 @@ impl Reconciler {
                 let why = if let Some(reason) = blocked.filter(|_| permitted) {
                     format!("sync blocked: {reason}")
                 } else {
-                    "sync refused: the project does not permit some resources (see SyncError)".to_owned()
+                    "sync refused: the project does not permit some resources (see SyncError)"
+                        .to_owned()
                 };
                 status.operation_state = Some(OperationState {
                     operation: op.clone(),
@@ -424,10 +480,14 @@ impl Reconciler {
                 synced = true;
             }
             self.clear_operation(at).await?;
-        } else if let Some(reason) = auto_sync_reason(&app, &status, &comparison, &rendered.revision) {
+        } else if let Some(reason) =
+            auto_sync_reason(&app, &status, &comparison, &rendered.revision)
+        {
             if !permitted {
                 debug!(app = %at, "automated sync skipped: the project does not permit some resources");
-            } else if let SyncPermission::Blocked { reason: why } = policy.windows.can_sync(&target, false, now_ts) {
+            } else if let SyncPermission::Blocked { reason: why } =
+                policy.windows.can_sync(&target, false, now_ts)
+            {
                 info!(app = %at, blocked = %why, "automated sync skipped: sync window");
             } else {
                 info!(app = %at, revision = %rendered.revision, reason, "automated sync");
@@ -437,13 +497,23 @@ impl Reconciler {
                     .as_ref()
                     .and_then(|p| p.automated.as_ref())
                     .is_some_and(|a| a.prune);
-                let state = self.plan_and_save(at, cluster, &request(prune, sync_options.clone())).await?;
+                let state = self
+                    .plan_and_save(at, cluster, &request(prune, sync_options.clone()))
+                    .await?;
                 let initiator = OperationInitiator {
                     username: String::new(),
                     automated: true,
                 };
                 self_healed = reason.starts_with("self-heal");
-                let trigger = if self_healed { "self_heal" } else { "automated" };
+                let retrying = reason == RETRY_REASON;
+                let attempts = status.operation_state.as_ref().map_or(0, |o| o.retry_count);
+                let trigger = if self_healed {
+                    "self_heal"
+                } else if retrying {
+                    "retry"
+                } else {
+                    "automated"
+                };
                 let state = Box::pin(self.run_operation(
                     at,
                     cluster,
@@ -458,15 +528,20 @@ impl Reconciler {
                 if state.phase == OperationPhase::Succeeded {
                     self.sync_children(at, &children, prune).await?;
                 }
+                if retrying && let Some(op) = status.operation_state.as_mut() {
+                    op.retry_count = attempts + 1;
+                }
                 synced = true;
             }
         }
         let sync = status.sync.status.unwrap_or(SyncStatusCode::Unknown);
+        let retry_in = retry_wait(&app, &status).map(|d| d.max(Duration::from_millis(100)));
         self.write_status(at, &old, status, &cluster.server).await?;
         Ok(Outcome::Reconciled {
             sync,
             synced,
             self_healed,
+            retry_in,
         })
     }
 
@@ -503,7 +578,9 @@ impl Reconciler {
                 .map(|p| p.sync_options.clone())
                 .unwrap_or_default();
             if finalizer.ends_with("/background") {
-                options.0.retain(|o| !o.starts_with("PrunePropagationPolicy="));
+                options
+                    .0
+                    .retain(|o| !o.starts_with("PrunePropagationPolicy="));
                 options.add("PrunePropagationPolicy=background");
             }
             let request = SyncRequest {
@@ -530,7 +607,16 @@ impl Reconciler {
                 automated: true,
             };
             let state = self
-                .run_operation(at, cluster, app, &mut status, state, "", initiator, "delete")
+                .run_operation(
+                    at,
+                    cluster,
+                    app,
+                    &mut status,
+                    state,
+                    "",
+                    initiator,
+                    "delete",
+                )
                 .await?;
             if state.phase != OperationPhase::Succeeded {
                 set_condition(&mut status, "DeletionError", state.message.clone());
@@ -539,17 +625,25 @@ impl Reconciler {
                     sync: SyncStatusCode::Unknown,
                     synced: true,
                     self_healed: false,
+                    retry_in: None,
                 });
             }
         }
-        self.apps.delete(at, capstan_store::Precondition::None).await?;
+        self.apps
+            .delete(at, capstan_store::Precondition::None)
+            .await?;
         self.operations.forget(at).await?;
         info!(app = %at, "application deleted");
         Ok(Outcome::Gone)
     }
 
     /// Writes the parent's children into the store (app of apps).
-    async fn sync_children(&self, at: &ObjectRef, children: &[children::Child], prune: bool) -> Result<(), ReconcileError> {
+    async fn sync_children(
+        &self,
+        at: &ObjectRef,
+        children: &[children::Child],
+        prune: bool,
+    ) -> Result<(), ReconcileError> {
         for line in self.children.apply(at, children, prune).await? {
             info!(app = %at, child = %line, "child synced");
         }
@@ -559,7 +653,11 @@ impl Reconciler {
     /// The Application's project, compiled; `Err` carries the condition message. The
     /// project `default` is permissive when it has not been created (as Argo CD's install
     /// creates it).
-    async fn project(&self, at: &ObjectRef, app: &Application) -> Result<Result<Policy, String>, ReconcileError> {
+    async fn project(
+        &self,
+        at: &ObjectRef,
+        app: &Application,
+    ) -> Result<Result<Policy, String>, ReconcileError> {
         let name = app.spec.project_or_default();
         let found = self
             .projects
@@ -569,7 +667,11 @@ impl Reconciler {
         let spec = match found {
             Some(p) => p.spec,
             None if name == capstan_model::DEFAULT_PROJECT => default_project(),
-            None => return Ok(Err(format!("application references project {name} which does not exist"))),
+            None => {
+                return Ok(Err(format!(
+                    "application references project {name} which does not exist"
+                )));
+            }
         };
         let rules = match ProjectPolicy::from_spec(name, &spec) {
             Ok(rules) => rules,
@@ -582,7 +684,12 @@ impl Reconciler {
         Ok(Ok(Policy { rules, windows }))
     }
 
-    async fn plan_and_save(&self, at: &ObjectRef, cluster: &ClusterHandle, request: &SyncRequest) -> Result<SyncState, ReconcileError> {
+    async fn plan_and_save(
+        &self,
+        at: &ObjectRef,
+        cluster: &ClusterHandle,
+        request: &SyncRequest,
+    ) -> Result<SyncState, ReconcileError> {
         let state = cluster.runner.plan(request).await;
         self.operations.save(at, &state).await?;
         Ok(state)
@@ -601,7 +708,11 @@ impl Reconciler {
             }
             match self
                 .apps
-                .update_spec(at, &app, capstan_store::Precondition::ModRevision(object.spec.mod_revision))
+                .update_spec(
+                    at,
+                    &app,
+                    capstan_store::Precondition::ModRevision(object.spec.mod_revision),
+                )
                 .await
             {
                 Ok(_) | Err(StoreError::NotFound { .. }) => return Ok(()),
@@ -620,7 +731,14 @@ impl Reconciler {
         if sources.is_empty() {
             return Err("the application has no source".to_owned());
         }
+        let repositories = self
+            .repositories
+            .list(None)
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
         for source in sources {
+            let registered = registered_repository(&repositories, &source.repo_url);
             let request = ManifestRequest {
                 source: source.clone(),
                 app: AppContext {
@@ -629,8 +747,8 @@ impl Reconciler {
                     project: app.spec.project_or_default().to_owned(),
                     ..AppContext::default()
                 },
-                credentials: Credentials::None,
-                helm_credentials: Default::default(),
+                credentials: registered.map(git_credentials).unwrap_or_default(),
+                helm_credentials: registered.map(helm_credentials).unwrap_or_default(),
                 ref_sources: Vec::new(),
                 no_cache: hard,
             };
@@ -649,7 +767,12 @@ impl Reconciler {
     }
 
     /// Places manifests in the destination namespace and stamps them with tracking.
-    async fn place(&self, cluster: &ClusterHandle, app: &Application, manifests: Vec<Value>) -> Vec<Value> {
+    async fn place(
+        &self,
+        cluster: &ClusterHandle,
+        app: &Application,
+        manifests: Vec<Value>,
+    ) -> Vec<Value> {
         let scopes = cluster.resolver.scopes(&manifests).await;
         manifests
             .into_iter()
@@ -663,7 +786,12 @@ impl Reconciler {
     }
 
     /// The live objects the app tracks, and those at its desired keys that it does not.
-    async fn live(&self, cluster: &ClusterHandle, app: &Application, desired: &[Value]) -> (Vec<Value>, Vec<Value>) {
+    async fn live(
+        &self,
+        cluster: &ClusterHandle,
+        app: &Application,
+        desired: &[Value],
+    ) -> (Vec<Value>, Vec<Value>) {
         let tracked_keys = cluster.cache.managed_by(&app.metadata.name);
         let tracked: Vec<Value> = tracked_keys
             .iter()
@@ -762,7 +890,12 @@ impl Reconciler {
     }
 
     /// Writes `status` now, fenced on ownership.
-    async fn put_status(&self, at: &ObjectRef, status: &ApplicationStatus, cluster: &str) -> Result<(), ReconcileError> {
+    async fn put_status(
+        &self,
+        at: &ObjectRef,
+        status: &ApplicationStatus,
+        cluster: &str,
+    ) -> Result<(), ReconcileError> {
         let write = StatusWrite {
             fences: self.ownership.fences(cluster),
             ..StatusWrite::new()
@@ -817,7 +950,11 @@ fn default_project() -> capstan_model::AppProjectSpec {
 
 /// Replaces every condition of `kind` by `conditions` (keeping transition times of
 /// unchanged ones).
-fn replace_conditions(status: &mut ApplicationStatus, kind: &str, conditions: Vec<ApplicationCondition>) {
+fn replace_conditions(
+    status: &mut ApplicationStatus,
+    kind: &str,
+    conditions: Vec<ApplicationCondition>,
+) {
     let old: Vec<ApplicationCondition> = status
         .conditions
         .iter()
@@ -827,9 +964,50 @@ fn replace_conditions(status: &mut ApplicationStatus, kind: &str, conditions: Ve
     status.conditions.retain(|c| c.condition_type != kind);
     for mut c in conditions {
         if let Some(prev) = old.iter().find(|o| o.message == c.message) {
-            c.last_transition_time.clone_from(&prev.last_transition_time);
+            c.last_transition_time
+                .clone_from(&prev.last_transition_time);
         }
         status.conditions.push(c);
+    }
+}
+
+/// The registered repository for `url` (URLs compared in their normal form, so `.git`,
+/// case and trailing slashes do not matter).
+fn registered_repository<'a>(
+    repositories: &'a [capstan_store::typed::Object<Repositories>],
+    url: &str,
+) -> Option<&'a capstan_model::RepositorySpec> {
+    let wanted = capstan_repo::git::RepoUrl::parse(url).ok()?;
+    repositories
+        .iter()
+        .map(|r| &r.spec.value.spec)
+        .find(|spec| capstan_repo::git::RepoUrl::parse(&spec.url).is_ok_and(|u| u == wanted))
+}
+
+/// Git credentials of a registered repository: a bearer token, else user and password.
+fn git_credentials(spec: &capstan_model::RepositorySpec) -> Credentials {
+    if !spec.bearer_token.expose().is_empty() {
+        Credentials::Bearer {
+            token: spec.bearer_token.expose().to_owned(),
+        }
+    } else if !spec.username.is_empty() || !spec.password.expose().is_empty() {
+        Credentials::Basic {
+            username: spec.username.clone(),
+            password: spec.password.expose().to_owned(),
+        }
+    } else {
+        Credentials::None
+    }
+}
+
+/// Helm repository credentials of a registered repository.
+fn helm_credentials(
+    spec: &capstan_model::RepositorySpec,
+) -> capstan_repo::render::helm::HelmCredentials {
+    capstan_repo::render::helm::HelmCredentials {
+        username: spec.username.clone(),
+        password: spec.password.expose().to_owned(),
+        ..Default::default()
     }
 }
 
@@ -843,7 +1021,12 @@ pub fn now() -> Timestamp {
     Timestamp::new(humantime::format_rfc3339_seconds(SystemTime::now()).to_string())
 }
 
-fn apply_comparison(status: &mut ApplicationStatus, app: &Application, c: &Comparison, revision: &str) {
+fn apply_comparison(
+    status: &mut ApplicationStatus,
+    app: &Application,
+    c: &Comparison,
+    revision: &str,
+) {
     status.resources.clone_from(&c.resources);
     status.sync = SyncStatus {
         status: Some(c.sync),
@@ -858,7 +1041,9 @@ fn apply_comparison(status: &mut ApplicationStatus, app: &Application, c: &Compa
     };
     let mut health = c.health.clone();
     if status.health.status == health.status {
-        health.last_transition_time.clone_from(&status.health.last_transition_time);
+        health
+            .last_transition_time
+            .clone_from(&status.health.last_transition_time);
     } else {
         health.last_transition_time = Some(now());
     }
@@ -872,8 +1057,9 @@ fn apply_comparison(status: &mut ApplicationStatus, app: &Application, c: &Compa
 }
 
 /// Why an automated sync should run now, or `None` (Argo CD's rules: only when OutOfSync;
-/// once per revision unless `selfHeal`; never an empty sync unless `allowEmpty`; not again
-/// right after a failed attempt at the same revision).
+/// once per revision unless `selfHeal`; never an empty sync unless `allowEmpty`; a failed
+/// sync of the same revision only again as a retry under `syncPolicy.retry`, once its backoff
+/// has passed).
 fn auto_sync_reason(
     app: &Application,
     status: &ApplicationStatus,
@@ -885,7 +1071,11 @@ fn auto_sync_reason(
         return None;
     }
     let automated = policy.automated.as_ref()?;
-    let managed = c.resources.iter().filter(|r| !r.hook && !r.requires_pruning).count();
+    let managed = c
+        .resources
+        .iter()
+        .filter(|r| !r.hook && !r.requires_pruning)
+        .count();
     if managed == 0 && !automated.allow_empty {
         return None;
     }
@@ -895,12 +1085,72 @@ fn auto_sync_reason(
         .map(|r| r.revision.as_str());
     if last_revision == Some(revision) {
         let failed = last.and_then(|o| o.phase) != Some(OperationPhase::Succeeded);
-        if failed || !automated.self_heal {
+        if failed {
+            return (retry_wait(app, status) == Some(Duration::ZERO)).then_some(RETRY_REASON);
+        }
+        if !automated.self_heal {
             return None;
         }
         return Some("self-heal: live state drifted from the synced revision");
     }
     Some("out of sync with a new revision")
+}
+
+const RETRY_REASON: &str = "retry of a failed sync";
+
+/// With `syncPolicy.retry` and attempts left after a failed sync: how long until the next
+/// attempt is due (zero: now). `None`: no retry (no policy, limit reached, last sync fine).
+fn retry_wait(app: &Application, status: &ApplicationStatus) -> Option<Duration> {
+    let retry = app.spec.sync_policy.as_ref()?.retry.as_ref()?;
+    let last = status.operation_state.as_ref()?;
+    if last.phase == Some(OperationPhase::Succeeded) || last.phase == Some(OperationPhase::Running)
+    {
+        return None;
+    }
+    let attempts = last.retry_count;
+    if retry.limit >= 0 && attempts >= retry.limit {
+        return None;
+    }
+    let delay = retry_delay(retry.backoff.as_ref(), attempts);
+    let finished = last
+        .finished_at
+        .as_ref()
+        .and_then(|t| t.as_str().parse::<jiff::Timestamp>().ok())?;
+    let due = finished
+        .checked_add(jiff::SignedDuration::try_from(delay).ok()?)
+        .ok()?;
+    let now = jiff::Timestamp::now();
+    Some(if due <= now {
+        Duration::ZERO
+    } else {
+        Duration::try_from(due.duration_since(now)).unwrap_or(Duration::ZERO)
+    })
+}
+
+/// Argo CD's retry backoff: `duration` (5 s) × `factor` (2) ^ attempt, at most `maxDuration`
+/// (3 minutes).
+fn retry_delay(backoff: Option<&capstan_model::Backoff>, attempt: i64) -> Duration {
+    let parse = |text: &str, default: Duration| {
+        if text.is_empty() {
+            default
+        } else {
+            capstan_model::validate::duration::parse_go_duration(text).unwrap_or(default)
+        }
+    };
+    let base = parse(
+        backoff.map_or("", |b| b.duration.as_str()),
+        Duration::from_secs(5),
+    );
+    let max = parse(
+        backoff.map_or("", |b| b.max_duration.as_str()),
+        Duration::from_secs(180),
+    );
+    let factor = backoff.and_then(|b| b.factor).unwrap_or(2).max(1);
+    let exponent = u32::try_from(attempt.clamp(0, 30)).unwrap_or(30);
+    let multiplier = u32::try_from(factor)
+        .unwrap_or(u32::MAX)
+        .saturating_pow(exponent);
+    base.saturating_mul(multiplier).min(max)
 }
 
 fn set_condition(status: &mut ApplicationStatus, kind: &str, message: String) {
@@ -924,4 +1174,37 @@ fn set_condition(status: &mut ApplicationStatus, kind: &str, message: String) {
 
 fn clear_condition(status: &mut ApplicationStatus, kind: &str) {
     status.conditions.retain(|c| c.condition_type != kind);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_backoff_grows_by_the_factor_up_to_the_maximum() {
+        let secs = |b: Option<&capstan_model::Backoff>, n| retry_delay(b, n).as_secs();
+        assert_eq!(
+            [0, 1, 2, 3, 10].map(|n| secs(None, n)),
+            [5, 10, 20, 40, 180]
+        );
+        let custom = capstan_model::Backoff {
+            duration: "1s".into(),
+            factor: Some(3),
+            max_duration: "1m".into(),
+        };
+        assert_eq!(
+            [0, 1, 2, 3, 4].map(|n| secs(Some(&custom), n)),
+            [1, 3, 9, 27, 60]
+        );
+        let unreadable = capstan_model::Backoff {
+            duration: "soon".into(),
+            factor: None,
+            max_duration: String::new(),
+        };
+        assert_eq!(
+            secs(Some(&unreadable), 0),
+            5,
+            "an unreadable duration falls back to 5s"
+        );
+    }
 }

@@ -31,7 +31,10 @@ async fn applications_are_synced_healed_and_updated_from_git() -> Result<()> {
 
     // Git: two config maps.
     let repo = GitRepo::init()?;
-    repo.write_all(&[("app/settings.yaml", cm("settings", "v1")), ("app/extra.yaml", cm("extra", "one"))])?;
+    repo.write_all(&[
+        ("app/settings.yaml", cm("settings", "v1")),
+        ("app/extra.yaml", cm("extra", "one")),
+    ])?;
     repo.commit("first")?;
     let git = GitHttpServer::start_temp(GitHttpOptions::default())?;
     let url = git.url_for(&repo)?;
@@ -54,9 +57,11 @@ async fn applications_are_synced_healed_and_updated_from_git() -> Result<()> {
 
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     wait_until("the first sync", DEADLINE, || async {
-        Ok((value_of(&config_maps, "settings").await?.as_deref() == Some("v1")
-            && value_of(&config_maps, "extra").await?.is_some())
-        .then_some(()))
+        Ok(
+            (value_of(&config_maps, "settings").await?.as_deref() == Some("v1")
+                && value_of(&config_maps, "extra").await?.is_some())
+            .then_some(()),
+        )
     })
     .await?;
     let status = wait_until("Synced and Healthy in the status", DEADLINE, || async {
@@ -88,18 +93,21 @@ async fn applications_are_synced_healed_and_updated_from_git() -> Result<()> {
     .await?;
 
     // Counted: at least one automated sync and one self-heal (a cache event racing the
-    // first sync's status may add a harmless extra self-heal).
-    let metrics = running.metrics_text()?;
+    // first sync's status may add a harmless extra self-heal). The counter moves when the
+    // operation ends, a moment after the object is back.
     for series in [
         r#"capstan_controller_syncs_total{trigger="automated",phase="Succeeded"} "#,
         r#"capstan_controller_syncs_total{trigger="self_heal",phase="Succeeded"} "#,
     ] {
-        let count: u64 = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(series))
-            .and_then(|v| v.trim().parse().ok())
-            .with_context(|| format!("{series} missing from:\n{metrics}"))?;
-        assert!(count >= 1, "{series}{count}");
+        wait_until(series, DEADLINE, || async {
+            let metrics = running.metrics_text()?;
+            let count: Option<u64> = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(series))
+                .and_then(|v| v.trim().parse().ok());
+            Ok(count.filter(|c| *c >= 1))
+        })
+        .await?;
     }
 
     // A new commit changes one object and removes the other: deployed and pruned.
@@ -107,15 +115,22 @@ async fn applications_are_synced_healed_and_updated_from_git() -> Result<()> {
     repo.remove("app/extra.yaml")?;
     let second = repo.commit("second")?;
     running.queue.enqueue(at.clone(), Request::refresh());
-    wait_until("the new commit deployed and the removed file pruned", DEADLINE, || async {
-        Ok((value_of(&config_maps, "settings").await?.as_deref() == Some("v2")
-            && value_of(&config_maps, "extra").await?.is_none())
-        .then_some(()))
-    })
+    wait_until(
+        "the new commit deployed and the removed file pruned",
+        DEADLINE,
+        || async {
+            Ok(
+                (value_of(&config_maps, "settings").await?.as_deref() == Some("v2")
+                    && value_of(&config_maps, "extra").await?.is_none())
+                .then_some(()),
+            )
+        },
+    )
     .await?;
     let status = wait_until("the status at the new revision", DEADLINE, || async {
         let status = apps.get(&at).await?.and_then(|o| o.status).map(|s| s.value);
-        Ok(status.filter(|s| s.sync.revision == second && s.sync.status == Some(SyncStatusCode::Synced)))
+        Ok(status
+            .filter(|s| s.sync.revision == second && s.sync.status == Some(SyncStatusCode::Synced)))
     })
     .await?;
     assert!(
@@ -147,7 +162,8 @@ async fn requested_syncs_run_once_and_projects_are_enforced() -> Result<()> {
 
     // No automated policy: compared, reported OutOfSync, nothing applied.
     let at = ObjectRef::new("capstan", "manual");
-    apps.create(&at, &application("manual", &url, "app", &ns, "")?).await?;
+    apps.create(&at, &application("manual", &url, "app", &ns, "")?)
+        .await?;
     wait_until("OutOfSync reported", DEADLINE, || async {
         let status = apps.get(&at).await?.and_then(|o| o.status).map(|s| s.value);
         Ok(status.filter(|s| s.sync.status == Some(SyncStatusCode::OutOfSync)))
@@ -165,25 +181,32 @@ async fn requested_syncs_run_once_and_projects_are_enforced() -> Result<()> {
         },
         ..capstan_model::Operation::default()
     });
-    apps.update_spec(&at, &requested, capstan_store::Precondition::None).await?;
+    apps.update_spec(&at, &requested, capstan_store::Precondition::None)
+        .await?;
     let status = wait_until("the requested sync", DEADLINE, || async {
         let object = apps.get(&at).await?.context("exists")?;
         let status = object.status.map(|s| s.value);
-        Ok(status
-            .filter(|s| s.sync.status == Some(SyncStatusCode::Synced) && object.spec.value.operation.is_none()))
+        Ok(status.filter(|s| {
+            s.sync.status == Some(SyncStatusCode::Synced) && object.spec.value.operation.is_none()
+        }))
     })
     .await?;
     let op = status.operation_state.context("recorded")?;
     assert_eq!(op.phase, Some(OperationPhase::Succeeded));
     assert_eq!(op.operation.initiated_by.username, "alice");
-    assert_eq!(value_of(&config_maps, "settings").await?.as_deref(), Some("v1"));
+    assert_eq!(
+        value_of(&config_maps, "settings").await?.as_deref(),
+        Some("v1")
+    );
 
     // A project that does not permit the repository: a condition, and nothing deployed.
     let projects = TypedStore::<capstan_store::kinds::AppProjects>::new(store.clone());
     let project = capstan_model::parse_app_project_yaml(
         "apiVersion: argoproj.io/v1alpha1\nkind: AppProject\nmetadata:\n  name: locked\n  namespace: capstan\nspec:\n  sourceRepos:\n  - https://git.example.com/*\n  destinations:\n  - server: '*'\n    namespace: '*'\n",
     )?;
-    projects.create(&ObjectRef::new("capstan", "locked"), &project).await?;
+    projects
+        .create(&ObjectRef::new("capstan", "locked"), &project)
+        .await?;
     let locked = ObjectRef::new("capstan", "locked-app");
     let mut app = application(
         "locked-app",
@@ -195,13 +218,22 @@ async fn requested_syncs_run_once_and_projects_are_enforced() -> Result<()> {
     app.spec.project = "locked".into();
     apps.create(&locked, &app).await?;
     let status = wait_until("the project's verdict", DEADLINE, || async {
-        let status = apps.get(&locked).await?.and_then(|o| o.status).map(|s| s.value);
+        let status = apps
+            .get(&locked)
+            .await?
+            .and_then(|o| o.status)
+            .map(|s| s.value);
         Ok(status.filter(|s| !s.conditions.is_empty()))
     })
     .await?;
     let condition = &status.conditions[0];
     assert_eq!(condition.condition_type, "InvalidSpecError");
-    assert!(condition.message.contains("is not permitted in project 'locked'"), "{condition:?}");
+    assert!(
+        condition
+            .message
+            .contains("is not permitted in project 'locked'"),
+        "{condition:?}"
+    );
     assert_eq!(status.sync.status, Some(SyncStatusCode::Unknown));
     assert!(status.operation_state.is_none(), "never synced");
 
@@ -237,31 +269,55 @@ async fn an_operation_interrupted_by_a_restart_resumes() -> Result<()> {
     let at = ObjectRef::new("capstan", "waves");
     apps.create(
         &at,
-        &application("waves", &url, "app", &ns, "  syncPolicy:\n    automated: {}\n")?,
+        &application(
+            "waves",
+            &url,
+            "app",
+            &ns,
+            "  syncPolicy:\n    automated: {}\n",
+        )?,
     )
     .await?;
 
     let first = start(store.clone(), client.clone(), &ns, dir.path()).await?;
-    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), &ns);
-    wait_until("wave 0 applied and the operation running", DEADLINE, || async {
-        let status = apps.get(&at).await?.and_then(|o| o.status).map(|s| s.value);
-        let running = status
-            .and_then(|s| s.operation_state)
-            .is_some_and(|o| o.phase == Some(OperationPhase::Running));
-        Ok((running && deployments.get_opt("db").await?.is_some()).then_some(()))
-    })
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), &ns);
+    wait_until(
+        "wave 0 applied and the operation running",
+        DEADLINE,
+        || async {
+            let status = apps.get(&at).await?.and_then(|o| o.status).map(|s| s.value);
+            let running = status
+                .and_then(|s| s.operation_state)
+                .is_some_and(|o| o.phase == Some(OperationPhase::Running));
+            Ok((running && deployments.get_opt("db").await?.is_some()).then_some(()))
+        },
+    )
     .await?;
     first.stop().await?;
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-    assert_eq!(value_of(&config_maps, "after").await?, None, "wave 1 never started");
+    assert_eq!(
+        value_of(&config_maps, "after").await?,
+        None,
+        "wave 1 never started"
+    );
 
     // The Deployment becomes available (written as its controller would), and a new
     // controller on the same store finishes the operation.
-    let generation = deployments.get("db").await?.metadata.generation.unwrap_or(1);
+    let generation = deployments
+        .get("db")
+        .await?
+        .metadata
+        .generation
+        .unwrap_or(1);
     deployments
-        .patch_status("db", &PatchParams::default(), &Patch::Merge(json!({"status": {
+        .patch_status(
+            "db",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
             "observedGeneration": generation, "replicas": 1, "updatedReplicas": 1,
-            "readyReplicas": 1, "availableReplicas": 1}})))
+            "readyReplicas": 1, "availableReplicas": 1}})),
+        )
         .await?;
     let second = start(store.clone(), client.clone(), &ns, dir.path()).await?;
     let status = wait_until("the resumed operation finished", DEADLINE, || async {
@@ -273,8 +329,15 @@ async fn an_operation_interrupted_by_a_restart_resumes() -> Result<()> {
         }))
     })
     .await?;
-    assert_eq!(value_of(&config_maps, "after").await?.as_deref(), Some("v1"));
-    assert!(status.operation_state.is_some_and(|o| o.operation.initiated_by.automated));
+    assert_eq!(
+        value_of(&config_maps, "after").await?.as_deref(),
+        Some("v1")
+    );
+    assert!(
+        status
+            .operation_state
+            .is_some_and(|o| o.operation.initiated_by.automated)
+    );
     second.stop().await?;
     Ok(())
 }
@@ -308,7 +371,8 @@ async fn deleting_with_the_finalizer_removes_resources_and_without_it_keeps_them
     app.metadata.finalizers = vec!["resources-finalizer.argocd.argoproj.io/background".into()];
     apps.create(&cascade, &app).await?;
     let orphan = ObjectRef::new("capstan", "orphan");
-    apps.create(&orphan, &application("orphan", &url, "orphan", &ns, auto)?).await?;
+    apps.create(&orphan, &application("orphan", &url, "orphan", &ns, auto)?)
+        .await?;
     wait_until("both apps synced", DEADLINE, || async {
         Ok((value_of(&config_maps, "cascaded").await?.is_some()
             && value_of(&config_maps, "orphaned").await?.is_some())
@@ -319,13 +383,21 @@ async fn deleting_with_the_finalizer_removes_resources_and_without_it_keeps_them
     for at in [&cascade, &orphan] {
         let mut app = apps.get(at).await?.context("exists")?.spec.value;
         app.metadata.deletion_timestamp = Some(capstan_controller::reconcile::now());
-        apps.update_spec(at, &app, capstan_store::Precondition::None).await?;
+        apps.update_spec(at, &app, capstan_store::Precondition::None)
+            .await?;
     }
     wait_until("both apps gone from the store", DEADLINE, || async {
-        Ok((apps.get(&cascade).await?.is_none() && apps.get(&orphan).await?.is_none()).then_some(()))
+        Ok(
+            (apps.get(&cascade).await?.is_none() && apps.get(&orphan).await?.is_none())
+                .then_some(()),
+        )
     })
     .await?;
-    assert_eq!(value_of(&config_maps, "cascaded").await?, None, "cascade deleted it");
+    assert_eq!(
+        value_of(&config_maps, "cascaded").await?,
+        None,
+        "cascade deleted it"
+    );
     assert_eq!(
         value_of(&config_maps, "goodbye").await?.as_deref(),
         Some("bye"),
@@ -384,23 +456,44 @@ async fn an_app_of_apps_manages_its_children_in_the_store() -> Result<()> {
     })
     .await?;
     let at = ObjectRef::new("capstan", "child");
-    let stored = apps.get(&at).await?.context("the child is stored")?.spec.value;
+    let stored = apps
+        .get(&at)
+        .await?
+        .context("the child is stored")?
+        .spec
+        .value;
     assert_eq!(
-        stored.metadata.annotations.get("capstan.dev/managed-by-app").map(String::as_str),
+        stored
+            .metadata
+            .annotations
+            .get("capstan.dev/managed-by-app")
+            .map(String::as_str),
         Some("capstan/root")
     );
     let root_status = wait_until("the root in sync", DEADLINE, || async {
-        let status = apps.get(&root).await?.and_then(|o| o.status).map(|s| s.value);
+        let status = apps
+            .get(&root)
+            .await?
+            .and_then(|o| o.status)
+            .map(|s| s.value);
         Ok(status.filter(|s| s.sync.status == Some(SyncStatusCode::Synced)))
     })
     .await?;
-    let kinds: Vec<&str> = root_status.resources.iter().map(|r| r.kind.as_str()).collect();
-    assert!(kinds.contains(&"Application") && kinds.contains(&"AppProject"), "{kinds:?}");
+    let kinds: Vec<&str> = root_status
+        .resources
+        .iter()
+        .map(|r| r.kind.as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"Application") && kinds.contains(&"AppProject"),
+        "{kinds:?}"
+    );
 
     // An edit made behind Git's back is undone (self-heal of the root).
     let mut edited = stored.clone();
     edited.spec.source.as_mut().context("has a source")?.path = "elsewhere".into();
-    apps.update_spec(&at, &edited, capstan_store::Precondition::None).await?;
+    apps.update_spec(&at, &edited, capstan_store::Precondition::None)
+        .await?;
     running.queue.enqueue(root.clone(), Request::refresh());
     wait_until("the child restored", DEADLINE, || async {
         let app = apps.get(&at).await?.context("exists")?.spec.value;
@@ -417,6 +510,138 @@ async fn an_app_of_apps_manages_its_children_in_the_store() -> Result<()> {
     })
     .await?;
     assert!(value_of(&config_maps, "from-child").await?.is_some());
+    running.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_repositories_are_read_with_the_registered_credentials() -> Result<()> {
+    init_test_logging();
+    let server = shared::apiserver().await?;
+    let client = server.client().await?;
+    let ns = server.test_namespace("ctrl-private").await?;
+    let repo = GitRepo::init()?;
+    repo.write_all(&[("app/settings.yaml", cm("private", "v1"))])?;
+    repo.commit("private")?;
+    let git =
+        GitHttpServer::start_temp(GitHttpOptions::default().with_bearer_token("s3cr3t-token"))?;
+    let url = git.url_for(&repo)?;
+    let dir = tempfile::tempdir()?;
+    let store = open_store(dir.path()).await?;
+    let running = start(store.clone(), client.clone(), &ns, dir.path()).await?;
+    let apps = TypedStore::<Applications>::new(store.clone());
+    let at = ObjectRef::new("capstan", "private");
+    apps.create(
+        &at,
+        &application(
+            "private",
+            &url,
+            "app",
+            &ns,
+            "  syncPolicy:\n    automated: {}\n",
+        )?,
+    )
+    .await?;
+
+    // Unregistered: the repository refuses, and the condition says so (without secrets).
+    let status = wait_until("a comparison error", DEADLINE, || async {
+        let status = apps.get(&at).await?.and_then(|o| o.status).map(|s| s.value);
+        Ok(status.filter(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.condition_type == "ComparisonError")
+        }))
+    })
+    .await?;
+    assert_eq!(status.sync.status, Some(SyncStatusCode::Unknown));
+
+    // Registered with its token (as `capstan repo add` will): synced.
+    let repositories = TypedStore::<capstan_store::kinds::Repositories>::new(store.clone());
+    let registered = capstan_model::parse_repository_yaml(&format!(
+        "apiVersion: capstan.dev/v1alpha1\nkind: Repository\nmetadata:\n  name: private\n  namespace: capstan\nspec:\n  url: {url}\n  bearerToken: s3cr3t-token\n"
+    ))?;
+    repositories
+        .create(&ObjectRef::new("capstan", "private"), &registered)
+        .await?;
+    running.queue.enqueue(at.clone(), Request::refresh());
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    wait_until("the private repository synced", DEADLINE, || async {
+        Ok(value_of(&config_maps, "private").await?.map(|_| ()))
+    })
+    .await?;
+    let status = apps
+        .get(&at)
+        .await?
+        .and_then(|o| o.status)
+        .map(|s| s.value)
+        .context("status")?;
+    let text = serde_json::to_string(&status)?;
+    assert!(!text.contains("s3cr3t-token"), "no secret in the status");
+    running.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_syncs_are_retried_within_the_limit() -> Result<()> {
+    init_test_logging();
+    let server = shared::apiserver().await?;
+    let client = server.client().await?;
+    let ns = server.test_namespace("ctrl-retry").await?;
+    let repo = GitRepo::init()?;
+    // `k: 1` is a number: the API server refuses the ConfigMap, so every attempt fails.
+    repo.write_all(&[(
+        "app/bad.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bad\ndata:\n  k: 1\n".to_owned(),
+    )])?;
+    repo.commit("broken")?;
+    let git = GitHttpServer::start_temp(GitHttpOptions::default())?;
+    let url = git.url_for(&repo)?;
+    let dir = tempfile::tempdir()?;
+    let store = open_store(dir.path()).await?;
+    let running = start(store.clone(), client.clone(), &ns, dir.path()).await?;
+    let apps = TypedStore::<Applications>::new(store.clone());
+    let at = ObjectRef::new("capstan", "retried");
+    apps.create(
+        &at,
+        &application(
+            "retried",
+            &url,
+            "app",
+            &ns,
+            "  syncPolicy:\n    automated: {}\n    retry:\n      limit: 2\n      backoff:\n        duration: 200ms\n        factor: 2\n        maxDuration: 1s\n",
+        )?,
+    )
+    .await?;
+    let status = wait_until("two retries spent", DEADLINE, || async {
+        let status = apps.get(&at).await?.and_then(|o| o.status).map(|s| s.value);
+        Ok(status.filter(|s| {
+            s.operation_state
+                .as_ref()
+                .is_some_and(|o| o.retry_count == 2)
+        }))
+    })
+    .await?;
+    let op = status.operation_state.context("recorded")?;
+    assert_eq!(op.phase, Some(OperationPhase::Failed));
+    assert!(op.message.contains("bad"), "{}", op.message);
+    let series = r#"capstan_controller_syncs_total{trigger="retry",phase="Failed"} "#;
+    let retries: u64 = running
+        .metrics_text()?
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .context("retries counted")?;
+    assert_eq!(retries, 2, "exactly the limit");
+
+    // A fix in Git is a new revision: synced at once.
+    repo.write_all(&[("app/bad.yaml", cm("bad", "fixed"))])?;
+    repo.commit("fixed")?;
+    running.queue.enqueue(at.clone(), Request::refresh());
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    wait_until("the fix deployed", DEADLINE, || async {
+        Ok((value_of(&config_maps, "bad").await?.as_deref() == Some("fixed")).then_some(()))
+    })
+    .await?;
     running.stop().await?;
     Ok(())
 }

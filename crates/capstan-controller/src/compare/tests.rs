@@ -28,7 +28,11 @@ fn statuses(c: &Comparison) -> Vec<(String, Option<SyncStatusCode>, bool)> {
 fn equal_resources_are_synced_and_changes_missing_and_extra_ones_are_not() {
     let input = CompareInput {
         desired: vec![cm("same", "1"), cm("changed", "new"), cm("missing", "1")],
-        tracked: vec![live(cm("same", "1")), live(cm("changed", "old")), live(cm("extra", "1"))],
+        tracked: vec![
+            live(cm("same", "1")),
+            live(cm("changed", "old")),
+            live(cm("extra", "1")),
+        ],
         ..CompareInput::default()
     };
     let c = run(&input);
@@ -42,7 +46,11 @@ fn equal_resources_are_synced_and_changes_missing_and_extra_ones_are_not() {
             ("same".into(), Some(SyncStatusCode::Synced), false),
         ]
     );
-    let missing = c.resources.iter().find(|r| r.name == "missing").expect("listed");
+    let missing = c
+        .resources
+        .iter()
+        .find(|r| r.name == "missing")
+        .expect("listed");
     assert_eq!(
         missing.health.as_ref().and_then(|h| h.status),
         Some(HealthStatusCode::Missing)

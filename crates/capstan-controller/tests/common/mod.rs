@@ -71,7 +71,12 @@ impl Running {
 
 /// Starts a controller over `store` reconciling into the cluster behind `client`, watching
 /// namespace `ns`; the repo-server works in `work`.
-pub async fn start(store: Arc<dyn Store>, client: kube::Client, ns: &str, work: &std::path::Path) -> Result<Running> {
+pub async fn start(
+    store: Arc<dyn Store>,
+    client: kube::Client,
+    ns: &str,
+    work: &std::path::Path,
+) -> Result<Running> {
     let mut repo_config = RepoServerConfig::new(work.join("repo"));
     repo_config.ref_ttl = Duration::ZERO;
     let repo_server = RepoServer::new(repo_config)
@@ -133,7 +138,13 @@ pub async fn start(store: Arc<dyn Store>, client: kube::Client, ns: &str, work: 
 }
 
 /// An Application in Argo CD's YAML for `url`/`path` into `ns`, with extra spec lines.
-pub fn application(name: &str, url: &str, path: &str, ns: &str, extra: &str) -> Result<capstan_model::Application> {
+pub fn application(
+    name: &str,
+    url: &str,
+    path: &str,
+    ns: &str,
+    extra: &str,
+) -> Result<capstan_model::Application> {
     Ok(capstan_model::parse_application_yaml(&format!(
         "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata:\n  name: {name}\n  namespace: capstan\nspec:\n  project: default\n  source:\n    repoURL: {url}\n    path: {path}\n    targetRevision: HEAD\n  destination:\n    server: {IN_CLUSTER_SERVER}\n    namespace: {ns}\n{extra}"
     ))?)
