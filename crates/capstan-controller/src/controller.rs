@@ -25,8 +25,7 @@ use tracing::{Instrument as _, debug, info, info_span, warn};
 use crate::queue::{self, QueueConfig, Request, WorkQueue};
 use crate::reconcile::{Outcome, ReconcileError, Reconciler};
 
-/// The annotation that asks for a refresh (`normal` or `hard`), as in Argo CD.
-pub const ANNOTATION_REFRESH: &str = "argocd.argoproj.io/refresh";
+pub use crate::reconcile::REFRESH_ANNOTATION as ANNOTATION_REFRESH;
 
 /// How the controller runs.
 #[derive(Clone, Debug)]

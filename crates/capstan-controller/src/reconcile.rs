@@ -41,6 +41,8 @@ use crate::windows::{SyncPermission, SyncTarget, WindowSet};
 pub const IN_CLUSTER_SERVER: &str = "https://kubernetes.default.svc";
 /// Its name.
 pub const IN_CLUSTER_NAME: &str = "in-cluster";
+/// The annotation that asks for a refresh (`normal` or `hard`), removed once served.
+pub const REFRESH_ANNOTATION: &str = "argocd.argoproj.io/refresh";
 /// The finalizer that makes deleting an Application delete its resources first (Argo CD's
 /// name; `/background` and `/foreground` suffixes choose the propagation).
 pub const RESOURCES_FINALIZER: &str = "resources-finalizer.argocd.argoproj.io";
@@ -368,6 +370,11 @@ impl Reconciler {
         }
         comparison.resources.extend(child_statuses);
         apply_comparison(&mut status, &app, &comparison, &rendered.revision);
+        if app.spec.has_multiple_sources() {
+            status.source_types.clone_from(&rendered.source_types);
+        } else {
+            status.source_type = rendered.source_types.first().copied();
+        }
         let resource_violations: Vec<_> = desired
             .iter()
             .filter_map(|m| {
@@ -534,6 +541,9 @@ impl Reconciler {
                 synced = true;
             }
         }
+        if app.metadata.annotations.contains_key(REFRESH_ANNOTATION) {
+            self.clear_refresh(at).await?;
+        }
         let sync = status.sync.status.unwrap_or(SyncStatusCode::Unknown);
         let retry_in = retry_wait(&app, &status).map(|d| d.max(Duration::from_millis(100)));
         self.write_status(at, &old, status, &cluster.server).await?;
@@ -637,6 +647,39 @@ impl Reconciler {
         Ok(Outcome::Gone)
     }
 
+    /// Removes the served `argocd.argoproj.io/refresh` request from the Application (as Argo
+    /// CD does), so later edits are not hard refreshes too.
+    async fn clear_refresh(&self, at: &ObjectRef) -> Result<(), ReconcileError> {
+        for _ in 0..5 {
+            let Some(object) = self.apps.get(at).await? else {
+                return Ok(());
+            };
+            let mut app = object.spec.value;
+            if app
+                .metadata
+                .annotations
+                .shift_remove(REFRESH_ANNOTATION)
+                .is_none()
+            {
+                return Ok(());
+            }
+            match self
+                .apps
+                .update_spec(
+                    at,
+                    &app,
+                    capstan_store::Precondition::ModRevision(object.spec.mod_revision),
+                )
+                .await
+            {
+                Ok(_) | Err(StoreError::NotFound { .. }) => return Ok(()),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
     /// Writes the parent's children into the store (app of apps).
     async fn sync_children(
         &self,
@@ -727,6 +770,7 @@ impl Reconciler {
     async fn render(&self, app: &Application, hard: bool) -> Result<Rendered, String> {
         let mut manifests = Vec::new();
         let mut revisions = Vec::new();
+        let mut source_types = Vec::new();
         let sources = app.spec.effective_sources();
         if sources.is_empty() {
             return Err("the application has no source".to_owned());
@@ -759,10 +803,12 @@ impl Reconciler {
                 .map_err(|e| format!("rendering {}: {}", source.repo_url, e.message))?;
             manifests.extend(generated.manifests.manifests.iter().cloned());
             revisions.push(generated.manifests.revision.clone());
+            source_types.push(generated.manifests.source_type);
         }
         Ok(Rendered {
             manifests,
             revision: revisions.join(","),
+            source_types,
         })
     }
 
@@ -1014,6 +1060,7 @@ fn helm_credentials(
 struct Rendered {
     manifests: Vec<Value>,
     revision: String,
+    source_types: Vec<capstan_model::SourceType>,
 }
 
 /// The current time in RFC 3339, as the model stores times.

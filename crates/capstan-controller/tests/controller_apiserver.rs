@@ -199,6 +199,29 @@ async fn requested_syncs_run_once_and_projects_are_enforced() -> Result<()> {
         Some("v1")
     );
 
+    assert_eq!(
+        status.source_type,
+        Some(capstan_model::SourceType::Directory)
+    );
+
+    // A hard refresh asked for by annotation is served and the annotation removed.
+    let mut refresh = apps.get(&at).await?.context("exists")?.spec.value;
+    refresh
+        .metadata
+        .annotations
+        .insert("argocd.argoproj.io/refresh".into(), "hard".into());
+    apps.update_spec(&at, &refresh, capstan_store::Precondition::None)
+        .await?;
+    wait_until("the refresh request served", DEADLINE, || async {
+        let app = apps.get(&at).await?.context("exists")?.spec.value;
+        Ok((!app
+            .metadata
+            .annotations
+            .contains_key("argocd.argoproj.io/refresh"))
+        .then_some(()))
+    })
+    .await?;
+
     // A project that does not permit the repository: a condition, and nothing deployed.
     let projects = TypedStore::<capstan_store::kinds::AppProjects>::new(store.clone());
     let project = capstan_model::parse_app_project_yaml(
