@@ -62,8 +62,11 @@ fn main() -> std::process::ExitCode {
         Command::Admin(args) => return admin::run(args),
         other => other,
     };
+    // 8 MiB worker stacks (tokio's default is 2 MiB): a reconcile that runs a sync through
+    // the kube client nests deeply, and unoptimised builds overflowed the default.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(8 << 20)
         .build()
     {
         Ok(rt) => rt,
