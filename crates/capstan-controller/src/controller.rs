@@ -27,6 +27,9 @@ use crate::reconcile::{Outcome, ReconcileError, Reconciler};
 
 pub use crate::reconcile::REFRESH_ANNOTATION as ANNOTATION_REFRESH;
 
+/// How soon an Application is compared again after a sync.
+const AFTER_SYNC: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// How the controller runs.
 #[derive(Clone, Debug)]
 pub struct ControllerConfig {
@@ -191,6 +194,10 @@ fn queue_outcome(at: &ObjectRef, outcome: Result<Outcome, ReconcileError>) -> qu
             retry_in: Some(wait),
             ..
         }) => queue::Outcome::RequeueAfter(wait),
+        // After a sync, look again soon: the status still holds the comparison made before
+        // it, and an Application whose objects all live in the store (an app of apps) gets
+        // no cluster event to say it changed.
+        Ok(Outcome::Reconciled { synced: true, .. }) => queue::Outcome::RequeueAfter(AFTER_SYNC),
         Ok(Outcome::Reconciled { .. }) => queue::Outcome::Succeeded,
         Err(err) => {
             warn!(app = %at, error = %err, "reconcile failed");
