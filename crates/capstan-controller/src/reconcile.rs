@@ -182,7 +182,9 @@ impl Reconciler {
 
     /// Reconciles one Application; `hard` bypasses the manifest cache.
     pub async fn reconcile(&self, at: &ObjectRef, hard: bool) -> Result<Outcome, ReconcileError> {
+        let started = std::time::Instant::now();
         let outcome = Box::pin(self.reconcile_once(at, hard)).await;
+        debug!(app = %at, hard, outcome = ?outcome, ms = started.elapsed().as_millis(), "reconciled");
         self.metrics.reconciled(match &outcome {
             Ok(Outcome::Gone) => "gone",
             Ok(Outcome::NotOwned) => "not_owned",
