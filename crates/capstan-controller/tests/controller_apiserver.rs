@@ -527,10 +527,9 @@ async fn an_app_of_apps_manages_its_children_in_the_store() -> Result<()> {
     // Removed from Git: pruned from the store (no finalizer, so its resources stay).
     repo.remove("root/child.yaml")?;
     repo.commit("drop the child")?;
-    // Hard: a normal refresh may be answered by a ref listing that started just before the
-    // commit (the repo-server coalesces listings); it would see the commit only at the next
-    // resync. Known, and noted for the repo-server.
-    running.queue.enqueue(root.clone(), Request::hard_refresh());
+    // A normal refresh: it must not be answered by a ref listing that started before the
+    // commit (the repo-server once coalesced such listings, and this step waited for a resync).
+    running.queue.enqueue(root.clone(), Request::refresh());
     wait_until("the child pruned", DEADLINE, || async {
         Ok(apps.get(&at).await?.is_none().then_some(()))
     })

@@ -367,8 +367,13 @@ struct RefCacheState {
     /// Keyed by URL and a fingerprint of the credentials used, so that a caller with other
     /// (perhaps wrong) credentials never gets a listing made with someone else's: it must
     /// list for itself, and a refused login is an error.
+    /// Each listing with the instant it *started*: what it says is at least that fresh.
     listed: HashMap<ListingKey, (Instant, Arc<RemoteRefs>)>,
-    inflight: HashMap<ListingKey, SharedListing>,
+    /// The listing in flight per key, with when it started and an id (a newer listing may
+    /// replace it in the map while it is still running).
+    inflight: HashMap<ListingKey, (Instant, u64, SharedListing)>,
+    /// Ids for in-flight listings.
+    next_listing: u64,
     /// Bumped by `invalidate`, so a listing that started before it is not stored.
     generation: HashMap<RepoUrl, u64>,
 }
@@ -414,7 +419,12 @@ impl RefCache {
             {
                 return Ok(Arc::clone(refs));
             }
-            if let Some(existing) = state.inflight.get(&key) {
+            // A listing in flight is joined only if it started recently enough to count as
+            // fresh: a caller must never get refs listed before it asked, beyond the TTL (with
+            // a TTL of zero, a refresh after a push must see the push).
+            if let Some((started, _, existing)) = state.inflight.get(&key)
+                && started.elapsed() <= self.ttl
+            {
                 existing.clone()
             } else {
                 let generation = state.generation.get(url).copied().unwrap_or(0);
@@ -422,23 +432,32 @@ impl RefCache {
                 let credentials = credentials.clone();
                 let cache_state = Arc::clone(&self.state);
                 let inflight_key = key.clone();
+                let started = Instant::now();
+                let id = state.next_listing;
+                state.next_listing += 1;
                 let shared = async move {
                     let result = repos
                         .list_refs(&key.0, &credentials)
                         .await
                         .map(|refs| Arc::new(RemoteRefs { refs }));
                     let mut state = lock(&cache_state);
-                    state.inflight.remove(&key);
+                    if state.inflight.get(&key).is_some_and(|(_, current, _)| *current == id) {
+                        state.inflight.remove(&key);
+                    }
+                    // Stored unless the cache was invalidated meanwhile or a listing that
+                    // started later already stored a fresher answer.
+                    let newer_stored = state.listed.get(&key).is_some_and(|(at, _)| *at > started);
                     if let Ok(refs) = &result
+                        && !newer_stored
                         && state.generation.get(&key.0).copied().unwrap_or(0) == generation
                     {
-                        state.listed.insert(key, (Instant::now(), Arc::clone(refs)));
+                        state.listed.insert(key, (started, Arc::clone(refs)));
                     }
                     result
                 }
                 .boxed()
                 .shared();
-                state.inflight.insert(inflight_key, shared.clone());
+                state.inflight.insert(inflight_key, (started, id, shared.clone()));
                 shared
             }
         };
