@@ -34,9 +34,9 @@ use capstan_model::OperationPhase;
 use capstan_testkit::KubeApiServer;
 use serde_json::{Value, json};
 
-use crate::{alloc, clock};
 use crate::stats::{median, ms};
 use crate::{Unit, figure, progress};
+use crate::{alloc, clock};
 
 /// Resources in the sync phase (the figure's name says 500).
 const SYNC_RESOURCES: usize = 500;
@@ -71,8 +71,14 @@ async fn cache_phase(server: &KubeApiServer) -> anyhow::Result<()> {
         ..SyncRequest::default()
     };
     let mut state = runner.plan(&request).await;
-    runner.run(&mut state, Duration::from_millis(50), |_| {}).await;
-    ensure!(state.phase == OperationPhase::Succeeded, "sync failed: {}", state.message);
+    runner
+        .run(&mut state, Duration::from_millis(50), |_| {})
+        .await;
+    ensure!(
+        state.phase == OperationPhase::Succeeded,
+        "sync failed: {}",
+        state.message
+    );
 
     let before = alloc::allocated();
     let settings = CacheSettings {
@@ -101,7 +107,11 @@ async fn cache_phase(server: &KubeApiServer) -> anyhow::Result<()> {
     // Baseline: the same objects as JSON values, whole, as a list returns them.
     let resolver = ApiResolver::new(client.clone());
     let mut kinds = Vec::new();
-    for (api_version, kind) in [("v1", "ConfigMap"), ("v1", "Service"), ("apps/v1", "Deployment")] {
+    for (api_version, kind) in [
+        ("v1", "ConfigMap"),
+        ("v1", "Service"),
+        ("apps/v1", "Deployment"),
+    ] {
         let probe = json!({"apiVersion": api_version, "kind": kind});
         kinds.push(resolver.resolve(&probe).await?);
     }
@@ -121,11 +131,18 @@ async fn cache_phase(server: &KubeApiServer) -> anyhow::Result<()> {
         stats.bytes_per_object(),
         Unit::Bytes,
     );
-    figure("full_objects_bytes_per_object", full_per_object, Unit::Bytes);
-    figure("cache_vs_full_objects_ratio", per_object / full_per_object, Unit::Ratio);
+    figure(
+        "full_objects_bytes_per_object",
+        full_per_object,
+        Unit::Bytes,
+    );
+    figure(
+        "cache_vs_full_objects_ratio",
+        per_object / full_per_object,
+        Unit::Ratio,
+    );
     Ok(())
 }
-
 
 /// The app's manifests: 60 % config maps, 20 % services, 20 % deployments.
 fn manifests(count: usize) -> Vec<Value> {
@@ -149,13 +166,24 @@ fn manifests(count: usize) -> Vec<Value> {
         .collect()
 }
 
-async fn kubectl_apply(server: &KubeApiServer, ns: &str, file: &std::path::Path) -> anyhow::Result<Duration> {
+async fn kubectl_apply(
+    server: &KubeApiServer,
+    ns: &str,
+    file: &std::path::Path,
+) -> anyhow::Result<Duration> {
     let kubectl = capstan_testkit::tools::kubernetes("kubectl")?;
     let kubeconfig = server.kubeconfig_file()?;
     let started = Instant::now();
     let out = tokio::process::Command::new(kubectl)
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .args(["apply", "--server-side", "--field-manager=kubectl-bench", "-n", ns, "-f"])
+        .args([
+            "apply",
+            "--server-side",
+            "--field-manager=kubectl-bench",
+            "-n",
+            ns,
+            "-f",
+        ])
         .arg(file)
         .output()
         .await?;
@@ -168,7 +196,11 @@ async fn kubectl_apply(server: &KubeApiServer, ns: &str, file: &std::path::Path)
     Ok(spent)
 }
 
-async fn capstan_sync(runner: &SyncRunner, ns: &str, desired: &[Value]) -> anyhow::Result<Duration> {
+async fn capstan_sync(
+    runner: &SyncRunner,
+    ns: &str,
+    desired: &[Value],
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let request = SyncRequest {
         app: "bench".into(),
@@ -177,7 +209,9 @@ async fn capstan_sync(runner: &SyncRunner, ns: &str, desired: &[Value]) -> anyho
         ..SyncRequest::default()
     };
     let mut state = runner.plan(&request).await;
-    runner.run(&mut state, Duration::from_millis(50), |_| {}).await;
+    runner
+        .run(&mut state, Duration::from_millis(50), |_| {})
+        .await;
     let spent = started.elapsed();
     ensure!(
         state.phase == OperationPhase::Succeeded,
@@ -222,12 +256,19 @@ async fn sync_phase(server: &KubeApiServer, rounds: usize) -> anyhow::Result<()>
         }
         progress!(
             "sync round {round}: capstan {:.0}/{:.0} ms, kubectl {:.0}/{:.0} ms (create/re-apply)",
-            ours[round], ours_again[round], theirs[round], theirs_again[round]
+            ours[round],
+            ours_again[round],
+            theirs[round],
+            theirs_again[round]
         );
     }
     figure("sync_500_ms", median(&ours), Unit::Ms);
     figure("kubectl_500_ms", median(&theirs), Unit::Ms);
-    figure("sync_500_vs_kubectl_ratio", median(&ours) / median(&theirs), Unit::Ratio);
+    figure(
+        "sync_500_vs_kubectl_ratio",
+        median(&ours) / median(&theirs),
+        Unit::Ratio,
+    );
     figure(
         "resync_500_vs_kubectl_ratio",
         median(&ours_again) / median(&theirs_again),
@@ -299,7 +340,11 @@ fn naive_equal(desired: &Value, live: &Value) -> bool {
 
 fn diff_phase(rounds: usize) -> anyhow::Result<()> {
     let desired = manifests(DIFF_RESOURCES);
-    let live: Vec<Value> = desired.iter().enumerate().map(|(i, d)| as_live(d, i)).collect();
+    let live: Vec<Value> = desired
+        .iter()
+        .enumerate()
+        .map(|(i, d)| as_live(d, i))
+        .collect();
     let (mut ours, mut baseline) = (vec![], vec![]);
     for round in 0..=rounds {
         let (modified, spent) = clock::measure(|| {

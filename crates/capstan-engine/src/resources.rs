@@ -108,10 +108,7 @@ pub fn group_of(obj: &Value) -> &str {
 
 /// The annotation `key` of an object, if set.
 pub fn annotation<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
-    obj.get("metadata")?
-        .get("annotations")?
-        .get(key)?
-        .as_str()
+    obj.get("metadata")?.get("annotations")?.get(key)?.as_str()
 }
 
 /// Gives a namespaced object `namespace` if it names none; strips the namespace from a

@@ -698,7 +698,11 @@ async fn wrong_or_missing_credentials_fail_clearly() -> Result<()> {
     };
     let (_, info) = signed.connect().await?;
     assert_eq!(info.user, "cert-admin");
-    assert!(info.groups.iter().any(|g| g == "system:masters"), "{:?}", info.groups);
+    assert!(
+        info.groups.iter().any(|g| g == "system:masters"),
+        "{:?}",
+        info.groups
+    );
     Ok(())
 }
 

@@ -22,13 +22,10 @@ use serde_json::{Value, json};
 mod common;
 use common::sync_fixture::{DEADLINE, Fixture};
 
-
 fn cm(name: &str, annotations: Value) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": name, "annotations": annotations}, "data": {"k": name}})
 }
-
-
 
 fn result_of<'a>(state: &'a SyncState, name: &str) -> Result<&'a capstan_engine::sync::Task> {
     state
@@ -49,8 +46,11 @@ async fn waves_kinds_and_hooks_run_in_order() -> Result<()> {
             cm("wave-0", json!({})),
             cm("wave-1", json!({"argocd.argoproj.io/sync-wave": "1"})),
             cm("pre", json!({"argocd.argoproj.io/hook": "PreSync"})),
-            cm("post", json!({"argocd.argoproj.io/hook": "PostSync",
-                "argocd.argoproj.io/hook-delete-policy": "HookSucceeded"})),
+            cm(
+                "post",
+                json!({"argocd.argoproj.io/hook": "PostSync",
+                "argocd.argoproj.io/hook-delete-policy": "HookSucceeded"}),
+            ),
             cm("skipped", json!({"argocd.argoproj.io/hook": "Skip"})),
         ])
         .await?;
@@ -58,10 +58,19 @@ async fn waves_kinds_and_hooks_run_in_order() -> Result<()> {
     assert_eq!(state.phase, OperationPhase::Succeeded, "{}", state.message);
     let rv = f.versions().await?;
     assert!(rv["pre"] < rv["wave-0"], "PreSync hook first: {rv:?}");
-    assert!(rv["wave-0"] < rv["wave-1"] && rv["wave-1"] < rv["wave-2"], "{rv:?}");
+    assert!(
+        rv["wave-0"] < rv["wave-1"] && rv["wave-1"] < rv["wave-2"],
+        "{rv:?}"
+    );
     assert!(!rv.contains_key("skipped"), "Skip hooks are never applied");
-    assert!(!rv.contains_key("post"), "HookSucceeded deleted the PostSync hook");
-    assert_eq!(result_of(&state, "post")?.status, capstan_engine::sync::TaskStatus::Succeeded);
+    assert!(
+        !rv.contains_key("post"),
+        "HookSucceeded deleted the PostSync hook"
+    );
+    assert_eq!(
+        result_of(&state, "post")?.status,
+        capstan_engine::sync::TaskStatus::Succeeded
+    );
     assert_eq!(result_of(&state, "wave-0")?.message, "created");
 
     // The same sync again changes nothing, and the named PreSync hook (BeforeHookCreation
@@ -70,7 +79,10 @@ async fn waves_kinds_and_hooks_run_in_order() -> Result<()> {
     assert_eq!(again.phase, OperationPhase::Succeeded, "{}", again.message);
     assert_eq!(result_of(&again, "wave-1")?.message, "unchanged");
     let rv2 = f.versions().await?;
-    assert!(rv2["pre"] > rv["wave-2"], "the PreSync hook was re-created: {rv:?} {rv2:?}");
+    assert!(
+        rv2["pre"] > rv["wave-2"],
+        "the PreSync hook was re-created: {rv:?} {rv2:?}"
+    );
     Ok(())
 }
 
@@ -82,35 +94,57 @@ async fn prune_respects_the_options_and_dry_run_changes_nothing() -> Result<()> 
         .request(vec![
             cm("stays", json!({})),
             cm("goes", json!({})),
-            cm("protected", json!({"argocd.argoproj.io/sync-options": "Prune=false"})),
+            cm(
+                "protected",
+                json!({"argocd.argoproj.io/sync-options": "Prune=false"}),
+            ),
         ])
         .await?;
     assert_eq!(f.sync(&first).await?.phase, OperationPhase::Succeeded);
     // Someone else's config map in the same namespace is never touched.
     f.config_maps()
-        .patch("bystander", &PatchParams::apply("other"), &Patch::Apply(cm("bystander", json!({}))))
+        .patch(
+            "bystander",
+            &PatchParams::apply("other"),
+            &Patch::Apply(cm("bystander", json!({}))),
+        )
         .await?;
 
     let mut second = f.request(vec![cm("stays", json!({}))]).await?;
     let state = f.sync(&second).await?;
-    assert_eq!(result_of(&state, "goes")?.result, Some(ResultCode::PruneSkipped));
-    assert!(f.config_maps().get_opt("goes").await?.is_some(), "no prune unless asked");
+    assert_eq!(
+        result_of(&state, "goes")?.result,
+        Some(ResultCode::PruneSkipped)
+    );
+    assert!(
+        f.config_maps().get_opt("goes").await?.is_some(),
+        "no prune unless asked"
+    );
 
     second.prune = true;
     second.dry_run = true;
     let dry = f.sync(&second).await?;
     assert_eq!(dry.phase, OperationPhase::Succeeded, "{}", dry.message);
     assert_eq!(result_of(&dry, "goes")?.message, "pruned (dry run)");
-    assert!(f.config_maps().get_opt("goes").await?.is_some(), "a dry run deletes nothing");
+    assert!(
+        f.config_maps().get_opt("goes").await?.is_some(),
+        "a dry run deletes nothing"
+    );
 
     second.dry_run = false;
     let state = f.sync(&second).await?;
     assert_eq!(state.phase, OperationPhase::Succeeded, "{}", state.message);
     assert_eq!(result_of(&state, "goes")?.result, Some(ResultCode::Pruned));
-    assert_eq!(result_of(&state, "protected")?.message, "ignored (Prune=false)");
+    assert_eq!(
+        result_of(&state, "protected")?.message,
+        "ignored (Prune=false)"
+    );
     let api = f.config_maps();
     let gone = api.get_opt("goes").await?;
-    assert!(gone.is_none_or(|c| c.metadata.deletion_timestamp.is_some()), "pruned");
+    assert!(
+        gone.is_none_or(|c| c.metadata.deletion_timestamp.is_some()),
+        "pruned"
+    );
     assert!(api.get_opt("protected").await?.is_some());
     assert!(api.get_opt("bystander").await?.is_some());
     Ok(())
@@ -131,12 +165,23 @@ async fn a_refused_object_fails_the_sync_before_anything_is_applied() -> Result<
         .await?;
     let state = f.sync(&request).await?;
     assert_eq!(state.phase, OperationPhase::Failed);
-    assert!(state.message.contains("ConfigMap") && state.message.contains("spec"), "{}", state.message);
-    assert!(f.config_maps().get_opt("good").await?.is_none(), "nothing applied");
-    assert!(f.config_maps().get_opt("on-fail").await?.is_some(), "the SyncFail hook ran");
+    assert!(
+        state.message.contains("ConfigMap") && state.message.contains("spec"),
+        "{}",
+        state.message
+    );
+    assert!(
+        f.config_maps().get_opt("good").await?.is_none(),
+        "nothing applied"
+    );
+    assert!(
+        f.config_maps().get_opt("on-fail").await?.is_some(),
+        "the SyncFail hook ran"
+    );
 
     // A kind the server does not serve is named in the error.
-    let unknown = json!({"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g"}});
+    let unknown =
+        json!({"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g"}});
     let state = f.sync(&f.request(vec![unknown]).await?).await?;
     assert_eq!(state.phase, OperationPhase::Failed);
     assert!(state.message.contains("Gadget"), "{}", state.message);
@@ -175,7 +220,14 @@ async fn crds_and_their_resources_sync_together_and_namespaces_are_created() -> 
 
     let namespaces: Api<Namespace> = Api::all(f.client.clone());
     let ns = namespaces.get(&target_ns).await?;
-    assert_eq!(ns.metadata.labels.unwrap_or_default().get("team").map(String::as_str), Some("shop"));
+    assert_eq!(
+        ns.metadata
+            .labels
+            .unwrap_or_default()
+            .get("team")
+            .map(String::as_str),
+        Some("shop")
+    );
     let ar = ApiResource {
         group: group.clone(),
         version: "v1".into(),
@@ -207,15 +259,23 @@ async fn replace_overwrites_what_apply_would_keep() -> Result<()> {
     f.sync(&request).await?;
     // Another manager adds a key; server-side apply keeps it (it is not ours) ...
     f.config_maps()
-        .patch("conf", &PatchParams::apply("intruder"), &Patch::Apply(json!({
+        .patch(
+            "conf",
+            &PatchParams::apply("intruder"),
+            &Patch::Apply(json!({
             "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "conf"},
-            "data": {"extra": "1"}})))
+            "data": {"extra": "1"}})),
+        )
         .await?;
-    f.sync(&f.request(vec![cm("conf", json!({}))]).await?).await?;
+    f.sync(&f.request(vec![cm("conf", json!({}))]).await?)
+        .await?;
     let kept = f.config_maps().get("conf").await?.data.unwrap_or_default();
     assert!(kept.contains_key("extra"), "{kept:?}");
     // ... Replace=true puts exactly the manifest in place.
-    let replaced = cm("conf", json!({"argocd.argoproj.io/sync-options": "Replace=true"}));
+    let replaced = cm(
+        "conf",
+        json!({"argocd.argoproj.io/sync-options": "Replace=true"}),
+    );
     let state = f.sync(&f.request(vec![replaced]).await?).await?;
     assert_eq!(state.phase, OperationPhase::Succeeded, "{}", state.message);
     let data = f.config_maps().get("conf").await?.data.unwrap_or_default();
@@ -237,7 +297,10 @@ async fn the_next_wave_waits_for_health_and_the_state_resumes_elsewhere() -> Res
     init_test_logging();
     let f = Fixture::new(shared::apiserver().await?, "sync-gate").await?;
     let request = f
-        .request(vec![deployment("db", "0"), cm("after-db", json!({"argocd.argoproj.io/sync-wave": "1"}))])
+        .request(vec![
+            deployment("db", "0"),
+            cm("after-db", json!({"argocd.argoproj.io/sync-wave": "1"})),
+        ])
         .await?;
     let mut state = f.runner.plan(&request).await;
     // Step until the runner waits: the Deployment is applied, never healthy (no controllers).
@@ -250,28 +313,51 @@ async fn the_next_wave_waits_for_health_and_the_state_resumes_elsewhere() -> Res
             Progress::Advanced => {}
         }
     };
-    assert!(why.contains("apps/Deployment") && why.contains("db"), "{why}");
-    assert!(f.config_maps().get_opt("after-db").await?.is_none(), "wave 1 waits");
+    assert!(
+        why.contains("apps/Deployment") && why.contains("db"),
+        "{why}"
+    );
+    assert!(
+        f.config_maps().get_opt("after-db").await?.is_none(),
+        "wave 1 waits"
+    );
 
     // The state is persisted and picked up by a different runner (another process).
     let saved = serde_json::to_string(&state)?;
     drop(state);
     let deployments: Api<Deployment> = Api::namespaced(f.client.clone(), &f.ns);
-    let generation = deployments.get("db").await?.metadata.generation.unwrap_or(1);
+    let generation = deployments
+        .get("db")
+        .await?
+        .metadata
+        .generation
+        .unwrap_or(1);
     deployments
-        .patch_status("db", &PatchParams::default(), &Patch::Merge(json!({"status": {
+        .patch_status(
+            "db",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
             "observedGeneration": generation, "replicas": 1, "updatedReplicas": 1,
-            "readyReplicas": 1, "availableReplicas": 1}})))
+            "readyReplicas": 1, "availableReplicas": 1}})),
+        )
         .await?;
     let mut resumed: SyncState = serde_json::from_str(&saved)?;
     let other = SyncRunner::new(
         ApiResolver::new(f.client.clone()),
         Arc::new(HealthAssessor::builtin_only()),
     );
-    tokio::time::timeout(DEADLINE, other.run(&mut resumed, Duration::from_millis(100), |_| {}))
-        .await
-        .context("resumed sync finished")?;
-    assert_eq!(resumed.phase, OperationPhase::Succeeded, "{}", resumed.message);
+    tokio::time::timeout(
+        DEADLINE,
+        other.run(&mut resumed, Duration::from_millis(100), |_| {}),
+    )
+    .await
+    .context("resumed sync finished")?;
+    assert_eq!(
+        resumed.phase,
+        OperationPhase::Succeeded,
+        "{}",
+        resumed.message
+    );
     assert!(f.config_maps().get_opt("after-db").await?.is_some());
     Ok(())
 }
@@ -309,26 +395,45 @@ async fn a_failed_hook_fails_the_sync_and_runs_sync_fail_hooks() -> Result<()> {
         .await?;
     let mut state = f.runner.plan(&request).await;
     let why = step_until_waiting(&f.runner, &mut state).await?;
-    assert!(why.contains("batch/Job") && why.contains("migrate"), "{why}");
+    assert!(
+        why.contains("batch/Job") && why.contains("migrate"),
+        "{why}"
+    );
     // The Job fails (written as its controller would).
     let jobs: Api<Job> = Api::namespaced(f.client.clone(), &f.ns);
-    jobs.patch_status("migrate", &PatchParams::default(), &Patch::Merge(json!({"status": {
+    jobs.patch_status(
+        "migrate",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {
         "failed": 1, "startTime": "2026-01-01T00:00:00Z",
         "conditions": [
             {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded",
              "message": "Job has reached the specified backoff limit"},
             {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
-             "message": "Job has reached the specified backoff limit"}]}})))
-        .await?;
-    tokio::time::timeout(DEADLINE, f.runner.run(&mut state, Duration::from_millis(100), |_| {}))
-        .await
-        .context("sync finished")?;
+             "message": "Job has reached the specified backoff limit"}]}})),
+    )
+    .await?;
+    tokio::time::timeout(
+        DEADLINE,
+        f.runner.run(&mut state, Duration::from_millis(100), |_| {}),
+    )
+    .await
+    .context("sync finished")?;
     assert_eq!(state.phase, OperationPhase::Failed);
     assert!(state.message.contains("backoff limit"), "{}", state.message);
-    assert!(f.config_maps().get_opt("app-config").await?.is_none(), "the Sync phase never ran");
-    assert!(f.config_maps().get_opt("cleanup").await?.is_some(), "SyncFail hook ran");
+    assert!(
+        f.config_maps().get_opt("app-config").await?.is_none(),
+        "the Sync phase never ran"
+    );
+    assert!(
+        f.config_maps().get_opt("cleanup").await?.is_some(),
+        "SyncFail hook ran"
+    );
     let left = jobs.get_opt("migrate").await?;
-    assert!(left.is_none_or(|j| j.metadata.deletion_timestamp.is_some()), "HookFailed deleted it");
+    assert!(
+        left.is_none_or(|j| j.metadata.deletion_timestamp.is_some()),
+        "HookFailed deleted it"
+    );
     Ok(())
 }
 
@@ -343,7 +448,10 @@ async fn termination_stops_the_sync_and_removes_running_hooks() -> Result<()> {
     let mut state = f.runner.plan(&request).await;
     step_until_waiting(&f.runner, &mut state).await?;
     let hook_name = state.tasks[0].key.name.clone();
-    assert!(hook_name.starts_with("forever-") && hook_name.len() > "forever-".len(), "{hook_name}");
+    assert!(
+        hook_name.starts_with("forever-") && hook_name.len() > "forever-".len(),
+        "{hook_name}"
+    );
     state.request_termination();
     assert_eq!(f.runner.advance(&mut state).await, Progress::Finished);
     assert_eq!(state.phase, OperationPhase::Failed);
@@ -362,25 +470,43 @@ async fn deleting_an_app_runs_delete_hooks_around_the_deletion() -> Result<()> {
     let manifests = vec![
         cm("a", json!({})),
         cm("b", json!({"argocd.argoproj.io/sync-wave": "1"})),
-        cm("keep", json!({"argocd.argoproj.io/sync-options": "Delete=false"})),
-        cm("pre-delete", json!({"argocd.argoproj.io/hook": "PreDelete"})),
-        cm("post-delete", json!({"argocd.argoproj.io/hook": "PostDelete"})),
+        cm(
+            "keep",
+            json!({"argocd.argoproj.io/sync-options": "Delete=false"}),
+        ),
+        cm(
+            "pre-delete",
+            json!({"argocd.argoproj.io/hook": "PreDelete"}),
+        ),
+        cm(
+            "post-delete",
+            json!({"argocd.argoproj.io/hook": "PostDelete"}),
+        ),
     ];
     let state = f.sync(&f.request(manifests.clone()).await?).await?;
     assert_eq!(state.phase, OperationPhase::Succeeded, "{}", state.message);
-    assert!(f.config_maps().get_opt("pre-delete").await?.is_none(), "not run on sync");
+    assert!(
+        f.config_maps().get_opt("pre-delete").await?.is_none(),
+        "not run on sync"
+    );
 
     let mut delete = f.request(manifests).await?;
     delete.mode = Mode::Delete;
     let state = f.sync(&delete).await?;
     assert_eq!(state.phase, OperationPhase::Succeeded, "{}", state.message);
     let rv = f.versions().await?;
-    assert!(rv.contains_key("pre-delete") && rv.contains_key("post-delete"), "{rv:?}");
+    assert!(
+        rv.contains_key("pre-delete") && rv.contains_key("post-delete"),
+        "{rv:?}"
+    );
     assert!(rv["pre-delete"] < rv["post-delete"]);
     assert!(rv.contains_key("keep"));
     for gone in ["a", "b"] {
         let left = f.config_maps().get_opt(gone).await?;
-        assert!(left.is_none_or(|c| c.metadata.deletion_timestamp.is_some()), "{gone}");
+        assert!(
+            left.is_none_or(|c| c.metadata.deletion_timestamp.is_some()),
+            "{gone}"
+        );
     }
     Ok(())
 }

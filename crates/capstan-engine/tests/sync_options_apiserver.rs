@@ -8,9 +8,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use capstan_engine::sync::{
-    Progress, SyncState, Task, TaskStatus,
-};
+use capstan_engine::sync::{Progress, SyncState, Task, TaskStatus};
 use capstan_model::{OperationPhase, ResultCode, SyncOperationResource, SyncOptions};
 use capstan_testkit::wait::wait_until;
 use capstan_testkit::{init_test_logging, shared};
@@ -47,7 +45,6 @@ fn cm(name: &str, annotations: Value) -> Value {
 fn options(list: &[&str]) -> SyncOptions {
     SyncOptions(list.iter().map(|s| (*s).to_owned()).collect())
 }
-
 
 /// `metadata.resourceVersion` as a number (etcd's revision of the last write).
 fn rv(cm: &ConfigMap) -> Result<u64> {

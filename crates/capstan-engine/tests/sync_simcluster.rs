@@ -57,12 +57,19 @@ async fn a_presync_job_runs_to_completion_and_waves_wait_for_the_rollout() -> Re
         panic!("sync did not succeed: {state:#?}\n{}", sim.diagnostics());
     }
     let hook = &state.tasks[0];
-    assert!(hook.is_hook() && hook.key.name.starts_with("migrate-"), "{hook:?}");
+    assert!(
+        hook.is_hook() && hook.key.name.starts_with("migrate-"),
+        "{hook:?}"
+    );
     assert_eq!(hook.status, TaskStatus::Succeeded);
 
     // The wave-1 config map was created only after the Deployment became available.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    let status = deployments.get("web").await?.status.context("has a status")?;
+    let status = deployments
+        .get("web")
+        .await?
+        .status
+        .context("has a status")?;
     assert_eq!(status.available_replicas, Some(2));
     let available_since = status
         .conditions
@@ -82,7 +89,10 @@ async fn a_presync_job_runs_to_completion_and_waves_wait_for_the_rollout() -> Re
         created.0 >= available_since.0,
         "wave 1 created at {created:?}, before the rollout finished at {available_since:?}"
     );
-    assert!(state.tasks[1].healthy, "the gate saw the Deployment healthy");
+    assert!(
+        state.tasks[1].healthy,
+        "the gate saw the Deployment healthy"
+    );
 
     // HookSucceeded: the completed Job is gone (or going).
     let jobs: Api<Job> = Api::namespaced(client, &ns);

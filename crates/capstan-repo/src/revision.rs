@@ -441,7 +441,11 @@ impl RefCache {
                         .await
                         .map(|refs| Arc::new(RemoteRefs { refs }));
                     let mut state = lock(&cache_state);
-                    if state.inflight.get(&key).is_some_and(|(_, current, _)| *current == id) {
+                    if state
+                        .inflight
+                        .get(&key)
+                        .is_some_and(|(_, current, _)| *current == id)
+                    {
                         state.inflight.remove(&key);
                     }
                     // Stored unless the cache was invalidated meanwhile or a listing that
@@ -457,7 +461,9 @@ impl RefCache {
                 }
                 .boxed()
                 .shared();
-                state.inflight.insert(inflight_key, (started, id, shared.clone()));
+                state
+                    .inflight
+                    .insert(inflight_key, (started, id, shared.clone()));
                 shared
             }
         };

@@ -327,7 +327,11 @@ impl Tracking {
             }
         };
         if let Some(annotation) = self.method.annotation() {
-            put("annotations", annotation, TrackingId::new(app, &key).to_string());
+            put(
+                "annotations",
+                annotation,
+                TrackingId::new(app, &key).to_string(),
+            );
             if let (Some(id_key), Some(id)) = (
                 self.method.installation_id_annotation(),
                 self.installation_id.as_ref(),
@@ -400,7 +404,10 @@ mod tests {
             );
             assert_eq!(app.as_deref(), Some("guestbook"), "{method:?}");
         }
-        assert_eq!(m["metadata"]["labels"]["tier"], "front", "other labels are kept");
+        assert_eq!(
+            m["metadata"]["labels"]["tier"], "front",
+            "other labels are kept"
+        );
     }
 
     #[test]

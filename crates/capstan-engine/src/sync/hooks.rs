@@ -45,7 +45,9 @@ impl HookSpec {
     /// Reads the hook annotations of `obj`. Argo CD's annotation wins over Helm's.
     pub fn of(obj: &Value) -> Self {
         let types = if let Some(list) = annotation(obj, ANNOTATION_HOOK) {
-            list.split(',').filter_map(|t| argo_hook(t.trim())).collect()
+            list.split(',')
+                .filter_map(|t| argo_hook(t.trim()))
+                .collect()
         } else if let Some(list) = annotation(obj, ANNOTATION_HELM_HOOK) {
             let mut types: Vec<HookType> = Vec::new();
             for t in list.split(',').filter_map(|t| helm_hook(t.trim())) {
@@ -63,11 +65,7 @@ impl HookSpec {
             .or_else(|| annotation(obj, ANNOTATION_HELM_DELETE_POLICY).map(|l| (l, true)));
         if let Some((list, helm)) = policies {
             for p in list.split(',').map(str::trim) {
-                let policy = if helm {
-                    helm_policy(p)
-                } else {
-                    argo_policy(p)
-                };
+                let policy = if helm { helm_policy(p) } else { argo_policy(p) };
                 if let Some(p) = policy.filter(|p| !delete_policies.contains(p)) {
                     delete_policies.push(p);
                 }

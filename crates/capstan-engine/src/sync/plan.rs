@@ -243,7 +243,9 @@ fn build(
             if selective {
                 continue;
             }
-            task_options.delete_policies.clone_from(&hook.delete_policies);
+            task_options
+                .delete_policies
+                .clone_from(&hook.delete_policies);
             for hook_type in &hook.types {
                 let wanted = match request.mode {
                     Mode::Sync => !matches!(hook_type, HookType::PreDelete | HookType::PostDelete),
@@ -284,7 +286,8 @@ fn build(
         }
         let mut task = new_task(Action::Apply, SyncPhase::Sync, manifest, task_options);
         if let Some(current) = current {
-            str_at(&current.object, &["metadata", "resourceVersion"]).clone_into(&mut task.live_version);
+            str_at(&current.object, &["metadata", "resourceVersion"])
+                .clone_into(&mut task.live_version);
         }
         if options.apply_out_of_sync_only
             && let Some(current) = current
@@ -377,7 +380,11 @@ fn prune_tasks(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let reversed: HashMap<i64, i64> = waves.iter().copied().zip(waves.iter().rev().copied()).collect();
+    let reversed: HashMap<i64, i64> = waves
+        .iter()
+        .copied()
+        .zip(waves.iter().rev().copied())
+        .collect();
     let after_all = state
         .tasks
         .iter()
@@ -388,13 +395,21 @@ fn prune_tasks(
         .unwrap_or(0)
         .saturating_add(1);
     for (mut task, last) in prunes {
-        task.wave = if last { after_all } else { reversed[&task.wave] };
+        task.wave = if last {
+            after_all
+        } else {
+            reversed[&task.wave]
+        };
         state.tasks.push(task);
     }
     Ok(())
 }
 
-fn namespace_task(request: &SyncRequest, desired_keys: &HashSet<ResourceKey>, state: &mut SyncState) {
+fn namespace_task(
+    request: &SyncRequest,
+    desired_keys: &HashSet<ResourceKey>,
+    state: &mut SyncState,
+) {
     let key = ResourceKey {
         kind: "Namespace".into(),
         name: request.namespace.clone(),

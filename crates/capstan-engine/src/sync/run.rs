@@ -26,11 +26,11 @@ use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use super::SyncMetrics;
+use super::hooks::DeletePolicy;
+use super::options::Propagation;
 use super::plan::{SyncRequest, group_key, plan};
 use super::state::{Action, SyncState, Task, TaskStatus};
-use super::hooks::DeletePolicy;
 use crate::health::{HealthAssessor, HealthStatusCode};
-use super::options::Propagation;
 use crate::resources::{ApiResolver, ResolveError, str_at};
 
 /// The field manager Capstan applies with.
@@ -237,7 +237,10 @@ impl SyncRunner {
                     if created_namespaces.contains(&task.key.namespace) {
                         // The server cannot dry-run into a namespace that does not exist
                         // yet; this sync creates it first.
-                        return (i, Ok("dry run skipped: its namespace is created by this sync".to_owned()));
+                        return (
+                            i,
+                            Ok("dry run skipped: its namespace is created by this sync".to_owned()),
+                        );
                     }
                     (i, self.dry_run(&task, crds).await)
                 }
@@ -263,7 +266,11 @@ impl SyncRunner {
         }
         state.validated = true;
         if state.dry_run {
-            for task in state.tasks.iter_mut().filter(|t| t.status == TaskStatus::Pending) {
+            for task in state
+                .tasks
+                .iter_mut()
+                .filter(|t| t.status == TaskStatus::Pending)
+            {
                 if task.action == Action::Prune {
                     task.result = Some(ResultCode::Pruned);
                     task.finish(TaskStatus::Succeeded, "pruned (dry run)");
@@ -299,7 +306,10 @@ impl SyncRunner {
         let Ok(kind) = self.resolver.resolve(&probe).await else {
             return false;
         };
-        matches!(self.resolver.api(&kind, "").get_opt(namespace).await, Ok(Some(_)))
+        matches!(
+            self.resolver.api(&kind, "").get_opt(namespace).await,
+            Ok(Some(_))
+        )
     }
 
     async fn dry_run(&self, task: &Task, crds: &[(String, String)]) -> Result<String, String> {
@@ -347,14 +357,13 @@ impl SyncRunner {
             }
             other => other,
         };
-        outcome
-            .map(|_| {
-                if task.live_version.is_empty() {
-                    "created (dry run)".to_owned()
-                } else {
-                    "configured (dry run)".to_owned()
-                }
-            })
+        outcome.map(|_| {
+            if task.live_version.is_empty() {
+                "created (dry run)".to_owned()
+            } else {
+                "configured (dry run)".to_owned()
+            }
+        })
     }
 
     /// `Validate=false`: server-side apply refuses fields a schema does not declare whatever
@@ -374,7 +383,10 @@ impl SyncRunner {
         }
         .validation_ignore();
         patch.dry_run = dry_run;
-        match api.patch(&task.key.name, &patch, &Patch::Merge(manifest)).await {
+        match api
+            .patch(&task.key.name, &patch, &Patch::Merge(manifest))
+            .await
+        {
             Err(kube::Error::Api(status)) if status.code == 404 => {
                 let obj: DynamicObject =
                     serde_json::from_value(manifest.clone()).map_err(|e| e.to_string())?;
@@ -412,7 +424,10 @@ impl SyncRunner {
         if pending.is_empty() {
             return None;
         }
-        let work: Vec<(usize, Task)> = pending.iter().map(|i| (*i, state.tasks[*i].clone())).collect();
+        let work: Vec<(usize, Task)> = pending
+            .iter()
+            .map(|i| (*i, state.tasks[*i].clone()))
+            .collect();
         let checks: Vec<(usize, Result<(), String>)> = futures::stream::iter(work)
             .map(|(i, task)| async move { (i, self.ready(&task).await) })
             .buffered(self.concurrency)
@@ -438,12 +453,16 @@ impl SyncRunner {
         let Some(manifest) = &task.manifest else {
             return Ok(());
         };
-        let crd = task.key.group == "apiextensions.k8s.io"
-            && task.key.kind == "CustomResourceDefinition";
+        let crd =
+            task.key.group == "apiextensions.k8s.io" && task.key.kind == "CustomResourceDefinition";
         if !crd && !self.assessor.has_check(&task.key.group, &task.key.kind) {
             return Ok(());
         }
-        let kind = self.resolver.resolve(manifest).await.map_err(|e| e.to_string())?;
+        let kind = self
+            .resolver
+            .resolve(manifest)
+            .await
+            .map_err(|e| e.to_string())?;
         let live = self
             .resolver
             .api(&kind, &task.key.namespace)
@@ -468,7 +487,14 @@ impl SyncRunner {
         }
         match self.assessor.assess(&live) {
             None => Ok(()),
-            Some(v) if matches!(v.status, HealthStatusCode::Healthy | HealthStatusCode::Suspended) => Ok(()),
+            Some(v)
+                if matches!(
+                    v.status,
+                    HealthStatusCode::Healthy | HealthStatusCode::Suspended
+                ) =>
+            {
+                Ok(())
+            }
             Some(v) => Err(format!("{} {}", v.status, v.message).trim().to_owned()),
         }
     }
@@ -483,7 +509,8 @@ impl SyncRunner {
         let manifest_kind = match &task.manifest {
             Some(m) => self.resolver.resolve(m).await,
             None => {
-                let probe = serde_json::json!({"apiVersion": task.api_version, "kind": task.key.kind});
+                let probe =
+                    serde_json::json!({"apiVersion": task.api_version, "kind": task.key.kind});
                 self.resolver.resolve(&probe).await
             }
         };
@@ -530,9 +557,13 @@ impl SyncRunner {
         } else if task.options.skip_validation {
             self.lenient_write(api, task, &manifest, false).await
         } else {
-            api.patch(&task.key.name, &self.apply_params(task), &Patch::Apply(&manifest))
-                .await
-                .map_err(api_message)
+            api.patch(
+                &task.key.name,
+                &self.apply_params(task),
+                &Patch::Apply(&manifest),
+            )
+            .await
+            .map_err(api_message)
         };
         match outcome {
             Ok(applied) => {
@@ -622,7 +653,12 @@ impl SyncRunner {
         let named = !task.key.name.is_empty();
         if named {
             match api.get_opt(&task.key.name).await {
-                Ok(Some(_)) if task.options.delete_policies.contains(&DeletePolicy::BeforeHookCreation) => {
+                Ok(Some(_))
+                    if task
+                        .options
+                        .delete_policies
+                        .contains(&DeletePolicy::BeforeHookCreation) =>
+                {
                     let deleted = api
                         .delete(&task.key.name, &DeleteParams::background())
                         .await
@@ -679,7 +715,10 @@ impl SyncRunner {
         let live = match api.get_opt(&task.key.name).await {
             Ok(Some(live)) => live,
             Ok(None) => {
-                task.finish(TaskStatus::Failed, "the hook object was deleted before it finished");
+                task.finish(
+                    TaskStatus::Failed,
+                    "the hook object was deleted before it finished",
+                );
                 return;
             }
             Err(err) => {
@@ -694,11 +733,19 @@ impl SyncRunner {
             None => (TaskStatus::Succeeded, "finished".to_owned()),
             Some(v) if v.status == HealthStatusCode::Healthy => (
                 TaskStatus::Succeeded,
-                if v.message.is_empty() { "finished".to_owned() } else { v.message },
+                if v.message.is_empty() {
+                    "finished".to_owned()
+                } else {
+                    v.message
+                },
             ),
             Some(v) if v.status == HealthStatusCode::Degraded => (TaskStatus::Failed, v.message),
             Some(v) => {
-                task.message = if v.message.is_empty() { "running".to_owned() } else { v.message };
+                task.message = if v.message.is_empty() {
+                    "running".to_owned()
+                } else {
+                    v.message
+                };
                 return;
             }
         };
@@ -709,7 +756,9 @@ impl SyncRunner {
             DeletePolicy::HookFailed
         };
         if task.options.delete_policies.contains(&policy)
-            && let Err(err) = api.delete(&task.key.name, &DeleteParams::background()).await
+            && let Err(err) = api
+                .delete(&task.key.name, &DeleteParams::background())
+                .await
         {
             warn!(hook = %task.key, error = %err, "deleting a finished hook failed");
         }
@@ -742,7 +791,10 @@ impl SyncRunner {
                 && let Ok(kind) = self.resolver.resolve(manifest).await
             {
                 let api = self.resolver.api(&kind, &task.key.namespace);
-                if let Err(err) = api.delete(&task.key.name, &DeleteParams::background()).await {
+                if let Err(err) = api
+                    .delete(&task.key.name, &DeleteParams::background())
+                    .await
+                {
                     warn!(hook = %task.key, error = %err, "deleting a running hook on termination failed");
                 }
             }
@@ -769,7 +821,9 @@ fn api_message(err: kube::Error) -> String {
 fn namespaces_created(tasks: &[Task]) -> Vec<String> {
     tasks
         .iter()
-        .filter(|t| t.action == Action::Apply && t.key.group.is_empty() && t.key.kind == "Namespace")
+        .filter(|t| {
+            t.action == Action::Apply && t.key.group.is_empty() && t.key.kind == "Namespace"
+        })
         .map(|t| t.key.name.clone())
         .collect()
 }
@@ -778,7 +832,9 @@ fn namespaces_created(tasks: &[Task]) -> Vec<String> {
 fn crd_kinds(tasks: &[Task]) -> Vec<(String, String)> {
     tasks
         .iter()
-        .filter(|t| t.key.group == "apiextensions.k8s.io" && t.key.kind == "CustomResourceDefinition")
+        .filter(|t| {
+            t.key.group == "apiextensions.k8s.io" && t.key.kind == "CustomResourceDefinition"
+        })
         .filter_map(|t| {
             let m = t.manifest.as_ref()?;
             Some((

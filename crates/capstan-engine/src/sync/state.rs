@@ -227,7 +227,10 @@ impl SyncState {
 
     /// The task for `key`, if any (the first, for a hook in several phases).
     pub fn task(&self, key: &ResourceKey) -> Option<&Task> {
-        self.tasks.iter().chain(&self.fail_tasks).find(|t| &t.key == key)
+        self.tasks
+            .iter()
+            .chain(&self.fail_tasks)
+            .find(|t| &t.key == key)
     }
 
     pub(crate) fn end(&mut self, phase: OperationPhase, message: impl Into<String>) {

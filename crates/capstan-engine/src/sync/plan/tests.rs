@@ -57,7 +57,11 @@ fn tasks_are_ordered_by_phase_wave_kind_and_name() {
             obj("v1", "Namespace", "extra"),
             cm("pre", json!({ANNOTATION_HOOK: "PreSync"})),
             cm("post", json!({ANNOTATION_HOOK: "PostSync"})),
-            obj("apiextensions.k8s.io/v1", "CustomResourceDefinition", "widgets.example.com"),
+            obj(
+                "apiextensions.k8s.io/v1",
+                "CustomResourceDefinition",
+                "widgets.example.com",
+            ),
             obj("example.com/v1", "Widget", "w"),
         ]),
         &scope,
@@ -77,8 +81,14 @@ fn tasks_are_ordered_by_phase_wave_kind_and_name() {
         ]
     );
     let ns = &state.tasks[1];
-    assert_eq!(ns.key.namespace, "", "cluster-scoped objects carry no namespace");
-    assert_eq!(state.tasks[3].key.namespace, "shop", "the destination namespace is filled in");
+    assert_eq!(
+        ns.key.namespace, "",
+        "cluster-scoped objects carry no namespace"
+    );
+    assert_eq!(
+        state.tasks[3].key.namespace, "shop",
+        "the destination namespace is filled in"
+    );
 }
 
 #[test]
@@ -107,7 +117,10 @@ fn prunes_run_in_reverse_wave_order_and_prune_last_comes_after_everything() {
         live(cm("w-1", json!({ANNOTATION_SYNC_WAVE: "-1"})), Some("shop")),
         live(cm("w5", json!({ANNOTATION_SYNC_WAVE: "5"})), Some("shop")),
         live(cm("w2", json!({ANNOTATION_SYNC_WAVE: "2"})), Some("shop")),
-        live(cm("last", json!({ANNOTATION_SYNC_OPTIONS: "PruneLast=true"})), Some("shop")),
+        live(
+            cm("last", json!({ANNOTATION_SYNC_OPTIONS: "PruneLast=true"})),
+            Some("shop"),
+        ),
         live(cm("someone-else", json!({})), Some("other")),
         live(cm("untracked", json!({})), None),
         live(
@@ -123,9 +136,21 @@ fn prunes_run_in_reverse_wave_order_and_prune_last_comes_after_everything() {
     // Waves -1, 2, 5 map onto 5, 2, -1: the highest wave is pruned first.
     assert_eq!(
         names(&state),
-        ["Sync:-1:w5", "Sync:2:w2", "Sync:3:kept", "Sync:5:w-1", "Sync:6:last"]
+        [
+            "Sync:-1:w5",
+            "Sync:2:w2",
+            "Sync:3:kept",
+            "Sync:5:w-1",
+            "Sync:6:last"
+        ]
     );
-    assert!(state.tasks.iter().filter(|t| t.action == Action::Prune).all(|t| t.status == TaskStatus::Pending));
+    assert!(
+        state
+            .tasks
+            .iter()
+            .filter(|t| t.action == Action::Prune)
+            .all(|t| t.status == TaskStatus::Pending)
+    );
 }
 
 #[test]
@@ -133,7 +158,10 @@ fn prunes_are_reported_skipped_without_prune_or_with_prune_false() {
     let mut req = request(vec![]);
     req.live = vec![
         live(cm("old", json!({})), Some("shop")),
-        live(cm("keep", json!({ANNOTATION_SYNC_OPTIONS: "Prune=false"})), Some("shop")),
+        live(
+            cm("keep", json!({ANNOTATION_SYNC_OPTIONS: "Prune=false"})),
+            Some("shop"),
+        ),
     ];
     let state = plan(&req, &scope);
     let messages: Vec<(&str, Option<ResultCode>, &str)> = state
@@ -144,13 +172,25 @@ fn prunes_are_reported_skipped_without_prune_or_with_prune_false() {
     assert_eq!(
         messages,
         [
-            ("keep", Some(ResultCode::PruneSkipped), "ignored (Prune=false)"),
-            ("old", Some(ResultCode::PruneSkipped), "ignored (requires pruning)"),
+            (
+                "keep",
+                Some(ResultCode::PruneSkipped),
+                "ignored (Prune=false)"
+            ),
+            (
+                "old",
+                Some(ResultCode::PruneSkipped),
+                "ignored (requires pruning)"
+            ),
         ]
     );
     req.prune = true;
     let state = plan(&req, &scope);
-    let old = state.tasks.iter().find(|t| t.key.name == "old").expect("planned");
+    let old = state
+        .tasks
+        .iter()
+        .find(|t| t.key.name == "old")
+        .expect("planned");
     assert_eq!(old.status, TaskStatus::Pending);
 }
 
@@ -180,7 +220,10 @@ fn create_namespace_comes_first_with_its_managed_metadata() {
     req.managed_namespace_metadata = Some(meta);
     let state = plan(&req, &scope);
     let first = &state.tasks[0];
-    assert_eq!((first.key.kind.as_str(), first.key.name.as_str()), ("Namespace", "shop"));
+    assert_eq!(
+        (first.key.kind.as_str(), first.key.name.as_str()),
+        ("Namespace", "shop")
+    );
     assert_eq!(first.phase, SyncPhase::PreSync);
     let manifest = first.manifest.as_ref().expect("has a manifest");
     assert_eq!(manifest["metadata"]["labels"]["team"], "shop");
@@ -216,15 +259,25 @@ fn apply_out_of_sync_only_leaves_in_sync_resources_alone() {
         .collect();
     assert_eq!(
         status,
-        [("changed", TaskStatus::Pending), ("same", TaskStatus::Succeeded)]
+        [
+            ("changed", TaskStatus::Pending),
+            ("same", TaskStatus::Succeeded)
+        ]
     );
 }
 
 #[test]
 fn a_bad_wave_fails_the_plan_with_the_resource_named() {
-    let state = plan(&request(vec![cm("a", json!({ANNOTATION_SYNC_WAVE: "soon"}))]), &scope);
+    let state = plan(
+        &request(vec![cm("a", json!({ANNOTATION_SYNC_WAVE: "soon"}))]),
+        &scope,
+    );
     assert_eq!(state.phase, OperationPhase::Failed);
-    assert!(state.message.starts_with("ConfigMap shop/a:"), "{}", state.message);
+    assert!(
+        state.message.starts_with("ConfigMap shop/a:"),
+        "{}",
+        state.message
+    );
 }
 
 #[test]
@@ -238,12 +291,20 @@ fn deleting_prunes_everything_between_the_delete_hooks() {
     req.mode = Mode::Delete;
     req.live = vec![
         live(cm("a", json!({})), Some("shop")),
-        live(cm("kept", json!({ANNOTATION_SYNC_OPTIONS: "Delete=false"})), Some("shop")),
+        live(
+            cm("kept", json!({ANNOTATION_SYNC_OPTIONS: "Delete=false"})),
+            Some("shop"),
+        ),
     ];
     let state = plan(&req, &scope);
     assert_eq!(
         names(&state),
-        ["PreDelete:0:pre", "Sync:0:a", "Sync:0:kept", "PostDelete:0:post"]
+        [
+            "PreDelete:0:pre",
+            "Sync:0:a",
+            "Sync:0:kept",
+            "PostDelete:0:post"
+        ]
     );
     let kept = &state.tasks[2];
     assert_eq!(kept.result, Some(ResultCode::PruneSkipped));
