@@ -17,6 +17,9 @@ use std::sync::Arc;
 
 use crate::reconcile::now;
 
+/// The API group children are reported under in the parent's resources.
+pub const GROUP: &str = "argoproj.io";
+
 /// The annotation naming a child's parent Application (`<namespace>/<name>`).
 pub const MANAGED_BY: &str = "capstan.dev/managed-by-app";
 
@@ -94,6 +97,15 @@ pub fn parse(parent: &ObjectRef, manifests: &[Value]) -> Result<Vec<Child>, Stri
         .collect()
 }
 
+/// What [`Children::compare`] found: a status per child, and the stored children Git no
+/// longer has (what a pruning sync removes).
+#[derive(Clone, Debug, Default)]
+pub struct ChildComparison {
+    /// One per desired or extraneous child.
+    pub statuses: Vec<ResourceStatus>,
+    extraneous: Vec<(&'static str, ObjectRef)>,
+}
+
 /// Reads and writes a parent's children.
 #[derive(Clone)]
 pub struct Children {
@@ -132,7 +144,7 @@ impl Children {
         &self,
         parent: &ObjectRef,
         desired: &[Child],
-    ) -> Result<Vec<ResourceStatus>, StoreError> {
+    ) -> Result<ChildComparison, StoreError> {
         let mut out = Vec::new();
         for child in desired {
             let in_sync =
@@ -153,18 +165,23 @@ impl Children {
             };
             out.push(status(child.kind(), child.at(), code, false));
         }
-        for (kind, at) in self.extraneous(parent, desired).await? {
-            out.push(status(kind, &at, SyncStatusCode::OutOfSync, true));
+        let extraneous = self.extraneous(parent, desired).await?;
+        for (kind, at) in &extraneous {
+            out.push(status(kind, at, SyncStatusCode::OutOfSync, true));
         }
-        Ok(out)
+        Ok(ChildComparison {
+            statuses: out,
+            extraneous,
+        })
     }
 
-    /// Creates or updates every desired child; with `prune`, removes the stored children Git
-    /// no longer has. Returns what it did, one line per child.
+    /// Creates or updates every desired child; with `prune`, removes the stored children
+    /// [`compare`](Self::compare) found that Git no longer has. Returns what it did, one line
+    /// per child.
     pub async fn apply(
         &self,
-        parent: &ObjectRef,
         desired: &[Child],
+        compared: &ChildComparison,
         prune: bool,
     ) -> Result<Vec<String>, StoreError> {
         let mut done = Vec::new();
@@ -217,7 +234,7 @@ impl Children {
             }
         }
         if prune {
-            for (kind, at) in self.extraneous(parent, desired).await? {
+            for (kind, at) in compared.extraneous.iter().cloned() {
                 if kind == "Application" {
                     if let Some(existing) = self.apps.get(&at).await? {
                         let mut app = existing.spec.value;
@@ -277,7 +294,7 @@ fn status(
     requires_pruning: bool,
 ) -> ResourceStatus {
     ResourceStatus {
-        group: "argoproj.io".into(),
+        group: GROUP.into(),
         version: "v1alpha1".into(),
         kind: kind.into(),
         namespace: at.namespace.clone(),

@@ -341,10 +341,16 @@ impl Reconciler {
             .manifests
             .into_iter()
             .partition(children::is_store_object);
-        let (children, child_statuses) = match children::parse(at, &store_objects) {
+        // Most Applications have no children: the store is only read for those that render
+        // some, or had some at the last comparison (to prune them).
+        let had_children = old.resources.iter().any(|r| r.group == children::GROUP);
+        let (children, child_comparison) = match children::parse(at, &store_objects) {
+            Ok(children) if children.is_empty() && !had_children => {
+                (children, children::ChildComparison::default())
+            }
             Ok(children) => {
-                let statuses = self.children.compare(at, &children).await?;
-                (children, statuses)
+                let compared = self.children.compare(at, &children).await?;
+                (children, compared)
             }
             Err(message) => {
                 set_condition(&mut status, "ComparisonError", message);
@@ -364,13 +370,16 @@ impl Reconciler {
             },
             &self.assessor,
         );
-        if child_statuses
+        if child_comparison
+            .statuses
             .iter()
             .any(|c| c.status != Some(SyncStatusCode::Synced))
         {
             comparison.sync = SyncStatusCode::OutOfSync;
         }
-        comparison.resources.extend(child_statuses);
+        comparison
+            .resources
+            .extend(child_comparison.statuses.iter().cloned());
         apply_comparison(&mut status, &app, &comparison, &rendered.revision);
         if app.spec.has_multiple_sources() {
             status.source_types.clone_from(&rendered.source_types);
@@ -484,7 +493,8 @@ impl Reconciler {
                 ))
                 .await?;
                 if state.phase == OperationPhase::Succeeded && !sync.dry_run {
-                    self.sync_children(at, &children, sync.prune).await?;
+                    self.sync_children(at, &children, &child_comparison, sync.prune)
+                        .await?;
                 }
                 synced = true;
             }
@@ -535,7 +545,8 @@ impl Reconciler {
                 ))
                 .await?;
                 if state.phase == OperationPhase::Succeeded {
-                    self.sync_children(at, &children, prune).await?;
+                    self.sync_children(at, &children, &child_comparison, prune)
+                        .await?;
                 }
                 if retrying && let Some(op) = status.operation_state.as_mut() {
                     op.retry_count = attempts + 1;
@@ -652,33 +663,48 @@ impl Reconciler {
     /// Removes the served `argocd.argoproj.io/refresh` request from the Application (as Argo
     /// CD does), so later edits are not hard refreshes too.
     async fn clear_refresh(&self, at: &ObjectRef) -> Result<(), ReconcileError> {
+        self.edit_spec(at, "the served refresh request", |app| {
+            app.metadata
+                .annotations
+                .shift_remove(REFRESH_ANNOTATION)
+                .is_some()
+        })
+        .await
+    }
+
+    /// Removes the finished request from the spec (as Argo CD does).
+    async fn clear_operation(&self, at: &ObjectRef) -> Result<(), ReconcileError> {
+        self.edit_spec(at, "the finished operation", |app| {
+            app.operation.take().is_some()
+        })
+        .await
+    }
+
+    /// Applies `edit` to the Application's spec as a compare-and-swap, reading it again when
+    /// someone wrote in between (a few times; a spec that keeps changing is left alone).
+    /// `edit` says whether it changed anything; a gone Application is fine.
+    async fn edit_spec(
+        &self,
+        at: &ObjectRef,
+        what: &str,
+        edit: impl Fn(&mut Application) -> bool,
+    ) -> Result<(), ReconcileError> {
         for _ in 0..5 {
             let Some(object) = self.apps.get(at).await? else {
                 return Ok(());
             };
             let mut app = object.spec.value;
-            if app
-                .metadata
-                .annotations
-                .shift_remove(REFRESH_ANNOTATION)
-                .is_none()
-            {
+            if !edit(&mut app) {
                 return Ok(());
             }
-            match self
-                .apps
-                .update_spec(
-                    at,
-                    &app,
-                    capstan_store::Precondition::ModRevision(object.spec.mod_revision),
-                )
-                .await
-            {
+            let precondition = capstan_store::Precondition::ModRevision(object.spec.mod_revision);
+            match self.apps.update_spec(at, &app, precondition).await {
                 Ok(_) | Err(StoreError::NotFound { .. }) => return Ok(()),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
+        warn!(app = %at, what, "could not update the spec: it keeps changing");
         Ok(())
     }
 
@@ -687,9 +713,10 @@ impl Reconciler {
         &self,
         at: &ObjectRef,
         children: &[children::Child],
+        compared: &children::ChildComparison,
         prune: bool,
     ) -> Result<(), ReconcileError> {
-        for line in self.children.apply(at, children, prune).await? {
+        for line in self.children.apply(children, compared, prune).await? {
             info!(app = %at, child = %line, "child synced");
         }
         Ok(())
@@ -738,35 +765,6 @@ impl Reconciler {
         let state = cluster.runner.plan(request).await;
         self.operations.save(at, &state).await?;
         Ok(state)
-    }
-
-    /// Removes the finished request from the spec (as Argo CD does), unless the user
-    /// changed the spec meanwhile in a way that keeps it.
-    async fn clear_operation(&self, at: &ObjectRef) -> Result<(), ReconcileError> {
-        for _ in 0..5 {
-            let Some(object) = self.apps.get(at).await? else {
-                return Ok(());
-            };
-            let mut app = object.spec.value;
-            if app.operation.take().is_none() {
-                return Ok(());
-            }
-            match self
-                .apps
-                .update_spec(
-                    at,
-                    &app,
-                    capstan_store::Precondition::ModRevision(object.spec.mod_revision),
-                )
-                .await
-            {
-                Ok(_) | Err(StoreError::NotFound { .. }) => return Ok(()),
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        warn!(app = %at, "could not clear the finished operation: the spec keeps changing");
-        Ok(())
     }
 
     async fn render(&self, app: &Application, hard: bool) -> Result<Rendered, String> {
