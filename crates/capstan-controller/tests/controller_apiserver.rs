@@ -10,56 +10,52 @@
 use anyhow::{Context, Result};
 use capstan_controller::queue::Request;
 use capstan_model::{HealthStatusCode, OperationPhase, SyncStatusCode};
-use capstan_store::kinds::Applications;
 use capstan_store::typed::{ObjectRef, TypedStore};
-use capstan_testkit::git::GitRepo;
-use capstan_testkit::git_http::{GitHttpOptions, GitHttpServer};
-use capstan_testkit::{init_test_logging, shared, wait_until};
-use k8s_openapi::api::core::v1::ConfigMap;
+use capstan_testkit::git_http::GitHttpOptions;
+use capstan_testkit::{init_test_logging, wait_until};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 mod common;
-use common::{DEADLINE, application, cm, open_store, start, value_of};
+use common::{DEADLINE, World, application, cm, value_of};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn applications_are_synced_healed_and_updated_from_git() -> Result<()> {
     init_test_logging();
-    let server = shared::apiserver().await?;
-    let client = server.client().await?;
-    let ns = server.test_namespace("ctrl").await?;
+    let world = World::new("ctrl", GitHttpOptions::default()).await?;
+    let World {
+        ns,
+        repo,
+        url,
+        apps,
+        config_maps,
+        ..
+    } = &world;
 
     // Git: two config maps.
-    let repo = GitRepo::init()?;
     repo.write_all(&[
         ("app/settings.yaml", cm("settings", "v1")),
         ("app/extra.yaml", cm("extra", "one")),
     ])?;
     repo.commit("first")?;
-    let git = GitHttpServer::start_temp(GitHttpOptions::default())?;
-    let url = git.url_for(&repo)?;
 
     // The control plane, in process. Background pruning: this API server runs no garbage
     // collector to finish foreground deletions.
-    let dir = tempfile::tempdir()?;
-    let store = open_store(dir.path()).await?;
-    let running = start(store.clone(), client.clone(), &ns, dir.path()).await?;
+    let running = world.start().await?;
     let app = application(
         "guestbook",
-        &url,
+        url,
         "app",
-        &ns,
+        ns,
         "  syncPolicy:\n    automated:\n      prune: true\n      selfHeal: true\n    syncOptions:\n    - PrunePropagationPolicy=background\n",
     )?;
-    let apps = TypedStore::<Applications>::new(store.clone());
     let at = ObjectRef::new("capstan", "guestbook");
     apps.create(&at, &app).await?;
 
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     wait_until("the first sync", DEADLINE, || async {
         Ok(
-            (value_of(&config_maps, "settings").await?.as_deref() == Some("v1")
-                && value_of(&config_maps, "extra").await?.is_some())
+            (value_of(config_maps, "settings").await?.as_deref() == Some("v1")
+                && value_of(config_maps, "extra").await?.is_some())
             .then_some(()),
         )
     })
@@ -88,7 +84,7 @@ async fn applications_are_synced_healed_and_updated_from_git() -> Result<()> {
         )
         .await?;
     wait_until("self-heal", DEADLINE, || async {
-        Ok((value_of(&config_maps, "settings").await?.as_deref() == Some("v1")).then_some(()))
+        Ok((value_of(config_maps, "settings").await?.as_deref() == Some("v1")).then_some(()))
     })
     .await?;
 
@@ -120,8 +116,8 @@ async fn applications_are_synced_healed_and_updated_from_git() -> Result<()> {
         DEADLINE,
         || async {
             Ok(
-                (value_of(&config_maps, "settings").await?.as_deref() == Some("v2")
-                    && value_of(&config_maps, "extra").await?.is_none())
+                (value_of(config_maps, "settings").await?.as_deref() == Some("v2")
+                    && value_of(config_maps, "extra").await?.is_none())
                 .then_some(()),
             )
         },
@@ -146,30 +142,30 @@ async fn applications_are_synced_healed_and_updated_from_git() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requested_syncs_run_once_and_projects_are_enforced() -> Result<()> {
     init_test_logging();
-    let server = shared::apiserver().await?;
-    let client = server.client().await?;
-    let ns = server.test_namespace("ctrl-manual").await?;
-    let repo = GitRepo::init()?;
+    let world = World::new("ctrl-manual", GitHttpOptions::default()).await?;
+    let World {
+        ns,
+        repo,
+        url,
+        store,
+        apps,
+        config_maps,
+        ..
+    } = &world;
     repo.write_all(&[("app/settings.yaml", cm("settings", "v1"))])?;
     repo.commit("first")?;
-    let git = GitHttpServer::start_temp(GitHttpOptions::default())?;
-    let url = git.url_for(&repo)?;
-    let dir = tempfile::tempdir()?;
-    let store = open_store(dir.path()).await?;
-    let running = start(store.clone(), client.clone(), &ns, dir.path()).await?;
-    let apps = TypedStore::<Applications>::new(store.clone());
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let running = world.start().await?;
 
     // No automated policy: compared, reported OutOfSync, nothing applied.
     let at = ObjectRef::new("capstan", "manual");
-    apps.create(&at, &application("manual", &url, "app", &ns, "")?)
+    apps.create(&at, &application("manual", url, "app", ns, "")?)
         .await?;
     wait_until("OutOfSync reported", DEADLINE, || async {
         let status = apps.get(&at).await?.and_then(|o| o.status).map(|s| s.value);
         Ok(status.filter(|s| s.sync.status == Some(SyncStatusCode::OutOfSync)))
     })
     .await?;
-    assert_eq!(value_of(&config_maps, "settings").await?, None);
+    assert_eq!(value_of(config_maps, "settings").await?, None);
 
     // A sync request (what `capstan app sync` will write) runs once and is cleared.
     let mut requested = apps.get(&at).await?.context("exists")?.spec.value;
@@ -195,7 +191,7 @@ async fn requested_syncs_run_once_and_projects_are_enforced() -> Result<()> {
     assert_eq!(op.phase, Some(OperationPhase::Succeeded));
     assert_eq!(op.operation.initiated_by.username, "alice");
     assert_eq!(
-        value_of(&config_maps, "settings").await?.as_deref(),
+        value_of(config_maps, "settings").await?.as_deref(),
         Some("v1")
     );
 
@@ -233,9 +229,9 @@ async fn requested_syncs_run_once_and_projects_are_enforced() -> Result<()> {
     let locked = ObjectRef::new("capstan", "locked-app");
     let mut app = application(
         "locked-app",
-        &url,
+        url,
         "app",
-        &ns,
+        ns,
         "  syncPolicy:\n    automated: {}\n",
     )?;
     app.spec.project = "locked".into();
@@ -267,10 +263,16 @@ async fn requested_syncs_run_once_and_projects_are_enforced() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operation_interrupted_by_a_restart_resumes() -> Result<()> {
     init_test_logging();
-    let server = shared::apiserver().await?;
-    let client = server.client().await?;
-    let ns = server.test_namespace("ctrl-resume").await?;
-    let repo = GitRepo::init()?;
+    let world = World::new("ctrl-resume", GitHttpOptions::default()).await?;
+    let World {
+        client,
+        ns,
+        repo,
+        url,
+        apps,
+        config_maps,
+        ..
+    } = &world;
     // Wave 0: a Deployment that never becomes healthy on its own (no controllers here);
     // wave 1 waits for it.
     repo.write_all(&[
@@ -284,27 +286,22 @@ async fn an_operation_interrupted_by_a_restart_resumes() -> Result<()> {
         ),
     ])?;
     repo.commit("waves")?;
-    let git = GitHttpServer::start_temp(GitHttpOptions::default())?;
-    let url = git.url_for(&repo)?;
-    let dir = tempfile::tempdir()?;
-    let store = open_store(dir.path()).await?;
-    let apps = TypedStore::<Applications>::new(store.clone());
     let at = ObjectRef::new("capstan", "waves");
     apps.create(
         &at,
         &application(
             "waves",
-            &url,
+            url,
             "app",
-            &ns,
+            ns,
             "  syncPolicy:\n    automated: {}\n",
         )?,
     )
     .await?;
 
-    let first = start(store.clone(), client.clone(), &ns, dir.path()).await?;
+    let first = world.start().await?;
     let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
-        Api::namespaced(client.clone(), &ns);
+        Api::namespaced(client.clone(), ns);
     wait_until(
         "wave 0 applied and the operation running",
         DEADLINE,
@@ -318,9 +315,8 @@ async fn an_operation_interrupted_by_a_restart_resumes() -> Result<()> {
     )
     .await?;
     first.stop().await?;
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     assert_eq!(
-        value_of(&config_maps, "after").await?,
+        value_of(config_maps, "after").await?,
         None,
         "wave 1 never started"
     );
@@ -342,7 +338,7 @@ async fn an_operation_interrupted_by_a_restart_resumes() -> Result<()> {
             "readyReplicas": 1, "availableReplicas": 1}})),
         )
         .await?;
-    let second = start(store.clone(), client.clone(), &ns, dir.path()).await?;
+    let second = world.start().await?;
     let status = wait_until("the resumed operation finished", DEADLINE, || async {
         let status = apps.get(&at).await?.and_then(|o| o.status).map(|s| s.value);
         Ok(status.filter(|s| {
@@ -352,10 +348,7 @@ async fn an_operation_interrupted_by_a_restart_resumes() -> Result<()> {
         }))
     })
     .await?;
-    assert_eq!(
-        value_of(&config_maps, "after").await?.as_deref(),
-        Some("v1")
-    );
+    assert_eq!(value_of(config_maps, "after").await?.as_deref(), Some("v1"));
     assert!(
         status
             .operation_state
@@ -368,10 +361,15 @@ async fn an_operation_interrupted_by_a_restart_resumes() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_with_the_finalizer_removes_resources_and_without_it_keeps_them() -> Result<()> {
     init_test_logging();
-    let server = shared::apiserver().await?;
-    let client = server.client().await?;
-    let ns = server.test_namespace("ctrl-delete").await?;
-    let repo = GitRepo::init()?;
+    let world = World::new("ctrl-delete", GitHttpOptions::default()).await?;
+    let World {
+        ns,
+        repo,
+        url,
+        apps,
+        config_maps,
+        ..
+    } = &world;
     repo.write_all(&[
         ("cascade/a.yaml", cm("cascaded", "v1")),
         (
@@ -381,24 +379,18 @@ async fn deleting_with_the_finalizer_removes_resources_and_without_it_keeps_them
         ("orphan/b.yaml", cm("orphaned", "v1")),
     ])?;
     repo.commit("two apps")?;
-    let git = GitHttpServer::start_temp(GitHttpOptions::default())?;
-    let url = git.url_for(&repo)?;
-    let dir = tempfile::tempdir()?;
-    let store = open_store(dir.path()).await?;
-    let running = start(store.clone(), client.clone(), &ns, dir.path()).await?;
-    let apps = TypedStore::<Applications>::new(store.clone());
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let running = world.start().await?;
     let auto = "  syncPolicy:\n    automated: {}\n";
     let cascade = ObjectRef::new("capstan", "cascade");
-    let mut app = application("cascade", &url, "cascade", &ns, auto)?;
+    let mut app = application("cascade", url, "cascade", ns, auto)?;
     app.metadata.finalizers = vec!["resources-finalizer.argocd.argoproj.io/background".into()];
     apps.create(&cascade, &app).await?;
     let orphan = ObjectRef::new("capstan", "orphan");
-    apps.create(&orphan, &application("orphan", &url, "orphan", &ns, auto)?)
+    apps.create(&orphan, &application("orphan", url, "orphan", ns, auto)?)
         .await?;
     wait_until("both apps synced", DEADLINE, || async {
-        Ok((value_of(&config_maps, "cascaded").await?.is_some()
-            && value_of(&config_maps, "orphaned").await?.is_some())
+        Ok((value_of(config_maps, "cascaded").await?.is_some()
+            && value_of(config_maps, "orphaned").await?.is_some())
         .then_some(()))
     })
     .await?;
@@ -417,17 +409,17 @@ async fn deleting_with_the_finalizer_removes_resources_and_without_it_keeps_them
     })
     .await?;
     assert_eq!(
-        value_of(&config_maps, "cascaded").await?,
+        value_of(config_maps, "cascaded").await?,
         None,
         "cascade deleted it"
     );
     assert_eq!(
-        value_of(&config_maps, "goodbye").await?.as_deref(),
+        value_of(config_maps, "goodbye").await?.as_deref(),
         Some("bye"),
         "the PostDelete hook ran"
     );
     assert_eq!(
-        value_of(&config_maps, "orphaned").await?.as_deref(),
+        value_of(config_maps, "orphaned").await?.as_deref(),
         Some("v1"),
         "no finalizer: the resources stay"
     );
@@ -438,12 +430,15 @@ async fn deleting_with_the_finalizer_removes_resources_and_without_it_keeps_them
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_of_apps_manages_its_children_in_the_store() -> Result<()> {
     init_test_logging();
-    let server = shared::apiserver().await?;
-    let client = server.client().await?;
-    let ns = server.test_namespace("ctrl-aoa").await?;
-    let git = GitHttpServer::start_temp(GitHttpOptions::default())?;
-    let repo = GitRepo::init()?;
-    let url = git.url_for(&repo)?;
+    let world = World::new("ctrl-aoa", GitHttpOptions::default()).await?;
+    let World {
+        ns,
+        repo,
+        url,
+        apps,
+        config_maps,
+        ..
+    } = &world;
     let child = format!(
         "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata:\n  name: child\nspec:\n  project: team\n  source:\n    repoURL: {url}\n    path: child\n    targetRevision: HEAD\n  destination:\n    server: {}\n    namespace: {ns}\n  syncPolicy:\n    automated: {{}}\n",
         capstan_controller::reconcile::IN_CLUSTER_SERVER
@@ -455,27 +450,23 @@ async fn an_app_of_apps_manages_its_children_in_the_store() -> Result<()> {
         ("child/settings.yaml", cm("from-child", "v1")),
     ])?;
     repo.commit("root and child")?;
-    let dir = tempfile::tempdir()?;
-    let store = open_store(dir.path()).await?;
-    let running = start(store.clone(), client.clone(), &ns, dir.path()).await?;
-    let apps = TypedStore::<Applications>::new(store.clone());
+    let running = world.start().await?;
     let root = ObjectRef::new("capstan", "root");
     apps.create(
         &root,
         &application(
             "root",
-            &url,
+            url,
             "root",
-            &ns,
+            ns,
             "  syncPolicy:\n    automated:\n      prune: true\n      selfHeal: true\n",
         )?,
     )
     .await?;
 
     // The child is written to the store, then reconciled and synced in its own right.
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     wait_until("the child's resources", DEADLINE, || async {
-        Ok(value_of(&config_maps, "from-child").await?.map(|_| ()))
+        Ok(value_of(config_maps, "from-child").await?.map(|_| ()))
     })
     .await?;
     let at = ObjectRef::new("capstan", "child");
@@ -534,7 +525,7 @@ async fn an_app_of_apps_manages_its_children_in_the_store() -> Result<()> {
         Ok(apps.get(&at).await?.is_none().then_some(()))
     })
     .await?;
-    assert!(value_of(&config_maps, "from-child").await?.is_some());
+    assert!(value_of(config_maps, "from-child").await?.is_some());
     running.stop().await?;
     Ok(())
 }
@@ -542,27 +533,31 @@ async fn an_app_of_apps_manages_its_children_in_the_store() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_repositories_are_read_with_the_registered_credentials() -> Result<()> {
     init_test_logging();
-    let server = shared::apiserver().await?;
-    let client = server.client().await?;
-    let ns = server.test_namespace("ctrl-private").await?;
-    let repo = GitRepo::init()?;
+    let world = World::new(
+        "ctrl-private",
+        GitHttpOptions::default().with_bearer_token("s3cr3t-token"),
+    )
+    .await?;
+    let World {
+        ns,
+        repo,
+        url,
+        store,
+        apps,
+        config_maps,
+        ..
+    } = &world;
     repo.write_all(&[("app/settings.yaml", cm("private", "v1"))])?;
     repo.commit("private")?;
-    let git =
-        GitHttpServer::start_temp(GitHttpOptions::default().with_bearer_token("s3cr3t-token"))?;
-    let url = git.url_for(&repo)?;
-    let dir = tempfile::tempdir()?;
-    let store = open_store(dir.path()).await?;
-    let running = start(store.clone(), client.clone(), &ns, dir.path()).await?;
-    let apps = TypedStore::<Applications>::new(store.clone());
+    let running = world.start().await?;
     let at = ObjectRef::new("capstan", "private");
     apps.create(
         &at,
         &application(
             "private",
-            &url,
+            url,
             "app",
-            &ns,
+            ns,
             "  syncPolicy:\n    automated: {}\n",
         )?,
     )
@@ -589,9 +584,8 @@ async fn private_repositories_are_read_with_the_registered_credentials() -> Resu
         .create(&ObjectRef::new("capstan", "private"), &registered)
         .await?;
     running.queue.enqueue(at.clone(), Request::refresh());
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     wait_until("the private repository synced", DEADLINE, || async {
-        Ok(value_of(&config_maps, "private").await?.map(|_| ()))
+        Ok(value_of(config_maps, "private").await?.map(|_| ()))
     })
     .await?;
     let status = apps
@@ -609,30 +603,30 @@ async fn private_repositories_are_read_with_the_registered_credentials() -> Resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_syncs_are_retried_within_the_limit() -> Result<()> {
     init_test_logging();
-    let server = shared::apiserver().await?;
-    let client = server.client().await?;
-    let ns = server.test_namespace("ctrl-retry").await?;
-    let repo = GitRepo::init()?;
+    let world = World::new("ctrl-retry", GitHttpOptions::default()).await?;
+    let World {
+        ns,
+        repo,
+        url,
+        apps,
+        config_maps,
+        ..
+    } = &world;
     // `k: 1` is a number: the API server refuses the ConfigMap, so every attempt fails.
     repo.write_all(&[(
         "app/bad.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bad\ndata:\n  k: 1\n".to_owned(),
     )])?;
     repo.commit("broken")?;
-    let git = GitHttpServer::start_temp(GitHttpOptions::default())?;
-    let url = git.url_for(&repo)?;
-    let dir = tempfile::tempdir()?;
-    let store = open_store(dir.path()).await?;
-    let running = start(store.clone(), client.clone(), &ns, dir.path()).await?;
-    let apps = TypedStore::<Applications>::new(store.clone());
+    let running = world.start().await?;
     let at = ObjectRef::new("capstan", "retried");
     apps.create(
         &at,
         &application(
             "retried",
-            &url,
+            url,
             "app",
-            &ns,
+            ns,
             "  syncPolicy:\n    automated: {}\n    retry:\n      limit: 2\n      backoff:\n        duration: 200ms\n        factor: 2\n        maxDuration: 1s\n",
         )?,
     )
@@ -662,9 +656,8 @@ async fn failed_syncs_are_retried_within_the_limit() -> Result<()> {
     repo.write_all(&[("app/bad.yaml", cm("bad", "fixed"))])?;
     repo.commit("fixed")?;
     running.queue.enqueue(at.clone(), Request::refresh());
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     wait_until("the fix deployed", DEADLINE, || async {
-        Ok((value_of(&config_maps, "bad").await?.as_deref() == Some("fixed")).then_some(()))
+        Ok((value_of(config_maps, "bad").await?.as_deref() == Some("fixed")).then_some(()))
     })
     .await?;
     running.stop().await?;

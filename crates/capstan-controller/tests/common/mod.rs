@@ -18,8 +18,11 @@ use capstan_engine::cache::{CacheSettings, ClusterCache};
 use capstan_engine::resources::ApiResolver;
 use capstan_engine::sync::SyncRunner;
 use capstan_repo::service::{RepoServer, RepoServerConfig};
-use capstan_store::typed::ObjectRef;
+use capstan_store::kinds::Applications;
+use capstan_store::typed::{ObjectRef, TypedStore};
 use capstan_store::{EmbeddedOptions, EmbeddedStore, Store};
+use capstan_testkit::git::GitRepo;
+use capstan_testkit::git_http::{GitHttpOptions, GitHttpServer};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 
@@ -135,6 +138,57 @@ pub async fn start(
         stop,
         task,
     })
+}
+
+/// One test's surroundings: a namespace on the shared apiserver, a Git repository served
+/// over smart HTTP (empty until the test writes to it), and an embedded store in a temporary
+/// directory; [`World::start`] runs a controller over them.
+pub struct World {
+    pub client: kube::Client,
+    pub ns: String,
+    pub repo: GitRepo,
+    pub url: String,
+    pub store: Arc<dyn Store>,
+    pub apps: TypedStore<Applications>,
+    pub config_maps: Api<ConfigMap>,
+    _git: GitHttpServer,
+    dir: tempfile::TempDir,
+}
+
+impl World {
+    /// A world in a new namespace named after `prefix`, its Git server with `git` options.
+    pub async fn new(prefix: &str, git: GitHttpOptions) -> Result<Self> {
+        let server = capstan_testkit::shared::apiserver().await?;
+        let client = server.client().await?;
+        let ns = server.test_namespace(prefix).await?;
+        let repo = GitRepo::init()?;
+        let git = GitHttpServer::start_temp(git)?;
+        let url = git.url_for(&repo)?;
+        let dir = tempfile::tempdir()?;
+        let store = open_store(dir.path()).await?;
+        Ok(Self {
+            apps: TypedStore::new(store.clone()),
+            config_maps: Api::namespaced(client.clone(), &ns),
+            client,
+            ns,
+            repo,
+            url,
+            store,
+            _git: git,
+            dir,
+        })
+    }
+
+    /// Starts a controller over the world (again after a stop: same store and work dir).
+    pub async fn start(&self) -> Result<Running> {
+        start(
+            self.store.clone(),
+            self.client.clone(),
+            &self.ns,
+            self.dir.path(),
+        )
+        .await
+    }
 }
 
 /// An Application in Argo CD's YAML for `url`/`path` into `ns`, with extra spec lines.
