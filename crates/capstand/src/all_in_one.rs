@@ -592,17 +592,17 @@ contexts:
 - {name: c, context: {cluster: c, user: u}}
 current-context: c
 ";
-        let out = absolutize_kubeconfig_paths(yaml, Path::new("/home/me/.kube"))
+        let out = absolutize_kubeconfig_paths(yaml, Path::new("/etc/capstan/kube"))
             .expect("valid kubeconfig");
         let doc: Value = serde_json::from_str(&out).expect("JSON out");
         assert_eq!(
             doc["clusters"][0]["cluster"]["certificate-authority"],
-            "/home/me/.kube/ca.crt"
+            "/etc/capstan/kube/ca.crt"
         );
         let user = &doc["users"][0]["user"];
         assert_eq!(user["client-certificate"], "/abs/client.crt");
-        assert_eq!(user["client-key"], "/home/me/.kube/keys/client.key");
-        assert_eq!(user["exec"]["command"], "/home/me/.kube/./bin/get-token");
+        assert_eq!(user["client-key"], "/etc/capstan/kube/keys/client.key");
+        assert_eq!(user["exec"]["command"], "/etc/capstan/kube/./bin/get-token");
         assert_eq!(doc["users"][1]["user"]["exec"]["command"], "aws");
         assert_eq!(doc["current-context"], "c");
     }
