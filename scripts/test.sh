@@ -4,7 +4,8 @@
 # components (etcd, kube-apiserver, controller-manager, scheduler, kwok, Redis Cluster, git).
 #
 #   bash scripts/test.sh              # everything
-#   bash scripts/test.sh --test apiserver   # extra arguments go to `cargo test`
+#   bash scripts/test.sh --test apiserver   # extra arguments go to `cargo test` (and skip
+#                                           # the demo check, `bash scripts/up.sh --check`)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,4 +32,13 @@ cargo test --workspace --locked --no-run "$@"
 BUILT=$SECONDS
 say "run: running the tests (unit, integration and doc tests)"
 cargo test --workspace --locked "$@"
+# The README's first command, end to end, unless the run was narrowed to some tests: every
+# demo app (plain YAML, Kustomize, Helm, Jsonnet, sync waves with a hook, app of apps) must
+# become Synced and Healthy in a fresh simulated cluster.
+if [[ $# -eq 0 ]]; then
+    say "demo: bash scripts/up.sh --check"
+    DEMO_DIR="$(mktemp -d)"
+    CAPSTAN_UP_DIR="$DEMO_DIR" bash scripts/up.sh --check
+    rm -rf "$DEMO_DIR"
+fi
 say "done: build $((BUILT - START))s (incl. tools), tests $((SECONDS - BUILT))s"

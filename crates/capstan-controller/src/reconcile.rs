@@ -111,6 +111,10 @@ pub struct Reconciler {
     poll: Duration,
     stopping: std::sync::atomic::AtomicBool,
     metrics: crate::metrics::ControllerMetrics,
+    /// When this reconciler was made: the first status write of each Application after it
+    /// always happens, so `reconciledAt` tells who has looked at an Application since a
+    /// (re)start even when nothing changed.
+    started: jiff::Timestamp,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -145,6 +149,7 @@ impl Reconciler {
             poll: Duration::from_millis(500),
             stopping: std::sync::atomic::AtomicBool::new(false),
             metrics: crate::metrics::ControllerMetrics::default(),
+            started: jiff::Timestamp::now(),
         }
     }
 
@@ -953,7 +958,8 @@ impl Reconciler {
         }
     }
 
-    /// Writes `status` unless only `reconciledAt` differs from `old`, fenced on ownership.
+    /// Writes `status` unless only `reconciledAt` differs from `old` and `old` was written
+    /// since this reconciler started, fenced on ownership.
     async fn write_status(
         &self,
         at: &ObjectRef,
@@ -963,7 +969,12 @@ impl Reconciler {
     ) -> Result<(), ReconcileError> {
         let mut same = status.clone();
         same.reconciled_at.clone_from(&old.reconciled_at);
-        if &same == old {
+        let seen_since_start = old
+            .reconciled_at
+            .as_ref()
+            .and_then(|t| t.0.parse::<jiff::Timestamp>().ok())
+            .is_some_and(|t| t >= self.started);
+        if &same == old && seen_since_start {
             return Ok(());
         }
         status.reconciled_at = Some(now());

@@ -161,6 +161,14 @@ pub struct Args {
     /// next start.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration, env = "CAPSTAN_SHUTDOWN_GRACE")]
     shutdown_grace: Duration,
+    /// Once every Application is Synced and Healthy, or --summary-timeout after the start,
+    /// write a table of the Applications' sync and health to this file; its first line
+    /// starts with `settled:` or `not settled:` (for scripts; `scripts/up.sh` shows it).
+    #[arg(long, value_name = "FILE")]
+    summary_out: Option<PathBuf>,
+    /// How long --summary-out waits for every Application to settle.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration, requires = "summary_out")]
+    summary_timeout: Duration,
 }
 
 fn parse_tracking(text: &str) -> Result<TrackingMethod, String> {
@@ -175,6 +183,7 @@ fn parse_tracking(text: &str) -> Result<TrackingMethod, String> {
 
 /// Runs the all-in-one control plane until SIGTERM or Ctrl-C.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let started = std::time::SystemTime::now();
     // Listen for signals from the start, so a SIGTERM during a slow start still shuts down
     // cleanly instead of killing the process with the store open.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -253,7 +262,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Arc::new(OwnAll),
     );
     let controller = Controller::new(
-        store,
+        store.clone(),
         reconciler,
         ControllerConfig {
             workers: args.workers.max(1),
@@ -289,6 +298,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
 
+    let summary = args.summary_out.clone().map(|path| {
+        tokio::spawn(crate::summary::report_when_settled(
+            store.clone(),
+            path,
+            started,
+            args.summary_timeout,
+        ))
+    });
     let mut controller_task = tokio::spawn(controller.run(stopped()));
     ready.set(true);
     info!(
@@ -315,6 +332,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     signals.abort();
+    if let Some(summary) = summary {
+        summary.abort();
+    }
     cluster.cache.stop();
     let _ = observe_task.await;
     close(embedded).await;

@@ -5,6 +5,7 @@ mod admin;
 mod all_in_one;
 mod observe;
 mod repo_server;
+mod summary;
 mod units;
 
 use clap::{Parser, Subcommand};

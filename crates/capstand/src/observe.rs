@@ -22,12 +22,15 @@ pub enum LogFormat {
     Json,
 }
 
-/// Sets up logging to stderr; `RUST_LOG` filters (default `info`).
+/// Sets up logging to stderr; `RUST_LOG` filters (default `info`). Colours only on a
+/// terminal: a log redirected to a file stays plain text.
 pub fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

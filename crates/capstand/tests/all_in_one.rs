@@ -13,8 +13,10 @@ use capstan_testkit::net::{free_port, http_get};
 use capstan_testkit::process::ManagedProcess;
 use capstan_testkit::shared;
 use capstan_testkit::wait::wait_until;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
 
 const DEADLINE: Duration = Duration::from_secs(90);
 
@@ -168,6 +170,248 @@ async fn syncs_an_application_from_git_serves_metrics_and_stops_on_sigterm() -> 
     assert!(exit.contains("exit status: 0"), "{exit}");
     let log = std::fs::read_to_string(process.log_path())?;
     assert!(log.contains("all-in-one ready"), "{log}");
+    assert!(log.contains("all-in-one stopped"), "{log}");
+    Ok(())
+}
+
+/// The manifests of a sync in three waves, after a PreSync hook: a ConfigMap hook that is
+/// deleted and created again whenever it runs (so a run shows as a new uid), a wave-0
+/// ConfigMap, a wave-1 Deployment (healthy only once its status says so: the test apiserver
+/// runs no deployment controller, so the sync waits there), and a wave-2 ConfigMap.
+const WAVES: &[(&str, &str)] = &[
+    (
+        "waves/hook.yaml",
+        "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: migrate
+  annotations:
+    argocd.argoproj.io/hook: PreSync
+    argocd.argoproj.io/hook-delete-policy: BeforeHookCreation
+data:
+  step: migrate
+",
+    ),
+    (
+        "waves/first.yaml",
+        "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: first
+  annotations:
+    argocd.argoproj.io/sync-wave: \"0\"
+data:
+  wave: \"0\"
+",
+    ),
+    (
+        "waves/db.yaml",
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: db
+  annotations:
+    argocd.argoproj.io/sync-wave: \"1\"
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: db}
+  template:
+    metadata:
+      labels: {app: db}
+    spec:
+      containers:
+      - name: db
+        image: example.invalid/db:1
+",
+    ),
+    (
+        "waves/last.yaml",
+        "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: last
+  annotations:
+    argocd.argoproj.io/sync-wave: \"2\"
+data:
+  wave: \"2\"
+",
+    ),
+];
+
+/// The series counting operations a restarted controller resumed and finished.
+const RESUMED_SUCCEEDED: &str =
+    r#"capstan_controller_syncs_total{trigger="resumed",phase="Succeeded"}"#;
+
+/// The value of the metric line `series` at `/metrics` on `port`, if it is there.
+fn metric(port: u16, series: &str) -> Result<Option<String>> {
+    let (code, metrics) = http_get(port, "/metrics")?;
+    anyhow::ensure!(code == 200, "/metrics answered {code}");
+    Ok(metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(str::to_owned))
+}
+
+#[tokio::test]
+async fn a_sync_killed_mid_wave_resumes_after_restart_without_rerunning_hooks() -> Result<()> {
+    let server = shared::apiserver().await?;
+    let ns = server.test_namespace("aio-resume").await?;
+    let kubeconfig = server.kubeconfig_file()?;
+
+    let repo = GitRepo::init()?;
+    repo.write_all(WAVES)?;
+    repo.commit("waves")?;
+    let git = GitHttpServer::start_temp(GitHttpOptions::default())?;
+    let url = git.url_for(&repo)?;
+
+    let tmp = tempfile::tempdir()?;
+    let app_file = tmp.path().join("waves.yaml");
+    std::fs::write(&app_file, application("waves", &url, "waves", &ns))?;
+    let helm = capstan_testkit::tools::helm()?;
+    let kustomize = capstan_testkit::tools::kustomize()?;
+    // The same data directory both times; a metrics address of its own for each process.
+    let start = |metrics_listen: &str| {
+        spawn(
+            tmp.path(),
+            &[
+                "--kubeconfig".as_ref(),
+                kubeconfig.as_os_str(),
+                "--data-dir".as_ref(),
+                "data".as_ref(),
+                "--app".as_ref(),
+                app_file.as_os_str(),
+                "--metrics-listen".as_ref(),
+                metrics_listen.as_ref(),
+                "--helm".as_ref(),
+                helm.as_os_str(),
+                "--kustomize".as_ref(),
+                kustomize.as_os_str(),
+            ],
+        )
+    };
+    let client = server.client().await?;
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(client, &ns);
+    let uid_of = |cm: ConfigMap| cm.metadata.uid.context("a ConfigMap without a uid");
+
+    // First run: the hook and wave 0 are done, wave 1 is applied and waits for the
+    // Deployment's health — and the process dies without a chance to save anything more.
+    let mut first = start(&format!("127.0.0.1:{}", free_port()?))?;
+    let first_run = async {
+        wait_until(
+            "wave 1 applied: the Deployment in the cluster",
+            DEADLINE,
+            || {
+                let alive = first.check_running();
+                let api = deployments.clone();
+                async move {
+                    alive?;
+                    Ok(api.get_opt("db").await?)
+                }
+            },
+        )
+        .await?;
+        let hook = config_maps
+            .get_opt("migrate")
+            .await?
+            .context("the PreSync hook ran before the waves")?;
+        anyhow::ensure!(
+            config_maps.get_opt("first").await?.is_some(),
+            "wave 0 was applied before wave 1"
+        );
+        uid_of(hook)
+    };
+    let hook_uid = match first_run.await {
+        Ok(uid) => uid,
+        Err(e) => return Err(e.context(format!("capstand log:\n{}", first.log_tail(60)))),
+    };
+    first.signal(libc::SIGKILL)?;
+    let exit = exit_of(&mut first, Duration::from_secs(20)).await?;
+    assert!(exit.contains("SIGKILL"), "{exit}");
+    assert!(
+        config_maps.get_opt("last").await?.is_none(),
+        "wave 2 waits for the Deployment, which is not available yet:\n{}",
+        first.log_tail(60)
+    );
+
+    // The Deployment becomes available, written as its controller would.
+    let generation = deployments
+        .get("db")
+        .await?
+        .metadata
+        .generation
+        .unwrap_or(1);
+    deployments
+        .patch_status(
+            "db",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+                "observedGeneration": generation, "replicas": 1, "updatedReplicas": 1,
+                "readyReplicas": 1, "availableReplicas": 1}})),
+        )
+        .await?;
+
+    // Second run on the same data directory: it resumes the saved operation at wave 1 and
+    // finishes it, without running the completed hook again. Its log follows the first's in
+    // the same file.
+    let first_log_len = std::fs::read_to_string(first.log_path())?.len();
+    let metrics_port = free_port()?;
+    let mut second = start(&format!("127.0.0.1:{metrics_port}"))?;
+    let second_run = async {
+        wait_until("wave 2 applied: the last ConfigMap", DEADLINE, || {
+            let alive = second.check_running();
+            let api = config_maps.clone();
+            async move {
+                alive?;
+                Ok(api.get_opt("last").await?)
+            }
+        })
+        .await?;
+        wait_until(
+            "the resumed operation counted as succeeded",
+            DEADLINE,
+            || {
+                let alive = second.check_running();
+                let value = metric(metrics_port, RESUMED_SUCCEEDED);
+                async move {
+                    alive?;
+                    value
+                }
+            },
+        )
+        .await
+        .and_then(|value| {
+            anyhow::ensure!(value == "1", "{RESUMED_SUCCEEDED} {value}");
+            Ok(())
+        })?;
+        let (_, metrics) = http_get(metrics_port, "/metrics")?;
+        assert!(
+            !metrics.contains(r#"capstan_controller_syncs_total{trigger="automated""#),
+            "the operation was resumed, not started again:\n{metrics}"
+        );
+        let hook = config_maps
+            .get_opt("migrate")
+            .await?
+            .context("the hook is kept")?;
+        assert_eq!(
+            uid_of(hook)?,
+            hook_uid,
+            "the completed PreSync hook was run again"
+        );
+        let log = std::fs::read_to_string(second.log_path())?;
+        let log = log.get(first_log_len..).unwrap_or_default();
+        assert!(log.contains("resuming the operation in progress"), "{log}");
+        anyhow::Ok(())
+    };
+    if let Err(e) = second_run.await {
+        return Err(e.context(format!("capstand log:\n{}", second.log_tail(60))));
+    }
+
+    second.signal(libc::SIGTERM)?;
+    let exit = exit_of(&mut second, Duration::from_secs(40)).await?;
+    assert!(exit.contains("exit status: 0"), "{exit}");
+    let log = std::fs::read_to_string(second.log_path())?;
     assert!(log.contains("all-in-one stopped"), "{log}");
     Ok(())
 }

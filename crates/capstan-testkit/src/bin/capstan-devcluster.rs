@@ -11,60 +11,13 @@ use capstan_testkit::git_http::{GitHttpOptions, GitHttpServer};
 use capstan_testkit::{KubeApiServer, SimulatedCluster};
 use clap::Parser;
 
-/// The demo application: a guestbook-like web front end (kwok runs no containers, so the
-/// image is a placeholder that is never pulled), its Service, and its settings.
-const DEMO_FILES: [(&str, &str); 3] = [
-    (
-        "guestbook/deployment.yaml",
-        "apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: guestbook-ui
-spec:
-  replicas: 2
-  selector:
-    matchLabels:
-      app: guestbook-ui
-  template:
-    metadata:
-      labels:
-        app: guestbook-ui
-    spec:
-      containers:
-      - name: guestbook-ui
-        image: registry.k8s.io/pause:3.10
-        ports:
-        - containerPort: 80
-        envFrom:
-        - configMapRef:
-            name: guestbook-settings
-",
-    ),
-    (
-        "guestbook/service.yaml",
-        "apiVersion: v1
-kind: Service
-metadata:
-  name: guestbook-ui
-spec:
-  selector:
-    app: guestbook-ui
-  ports:
-  - port: 80
-    targetPort: 80
-",
-    ),
-    (
-        "guestbook/configmap.yaml",
-        "apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: guestbook-settings
-data:
-  GREETING: Hello from Git
-",
-    ),
-];
+/// Where the demo repository's files say their own URL (in `apps/`, the app of apps' children):
+/// replaced by the served URL when the repository is created, and on later starts the
+/// previous URL is replaced by the new one (the Git server's port changes with every start).
+const URL_PLACEHOLDER: &str = "${DEMO_REPO_URL}";
+
+/// The URL the demo repository was last served at, kept inside its `.git` directory.
+const URL_MARKER: &str = ".git/capstan-demo-url";
 
 /// Run a local simulated Kubernetes cluster on loopback until interrupted.
 ///
@@ -85,27 +38,107 @@ struct Args {
     #[arg(long, default_value_t = 2)]
     nodes: usize,
     /// Serve a demo Git repository from this directory over smart HTTP on loopback,
-    /// creating it (a guestbook app under `guestbook/`) if it does not exist yet. Commits
-    /// you make in it are served at once.
-    #[arg(long, value_name = "DIR")]
+    /// creating it from --demo-from if it does not exist yet. Commits you make in it are
+    /// served at once.
+    #[arg(long, value_name = "DIR", requires = "demo_from")]
     demo_repo: Option<PathBuf>,
+    /// The files the demo repository starts with (the project's `demo/repo`); every
+    /// `${DEMO_REPO_URL}` in them becomes the repository's URL.
+    #[arg(long, value_name = "DIR", requires = "demo_repo")]
+    demo_from: Option<PathBuf>,
     /// Also write the demo repository's URL to this file (for scripts).
     #[arg(long, value_name = "FILE", requires = "demo_repo")]
     demo_url_out: Option<PathBuf>,
 }
 
-/// Creates the demo repository in `dir` unless it already is one (so edits survive restarts).
-fn demo_repo(dir: &Path) -> Result<()> {
-    if dir.join(".git").exists() {
-        return Ok(());
+/// Creates the demo repository in `dir` from the files in `from` unless it already is one (so
+/// edits survive restarts), and points its Applications at `url`.
+fn demo_repo(from: &Path, dir: &Path, url: &str) -> Result<()> {
+    if !dir.join(".git").exists() {
+        let repo = GitRepo::init_at(dir)?;
+        let mut files = Vec::new();
+        collect_files(from, Path::new(""), &mut files)?;
+        let files: Vec<(PathBuf, String)> = files
+            .into_iter()
+            .map(|(path, text)| (path, text.replace(URL_PLACEHOLDER, url)))
+            .collect();
+        repo.write_all(&files)?;
+        repo.commit("Capstan demo: plain YAML, Kustomize, Helm, Jsonnet, sync waves, app of apps")?;
+        // The fixture commits under its own hermetic identity; give people editing the demo
+        // one too, so `git commit` works without a global git configuration.
+        repo.git(["config", "user.name", "Capstan demo"])?;
+        repo.git(["config", "user.email", "demo@capstan.invalid"])?;
+    } else {
+        let previous = std::fs::read_to_string(dir.join(URL_MARKER)).unwrap_or_default();
+        let previous = previous.trim();
+        if !previous.is_empty() && previous != url {
+            repoint(dir, previous, url)?;
+        }
     }
-    let repo = GitRepo::init_at(dir)?;
-    repo.write_all(&DEMO_FILES)?;
-    repo.commit("guestbook: a web front end, its service and settings")?;
-    // The fixture commits under its own hermetic identity; give people editing the demo one
-    // too, so `git commit` works without a global git configuration.
-    repo.git(["config", "user.name", "Capstan demo"])?;
-    repo.git(["config", "user.email", "demo@capstan.invalid"])?;
+    write_atomically(&dir.join(URL_MARKER), &format!("{url}\n"))
+}
+
+/// Every file under `dir` with its text, named by its path below `relative`, in a stable order.
+fn collect_files(dir: &Path, relative: &Path, out: &mut Vec<(PathBuf, String)>) -> Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .collect::<std::io::Result<_>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let relative = relative.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            collect_files(&path, &relative, out)?;
+        } else {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            out.push((relative, text));
+        }
+    }
+    Ok(())
+}
+
+/// Replaces the `previous` URL with `url` in the demo's Application files and commits, so the
+/// app of apps deploys children that fetch from where the repository is served now.
+fn repoint(dir: &Path, previous: &str, url: &str) -> Result<()> {
+    let apps = dir.join("apps");
+    let mut files = Vec::new();
+    if apps.is_dir() {
+        collect_files(&apps, Path::new("apps"), &mut files)?;
+    }
+    let mut changed = false;
+    for (relative, text) in files {
+        if text.contains(previous) {
+            std::fs::write(dir.join(&relative), text.replace(previous, url))
+                .with_context(|| format!("writing {}", relative.display()))?;
+            changed = true;
+        }
+    }
+    if changed {
+        let git = |args: &[&str]| -> Result<()> {
+            let status = std::process::Command::new("git")
+                .arg("-C")
+                .arg(dir)
+                .args(["-c", "commit.gpgsign=false"])
+                .args(args)
+                .status()
+                .context("running git")?;
+            anyhow::ensure!(
+                status.success(),
+                "git {} failed in {}",
+                args.join(" "),
+                dir.display()
+            );
+            Ok(())
+        };
+        git(&["add", "apps"])?;
+        git(&[
+            "commit",
+            "-q",
+            "-m",
+            &format!("demo: the Git server moved to {url}"),
+        ])?;
+    }
     Ok(())
 }
 
@@ -152,9 +185,14 @@ async fn main() -> Result<()> {
 
     let git = match &args.demo_repo {
         Some(dir) => {
-            demo_repo(dir)?;
             let server = GitHttpServer::start_temp(GitHttpOptions::anonymous())?;
-            let url = server.mount("guestbook", dir)?;
+            let url = server.url("demo");
+            let from = args
+                .demo_from
+                .as_deref()
+                .context("--demo-repo needs --demo-from")?;
+            demo_repo(from, dir, &url)?;
+            server.mount("demo", dir)?;
             if let Some(out) = &args.demo_url_out {
                 write_atomically(out, &format!("{url}\n"))?;
             }
