@@ -259,15 +259,22 @@ impl Reconciler {
             && !saved.is_finished()
         {
             info!(app = %at, "resuming the operation in progress");
-            let (revision, initiator) = status
+            let (deploying, initiator) = status
                 .operation_state
                 .as_ref()
                 .map(|o| {
+                    let result = o.sync_result.clone().unwrap_or_default();
                     (
-                        o.sync_result
-                            .as_ref()
-                            .map(|r| r.revision.clone())
-                            .unwrap_or_default(),
+                        Deploying {
+                            revision: result.revision,
+                            source: result.source,
+                            digest: result.manifests_digest,
+                            rollback: o
+                                .operation
+                                .sync
+                                .as_ref()
+                                .is_some_and(|s| s.source.is_some()),
+                        },
                         o.operation.initiated_by.clone(),
                     )
                 })
@@ -278,7 +285,7 @@ impl Reconciler {
                 &app,
                 &mut status,
                 saved,
-                &revision,
+                deploying,
                 initiator,
                 "resumed",
             ))
@@ -325,12 +332,25 @@ impl Reconciler {
             .as_ref()
             .and_then(|o| o.sync.clone().map(|s| (o.clone(), s)));
         let mut render_app = app.clone();
-        if let Some((_, sync)) = &operation
-            && !sync.revision.is_empty()
-            && let Some(source) = render_app.spec.source.as_mut()
-        {
+        if let Some((_, sync)) = &operation {
+            // A rollback names the source a history entry deployed; it is rendered instead
+            // of the spec's (single source; multiple sources roll back by revisions).
+            if let Some(source) = &sync.source
+                && !render_app.spec.has_multiple_sources()
+            {
+                render_app.spec.source = Some(source.clone());
+            }
+        }
+        // The source deployed, as recorded: the rollback's or the spec's (the revision is
+        // recorded apart from it).
+        let deploy_source = render_app.spec.source.clone().unwrap_or_default();
+        if let Some((_, sync)) = &operation {
             // A manual sync (or rollback) to a given revision renders that revision.
-            source.target_revision.clone_from(&sync.revision);
+            if !sync.revision.is_empty()
+                && let Some(source) = render_app.spec.source.as_mut()
+            {
+                source.target_revision.clone_from(&sync.revision);
+            }
         }
         let rendered = match Box::pin(self.render(&render_app, hard)).await {
             Ok(r) => r,
@@ -341,6 +361,7 @@ impl Reconciler {
                 return Ok(outcome);
             }
         };
+        let digest = capstan_repo::service::manifests_digest(&rendered.manifests);
         // App of apps: Applications and AppProjects go to the store, the rest to the cluster.
         let (store_objects, cluster_objects): (Vec<Value>, Vec<Value>) = rendered
             .manifests
@@ -486,13 +507,19 @@ impl Reconciler {
                 req.resources.clone_from(&sync.resources);
                 info!(app = %at, revision = %rendered.revision, "sync requested");
                 let state = self.plan_and_save(at, cluster, &req).await?;
+                let deploying = Deploying {
+                    revision: rendered.revision.clone(),
+                    source: deploy_source.clone(),
+                    digest: digest.clone(),
+                    rollback: sync.source.is_some(),
+                };
                 let state = Box::pin(self.run_operation(
                     at,
                     cluster,
                     &app,
                     &mut status,
                     state,
-                    &rendered.revision,
+                    deploying,
                     op.initiated_by.clone(),
                     "requested",
                 ))
@@ -538,13 +565,19 @@ impl Reconciler {
                 } else {
                     "automated"
                 };
+                let deploying = Deploying {
+                    revision: rendered.revision.clone(),
+                    source: app.spec.source.clone().unwrap_or_default(),
+                    digest: digest.clone(),
+                    rollback: false,
+                };
                 let state = Box::pin(self.run_operation(
                     at,
                     cluster,
                     &app,
                     &mut status,
                     state,
-                    &rendered.revision,
+                    deploying,
                     initiator,
                     trigger,
                 ))
@@ -641,7 +674,7 @@ impl Reconciler {
                     app,
                     &mut status,
                     state,
-                    "",
+                    Deploying::default(),
                     initiator,
                     "delete",
                 )
@@ -872,10 +905,11 @@ impl Reconciler {
         app: &Application,
         status: &mut ApplicationStatus,
         mut state: SyncState,
-        revision: &str,
+        deploying: Deploying,
         initiated_by: OperationInitiator,
         trigger: &'static str,
     ) -> Result<SyncState, ReconcileError> {
+        let revision = deploying.revision.as_str();
         let started_at = now();
         let mut op = OperationState {
             phase: Some(OperationPhase::Running),
@@ -886,11 +920,13 @@ impl Reconciler {
         op.operation.sync = Some(capstan_model::SyncOperation {
             revision: revision.to_owned(),
             dry_run: state.dry_run,
+            source: deploying.rollback.then(|| deploying.source.clone()),
             ..Default::default()
         });
         op.sync_result = Some(SyncOperationResult {
             revision: revision.to_owned(),
-            source: app.spec.source.clone().unwrap_or_default(),
+            source: deploying.source.clone(),
+            manifests_digest: deploying.digest.clone(),
             ..SyncOperationResult::default()
         });
         // Running, for everyone to see, and so that a resumed operation knows its revision
@@ -925,7 +961,8 @@ impl Reconciler {
             status.history.push(RevisionHistory {
                 id,
                 revision: revision.to_owned(),
-                source: app.spec.source.clone().unwrap_or_default(),
+                source: deploying.source,
+                manifests_digest: deploying.digest,
                 deployed_at: Some(now()),
                 deploy_started_at: Some(started_at),
                 initiated_by,
@@ -1072,6 +1109,20 @@ struct Rendered {
     manifests: Vec<Value>,
     revision: String,
     source_types: Vec<capstan_model::SourceType>,
+}
+
+/// What an operation deploys: recorded in its result when it starts (so a resumed operation
+/// knows it) and in the history when it succeeds.
+#[derive(Debug, Default)]
+struct Deploying {
+    /// The revision rendered (commit SHA, chart version; comma-joined for several sources).
+    revision: String,
+    /// The source rendered: the spec's, or the history entry's for a rollback.
+    source: capstan_model::ApplicationSource,
+    /// [`capstan_repo::service::manifests_digest`] of the rendered manifests.
+    digest: String,
+    /// A rollback: the operation names `source` (`operation.sync.source`).
+    rollback: bool,
 }
 
 /// The current time in RFC 3339, as the model stores times.

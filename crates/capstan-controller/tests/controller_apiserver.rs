@@ -663,3 +663,121 @@ async fn failed_syncs_are_retried_within_the_limit() -> Result<()> {
     running.stop().await?;
     Ok(())
 }
+
+/// Asks for `operation` on the Application at `at` (what the API writes) and waits until the
+/// controller has run it and cleared it; returns the status then.
+async fn run_requested(
+    apps: &TypedStore<capstan_store::kinds::Applications>,
+    at: &ObjectRef,
+    operation: capstan_model::Operation,
+) -> Result<capstan_model::ApplicationStatus> {
+    let before = apps
+        .get(at)
+        .await?
+        .and_then(|o| o.status)
+        .map_or(0, |s| s.value.history.len());
+    let mut app = apps.get(at).await?.context("exists")?.spec.value;
+    app.operation = Some(operation);
+    apps.update_spec(at, &app, capstan_store::Precondition::None)
+        .await?;
+    wait_until(
+        "the requested operation run and cleared",
+        DEADLINE,
+        || async {
+            let object = apps.get(at).await?.context("exists")?;
+            let status = object.status.map(|s| s.value);
+            Ok(status.filter(|s| {
+                object.spec.value.operation.is_none()
+                    && s.operation_state
+                        .as_ref()
+                        .is_some_and(|o| o.phase.is_some_and(|p| p != OperationPhase::Running))
+                    && (s.history.len() > before
+                        || s.operation_state
+                            .as_ref()
+                            .is_some_and(|o| o.phase != Some(OperationPhase::Succeeded)))
+            }))
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_redeploys_a_history_entry_even_with_git_unreachable() -> Result<()> {
+    init_test_logging();
+    let mut world = World::new("ctrl-rollback", GitHttpOptions::default()).await?;
+    world
+        .repo
+        .write_all(&[("app/settings.yaml", cm("settings", "v1"))])?;
+    let first = world.repo.commit("v1")?;
+    let running = world.start().await?;
+    let at = ObjectRef::new("capstan", "rollback");
+    world
+        .apps
+        .create(
+            &at,
+            &application("rollback", &world.url, "app", &world.ns, "")?,
+        )
+        .await?;
+    let alice = capstan_model::OperationInitiator {
+        username: "alice".into(),
+        automated: false,
+    };
+    let sync = capstan_model::Operation {
+        sync: Some(capstan_model::SyncOperation::default()),
+        initiated_by: alice.clone(),
+        ..capstan_model::Operation::default()
+    };
+    run_requested(&world.apps, &at, sync.clone()).await?;
+
+    world
+        .repo
+        .write_all(&[("app/settings.yaml", cm("settings", "v2"))])?;
+    let second = world.repo.commit("v2")?;
+    let status = wait_until("v2 seen", DEADLINE, || async {
+        running.queue.enqueue(at.clone(), Request::refresh());
+        let status = world.apps.get(&at).await?.and_then(|o| o.status);
+        Ok(status
+            .map(|s| s.value)
+            .filter(|s| s.sync.revision == second))
+    })
+    .await?;
+    assert_eq!(status.sync.status, Some(SyncStatusCode::OutOfSync));
+    let status = run_requested(&world.apps, &at, sync).await?;
+    assert_eq!(
+        value_of(&world.config_maps, "settings").await?.as_deref(),
+        Some("v2")
+    );
+    let revisions: Vec<&str> = status.history.iter().map(|h| h.revision.as_str()).collect();
+    assert_eq!(revisions, [first.as_str(), second.as_str()]);
+    let (v1, v2) = (&status.history[0], &status.history[1]);
+    assert!(v1.manifests_digest.starts_with("sha256:"), "{v1:?}");
+    assert_ne!(v1.manifests_digest, v2.manifests_digest);
+    assert_eq!(v1.initiated_by.username, "alice");
+
+    // The Git server goes away: the first entry's manifests are still served (from the
+    // repo-server's manifest cache), and the rollback deploys them.
+    world.stop_git();
+    let rollback = capstan_model::Operation::rollback(v1, alice, false, false);
+    let status = run_requested(&world.apps, &at, rollback).await?;
+    let op = status.operation_state.clone().context("recorded")?;
+    assert_eq!(op.phase, Some(OperationPhase::Succeeded), "{op:?}");
+    assert_eq!(
+        op.operation.sync.as_ref().and_then(|s| s.source.clone()),
+        Some(v1.source.clone()),
+        "the operation says it deployed a history entry's source"
+    );
+    assert_eq!(
+        value_of(&world.config_maps, "settings").await?.as_deref(),
+        Some("v1")
+    );
+    let last = status.history.last().context("a new entry")?;
+    assert_eq!(status.history.len(), 3);
+    assert_eq!(last.revision, first);
+    assert_eq!(last.id, 2);
+    assert_eq!(
+        last.manifests_digest, v1.manifests_digest,
+        "the same manifests as the first deployment"
+    );
+    running.stop().await?;
+    Ok(())
+}

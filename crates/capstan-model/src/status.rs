@@ -321,6 +321,10 @@ pub struct RevisionHistory {
     /// Who started the sync.
     #[serde(default, skip_serializing_if = "is_default")]
     pub initiated_by: OperationInitiator,
+    /// `sha256:` digest of the rendered manifests deployed (Capstan's addition): tells whether
+    /// two entries deployed the same thing, whatever their revisions.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub manifests_digest: String,
 }
 
 /// An error or warning about an Application (`status.conditions[]`).
@@ -443,6 +447,33 @@ pub struct Operation {
     /// How to retry it if it fails.
     #[serde(default, skip_serializing_if = "is_default")]
     pub retry: RetryStrategy,
+}
+
+impl Operation {
+    /// Argo CD's rollback: a sync of the revision and source that history `entry` deployed
+    /// (the controller renders that source at that revision instead of the spec's), started
+    /// by `initiated_by`. The spec is unchanged, so the Application is OutOfSync afterwards
+    /// until its source is changed or synced again; with automated sync on, the next
+    /// automated sync deploys the spec's revision again (Argo CD's API refuses a rollback
+    /// then, and so will Capstan's).
+    pub fn rollback(
+        entry: &RevisionHistory,
+        initiated_by: OperationInitiator,
+        prune: bool,
+        dry_run: bool,
+    ) -> Self {
+        Operation {
+            sync: Some(SyncOperation {
+                revision: entry.revision.clone(),
+                source: Some(entry.source.clone()),
+                prune,
+                dry_run,
+                ..SyncOperation::default()
+            }),
+            initiated_by,
+            ..Operation::default()
+        }
+    }
 }
 
 /// Who started an operation.
@@ -601,6 +632,10 @@ pub struct SyncOperationResult {
     /// The managed namespace metadata applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed_namespace_metadata: Option<ManagedNamespaceMetadata>,
+    /// `sha256:` digest of the rendered manifests being synced (Capstan's addition; copied to
+    /// the history entry when the sync succeeds).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub manifests_digest: String,
 }
 
 /// What a sync did to one resource or hook.

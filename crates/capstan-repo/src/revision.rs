@@ -480,13 +480,26 @@ impl RefCache {
 
     /// Resolves `revision` for `url`: lists refs through the cache, and for a short SHA that
     /// is no ref tip fetches the repository and looks in its objects. A full SHA is taken as
-    /// is; reading a commit that does not exist fails later, when its tree is read.
+    /// is, without listing refs (a 40-hex-digit branch or tag name is not looked up): so a
+    /// commit whose manifests are cached (a rollback) is served even when the remote is
+    /// unreachable or no longer has it; reading a commit that does not exist fails later,
+    /// when its tree is read.
     pub async fn resolve(
         &self,
         url: &RepoUrl,
         credentials: &Credentials,
         revision: &str,
     ) -> Result<Resolved, RevisionError> {
+        let rev = revision.trim();
+        if rev.len() == 40
+            && rev.chars().all(|c| c.is_ascii_hexdigit())
+            && let Ok(commit) = gix::ObjectId::from_hex(rev.as_bytes())
+        {
+            return Ok(Resolved {
+                commit,
+                kind: RevisionKind::Sha,
+            });
+        }
         let refs = self.refs(url, credentials).await?;
         match resolve(url, &refs, None, revision) {
             Ok(resolved) => Ok(resolved),

@@ -149,6 +149,22 @@ pub struct Manifests {
     pub skipped: Vec<SkippedFile>,
 }
 
+/// `sha256:<hex>` of `manifests` in order (each as compact JSON, newline-separated): the
+/// same rendered output gives the same digest, whichever revision or cache it came from.
+pub fn manifests_digest<'a>(manifests: impl IntoIterator<Item = &'a Value>) -> String {
+    let mut hasher = sha2::Sha256::new();
+    for manifest in manifests {
+        hasher.update(manifest.to_string().as_bytes());
+        hasher.update(b"\n");
+    }
+    let hex: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}
+
 /// Branches and tags of a repository, from [`RepoServer::list_refs`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RefListing {

@@ -151,7 +151,7 @@ pub struct World {
     pub store: Arc<dyn Store>,
     pub apps: TypedStore<Applications>,
     pub config_maps: Api<ConfigMap>,
-    _git: GitHttpServer,
+    git: Option<GitHttpServer>,
     dir: tempfile::TempDir,
 }
 
@@ -174,9 +174,14 @@ impl World {
             repo,
             url,
             store,
-            _git: git,
+            git: Some(git),
             dir,
         })
+    }
+
+    /// Stops the Git server: the repository's URL refuses connections from now on.
+    pub fn stop_git(&mut self) {
+        self.git = None;
     }
 
     /// Starts a controller over the world (again after a stop: same store and work dir).
