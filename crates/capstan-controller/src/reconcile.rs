@@ -22,9 +22,10 @@ use capstan_model::{
     OperationPhase, OperationState, RevisionHistory, SyncOperationResult, SyncStatus,
     SyncStatusCode, Timestamp,
 };
+use capstan_repo::client::ManifestSource;
 use capstan_repo::git::Credentials;
 use capstan_repo::render::env::AppContext;
-use capstan_repo::service::{ManifestRequest, RepoServer};
+use capstan_repo::service::ManifestRequest;
 use capstan_store::StoreError;
 use capstan_store::kinds::{AppProjects, Applications, Repositories};
 use capstan_store::typed::{ObjectRef, StatusWrite, TypedStore};
@@ -103,7 +104,7 @@ pub struct Reconciler {
     repositories: TypedStore<Repositories>,
     children: children::Children,
     operations: crate::operations::OperationStore,
-    repo: RepoServer,
+    repo: Arc<dyn ManifestSource>,
     clusters: Vec<Arc<ClusterHandle>>,
     assessor: Arc<HealthAssessor>,
     tracking: Tracking,
@@ -126,10 +127,12 @@ impl std::fmt::Debug for Reconciler {
 }
 
 impl Reconciler {
-    /// A reconciler over `store`, rendering with `repo`, into `clusters`.
+    /// A reconciler over `store`, rendering with `repo` (the in-process
+    /// [`capstan_repo::service::RepoServer`] or a [`capstan_repo::client::RepoClient`] of a
+    /// `capstand repo-server`), into `clusters`.
     pub fn new(
         store: Arc<dyn capstan_store::Store>,
-        repo: RepoServer,
+        repo: impl ManifestSource + 'static,
         clusters: Vec<Arc<ClusterHandle>>,
         assessor: Arc<HealthAssessor>,
         tracking: Tracking,
@@ -141,7 +144,7 @@ impl Reconciler {
             repositories: TypedStore::new(store.clone()),
             children: children::Children::new(store.clone()),
             operations: crate::operations::OperationStore::new(store),
-            repo,
+            repo: Arc::new(repo),
             clusters,
             assessor,
             tracking,

@@ -35,6 +35,7 @@
 //! ```
 
 pub mod checkout;
+pub mod client;
 pub mod git;
 pub mod grpc;
 pub mod metrics;

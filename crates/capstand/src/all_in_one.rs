@@ -28,6 +28,7 @@ use capstan_engine::cluster::ClusterConnection;
 use capstan_engine::resources::ApiResolver;
 use capstan_engine::sync::{SyncMetrics, SyncRunner};
 use capstan_model::Object;
+use capstan_repo::client::{ManifestSource, RepoClient};
 use capstan_repo::render::helm::HelmTool;
 use capstan_repo::render::kustomize::KustomizeTool;
 use capstan_repo::service::{RepoServer, RepoServerConfig};
@@ -131,6 +132,13 @@ pub struct Args {
         env = "CAPSTAN_METRICS_LISTEN"
     )]
     metrics_listen: SocketAddr,
+    /// Render with this `capstand repo-server` (`http://HOST:PORT`) instead of in this
+    /// process (then --helm, --kustomize and --ref-ttl are the repo-server's business).
+    #[arg(long, value_name = "URL", env = "CAPSTAN_REPO_SERVER")]
+    repo_server: Option<String>,
+    /// How long one manifest request to --repo-server may take.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration, requires = "repo_server", env = "CAPSTAN_REPO_SERVER_TIMEOUT")]
+    repo_server_timeout: Duration,
     /// The helm binary.
     #[arg(
         long,
@@ -221,14 +229,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let store: Arc<dyn Store> = Arc::new(embedded.clone());
     let applications = upsert(&store, objects).await?;
 
-    let repo_server = RepoServer::new(repo_server_config(&args, &args.data_dir)?)
-        .await
-        .map_err(|e| anyhow::anyhow!("starting the repo-server: {}", e.message))?;
-
     let mut registry = prometheus_client::registry::Registry::default();
     // The repo-server and the cluster cache name their metrics in full (`capstan_repo_…`,
     // `capstan_cluster_cache_…`), as in their own processes; the rest is the controller's.
-    let _grpc_latency = capstan_repo::metrics::register(&mut registry, &repo_server);
+    let manifests: Arc<dyn ManifestSource> = match &args.repo_server {
+        Some(url) => {
+            let client = RepoClient::connect_lazy(url, args.repo_server_timeout)
+                .map_err(|e| anyhow::anyhow!("--repo-server: {}", e.message))?;
+            info!(repo_server = %url, "rendering with a remote repo-server");
+            Arc::new(client)
+        }
+        None => {
+            let repo_server = RepoServer::new(repo_server_config(&args, &args.data_dir)?)
+                .await
+                .map_err(|e| anyhow::anyhow!("starting the repo-server: {}", e.message))?;
+            let _grpc_latency = capstan_repo::metrics::register(&mut registry, &repo_server);
+            Arc::new(repo_server)
+        }
+    };
     let cache_metrics = CacheMetrics::register(&mut registry);
     let sync_metrics = SyncMetrics::default();
 
@@ -254,7 +272,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     });
     let reconciler = Reconciler::new(
         store.clone(),
-        repo_server,
+        manifests,
         vec![cluster.clone()],
         assessor,
         Tracking::new(args.tracking_method),

@@ -18,6 +18,8 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
+mod common;
+
 const DEADLINE: Duration = Duration::from_secs(90);
 
 /// An Argo CD Application for `url`/`path` into namespace `ns` of the cluster capstand runs
@@ -442,5 +444,114 @@ async fn a_malformed_app_file_stops_the_start_and_is_named() -> Result<()> {
     assert!(log.contains("broken-app.yaml"), "{log}");
     // Nothing was created: the files are read before the store is opened.
     assert!(!tmp.path().join("capstan-data").exists());
+    Ok(())
+}
+
+/// Reads a `--summary-out` report once it is written.
+async fn summary_of(process: &mut ManagedProcess, path: &Path) -> Result<String> {
+    wait_until("the settle report", DEADLINE, || {
+        let alive = process.check_running();
+        let text = std::fs::read_to_string(path).ok();
+        async move {
+            alive?;
+            Ok(text.filter(|t| !t.is_empty()))
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn renders_through_a_separate_repo_server_over_grpc_and_reports_it_unreachable() -> Result<()>
+{
+    let server = shared::apiserver().await?;
+    let ns = server.test_namespace("aio-grpc").await?;
+    let kubeconfig = server.kubeconfig_file()?;
+    let repo = GitRepo::init()?;
+    repo.write(
+        "web/settings.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: remote\ndata:\n  color: green\n",
+    )?;
+    repo.commit("web")?;
+    let git = GitHttpServer::start_temp(GitHttpOptions::default())?;
+    let url = git.url_for(&repo)?;
+    let tmp = tempfile::tempdir()?;
+    let app_file = tmp.path().join("web.yaml");
+    std::fs::write(&app_file, application("web", &url, "web", &ns))?;
+
+    // A repo-server of its own, as the scaled-out control plane runs it.
+    let repo_server = common::RepoServerProcess::start(&tmp, &[]).await?;
+    let remote = format!("http://127.0.0.1:{}", repo_server.grpc_port);
+    let summary = tmp.path().join("summary.txt");
+    let metrics_listen = format!("127.0.0.1:{}", free_port()?);
+    let run = |data: &str, repo_server_url: &str, summary_timeout: &str| {
+        spawn(
+            tmp.path(),
+            &[
+                "--kubeconfig".as_ref(),
+                kubeconfig.as_os_str(),
+                "--data-dir".as_ref(),
+                data.as_ref(),
+                "--app".as_ref(),
+                app_file.as_os_str(),
+                "--metrics-listen".as_ref(),
+                metrics_listen.as_ref(),
+                "--repo-server".as_ref(),
+                repo_server_url.as_ref(),
+                "--summary-out".as_ref(),
+                summary.as_os_str(),
+                "--summary-timeout".as_ref(),
+                summary_timeout.as_ref(),
+            ],
+        )
+    };
+    let mut process = run("data", &remote, "60s")?;
+    let report = summary_of(&mut process, &summary).await;
+    let report =
+        report.map_err(|e| e.context(format!("capstand log:\n{}", process.log_tail(60))))?;
+    assert!(
+        report.starts_with("settled: all 1 Applications"),
+        "{report}"
+    );
+    let config_maps: Api<ConfigMap> = Api::namespaced(server.client().await?, &ns);
+    let synced = config_maps.get("remote").await?;
+    assert_eq!(
+        synced
+            .data
+            .unwrap_or_default()
+            .get("color")
+            .map(String::as_str),
+        Some("green")
+    );
+    // The repo-server process did the rendering.
+    let (_, metrics) = http_get(repo_server.metrics_port, "/metrics")?;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains("GenerateManifests") && l.contains("_count") && !l.ends_with(" 0")),
+        "no GenerateManifests calls in\n{metrics}"
+    );
+    process.signal(libc::SIGTERM)?;
+    assert!(
+        exit_of(&mut process, Duration::from_secs(40))
+            .await?
+            .contains("exit status: 0")
+    );
+
+    // Nothing listens at the address: the app says so instead of the process failing.
+    std::fs::remove_file(&summary)?;
+    let nowhere = format!("http://127.0.0.1:{}", free_port()?);
+    let mut process = run("data-2", &nowhere, "3s")?;
+    let report = summary_of(&mut process, &summary).await?;
+    assert!(report.starts_with("not settled: 0 of 1"), "{report}");
+    assert!(
+        report.contains("ComparisonError") && report.contains("unreachable"),
+        "{report}"
+    );
+    process.signal(libc::SIGTERM)?;
+    assert!(
+        exit_of(&mut process, Duration::from_secs(40))
+            .await?
+            .contains("exit status: 0")
+    );
     Ok(())
 }
