@@ -30,11 +30,18 @@ pub use crate::reconcile::REFRESH_ANNOTATION as ANNOTATION_REFRESH;
 /// How soon an Application is compared again after a sync.
 const AFTER_SYNC: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// Default of [`ControllerConfig::operation_workers`].
+pub const DEFAULT_OPERATION_WORKERS: usize = 4;
+
 /// How the controller runs.
 #[derive(Clone, Debug)]
 pub struct ControllerConfig {
-    /// Concurrent reconciles (Argo CD's `--status-processors`).
+    /// Concurrent reconciles comparing Applications (Argo CD's `--status-processors`).
     pub workers: usize,
+    /// Concurrent sync operations (Argo CD's `--operation-processors`): a reconcile that
+    /// syncs gives up its worker for one of these while the operation runs, so syncs waiting
+    /// for rollouts do not stop other Applications from being compared.
+    pub operation_workers: usize,
     /// The work queue's backoff and resync.
     pub queue: QueueConfig,
 }
@@ -43,6 +50,7 @@ impl Default for ControllerConfig {
     fn default() -> Self {
         Self {
             workers: 4,
+            operation_workers: DEFAULT_OPERATION_WORKERS,
             queue: QueueConfig::default(),
         }
     }
@@ -61,7 +69,12 @@ pub struct Controller {
 
 impl Controller {
     /// A controller reconciling the Applications in `store` with `reconciler`.
-    pub fn new(store: Arc<dyn Store>, reconciler: Reconciler, config: ControllerConfig) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        mut reconciler: Reconciler,
+        config: ControllerConfig,
+    ) -> Self {
+        reconciler.set_operation_workers(config.operation_workers);
         Self {
             queue: WorkQueue::new(config.queue),
             store,
@@ -134,15 +147,26 @@ impl Controller {
                 .instrument(info_span!("cache-changes", cluster = %cluster.name)),
             );
         }
-        let mut workers = tokio::task::JoinSet::new();
-        for worker in 0..self.config.workers.max(1) {
+        // Each reconcile is a task holding a status slot (`workers` of them), which it trades
+        // for an operation slot when it syncs (see `crate::slots`).
+        let status_slots = Arc::new(tokio::sync::Semaphore::new(self.config.workers.max(1)));
+        let dispatch = {
             let queue = self.queue.clone();
             let reconciler = self.reconciler.clone();
-            workers.spawn(
-                async move {
-                    while let Some((at, request)) = queue.next().await {
-                        // Boxed: a reconcile's state machine is large, and worker tasks may
-                        // run on a small stack (a current-thread runtime's caller).
+            async move {
+                let mut running = tokio::task::JoinSet::new();
+                loop {
+                    let Ok(slot) = status_slots.clone().acquire_owned().await else {
+                        break;
+                    };
+                    let Some((at, request)) = queue.next().await else {
+                        break;
+                    };
+                    let queue = queue.clone();
+                    let reconciler = reconciler.clone();
+                    running.spawn(crate::slots::in_status_slot(slot, async move {
+                        // Boxed: a reconcile's state machine is large, and tasks may run on
+                        // a small stack (a current-thread runtime's caller).
                         let outcome = Box::pin(
                             reconciler
                                 .reconcile(&at, request.bypasses_manifest_cache())
@@ -150,17 +174,22 @@ impl Controller {
                         )
                         .await;
                         queue.done(&at, queue_outcome(&at, outcome));
-                    }
+                    }));
+                    while running.try_join_next().is_some() {}
                 }
-                .instrument(info_span!("worker", worker)),
-            );
-        }
+                // The queue is shut down: let the reconciles in progress finish.
+                while running.join_next().await.is_some() {}
+            }
+        };
+        // In a set, so that dropping this future (an aborted drain) aborts the reconciles.
+        let mut dispatcher = tokio::task::JoinSet::new();
+        dispatcher.spawn(dispatch.instrument(info_span!("dispatch")));
         shutdown.await;
         info!("controller stopping: draining reconciles in progress");
         self.queue.shutdown();
         self.reconciler.stop();
         tasks.abort_all();
-        while workers.join_next().await.is_some() {}
+        while dispatcher.join_next().await.is_some() {}
         Ok(())
     }
 

@@ -30,4 +30,5 @@ pub mod ownership;
 pub mod project;
 pub mod queue;
 pub mod reconcile;
+mod slots;
 pub mod windows;

@@ -116,6 +116,8 @@ pub struct Reconciler {
     /// always happens, so `reconciledAt` tells who has looked at an Application since a
     /// (re)start even when nothing changed.
     started: jiff::Timestamp,
+    /// Operation slots: at most this many syncs run at once (see [`crate::slots`]).
+    operation_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -153,7 +155,15 @@ impl Reconciler {
             stopping: std::sync::atomic::AtomicBool::new(false),
             metrics: crate::metrics::ControllerMetrics::default(),
             started: jiff::Timestamp::now(),
+            operation_slots: Arc::new(tokio::sync::Semaphore::new(
+                crate::controller::DEFAULT_OPERATION_WORKERS,
+            )),
         }
+    }
+
+    /// At most `n` sync operations at once (Argo CD's `--operation-processors`).
+    pub(crate) fn set_operation_workers(&mut self, n: usize) {
+        self.operation_slots = Arc::new(tokio::sync::Semaphore::new(n.max(1)));
     }
 
     /// How often a running sync polls the cluster while it waits (default 500 ms).
@@ -936,6 +946,8 @@ impl Reconciler {
         // and who started it.
         status.operation_state = Some(op.clone());
         self.put_status(at, status, &cluster.server).await?;
+        // From here the reconcile holds an operation slot instead of a status slot.
+        let _operation_slot = crate::slots::trade_for_operation_slot(&self.operation_slots).await;
         loop {
             match cluster.runner.advance(&mut state).await {
                 Progress::Advanced => self.operations.save(at, &state).await?,

@@ -781,3 +781,78 @@ async fn rollback_redeploys_a_history_entry_even_with_git_unreachable() -> Resul
     running.stop().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_waiting_for_a_rollout_does_not_stop_other_apps_being_compared() -> Result<()> {
+    init_test_logging();
+    let world = World::new("ctrl-slots", GitHttpOptions::default()).await?;
+    // Wave 0: a Deployment that never becomes healthy here (no controllers run), so the
+    // sync waits at wave 1 for as long as the test lasts.
+    world.repo.write_all(&[
+        (
+            "slow/db.yaml",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: db\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: db}\n  template:\n    metadata:\n      labels: {app: db}\n    spec:\n      containers:\n      - name: db\n        image: example.invalid/db:1\n".to_owned(),
+        ),
+        (
+            "slow/after.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: after\n  annotations:\n    argocd.argoproj.io/sync-wave: \"1\"\ndata:\n  k: v1\n".to_owned(),
+        ),
+        ("quick/cm.yaml", cm("quick", "v1")),
+    ])?;
+    world.repo.commit("slow and quick")?;
+    // One worker and one operation slot: before operations had their own slots, the waiting
+    // sync held the only worker and nothing else was compared.
+    let running = world.start_with_workers(1).await?;
+    let slow = ObjectRef::new("capstan", "slow");
+    world
+        .apps
+        .create(
+            &slow,
+            &application(
+                "slow",
+                &world.url,
+                "slow",
+                &world.ns,
+                "  syncPolicy:\n    automated: {}\n",
+            )?,
+        )
+        .await?;
+    wait_until("the slow sync running", DEADLINE, || async {
+        let status = world.apps.get(&slow).await?.and_then(|o| o.status);
+        Ok(status.filter(|s| {
+            s.value
+                .operation_state
+                .as_ref()
+                .is_some_and(|o| o.phase == Some(OperationPhase::Running))
+        }))
+    })
+    .await?;
+
+    let quick = ObjectRef::new("capstan", "quick");
+    world
+        .apps
+        .create(
+            &quick,
+            &application("quick", &world.url, "quick", &world.ns, "")?,
+        )
+        .await?;
+    wait_until("the other app compared", DEADLINE, || async {
+        let status = world.apps.get(&quick).await?.and_then(|o| o.status);
+        Ok(status.filter(|s| s.value.sync.status == Some(SyncStatusCode::OutOfSync)))
+    })
+    .await?;
+    let slow_status = world
+        .apps
+        .get(&slow)
+        .await?
+        .and_then(|o| o.status)
+        .context("status")?
+        .value;
+    assert_eq!(
+        slow_status.operation_state.and_then(|o| o.phase),
+        Some(OperationPhase::Running),
+        "the slow sync is still waiting"
+    );
+    running.stop().await?;
+    Ok(())
+}

@@ -102,6 +102,16 @@ pub struct Args {
     /// Concurrent reconciles (Argo CD's `--status-processors`).
     #[arg(long, value_name = "N", default_value_t = 4, env = "CAPSTAN_WORKERS")]
     workers: usize,
+    /// Concurrent sync operations (Argo CD's `--operation-processors`): a reconcile that
+    /// syncs hands its worker back while the sync runs, so syncs waiting for rollouts do not
+    /// hold up the comparison of other Applications.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 4,
+        env = "CAPSTAN_OPERATION_WORKERS"
+    )]
+    operation_workers: usize,
     /// How often each Application is compared with Git and the cluster when nothing
     /// announced a change (± 10 % jitter); 0 turns periodic refreshes off.
     #[arg(long, value_name = "DURATION", default_value = "3m", value_parser = parse_duration, env = "CAPSTAN_RESYNC")]
@@ -284,6 +294,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         reconciler,
         ControllerConfig {
             workers: args.workers.max(1),
+            operation_workers: args.operation_workers.max(1),
             queue: QueueConfig {
                 resync: (!args.resync.is_zero()).then_some(Resync {
                     base: args.resync,

@@ -73,12 +73,14 @@ impl Running {
 }
 
 /// Starts a controller over `store` reconciling into the cluster behind `client`, watching
-/// namespace `ns`; the repo-server works in `work`.
+/// namespace `ns`, with `workers` status workers and as many operation workers; the
+/// repo-server works in `work`.
 pub async fn start(
     store: Arc<dyn Store>,
     client: kube::Client,
     ns: &str,
     work: &std::path::Path,
+    workers: usize,
 ) -> Result<Running> {
     let mut repo_config = RepoServerConfig::new(work.join("repo"));
     repo_config.ref_ttl = Duration::ZERO;
@@ -115,7 +117,8 @@ pub async fn start(
         store,
         reconciler,
         ControllerConfig {
-            workers: 2,
+            workers,
+            operation_workers: workers,
             queue: QueueConfig {
                 resync: Some(Resync {
                     base: Duration::from_secs(30),
@@ -186,11 +189,17 @@ impl World {
 
     /// Starts a controller over the world (again after a stop: same store and work dir).
     pub async fn start(&self) -> Result<Running> {
+        self.start_with_workers(2).await
+    }
+
+    /// [`World::start`] with `workers` status and operation workers.
+    pub async fn start_with_workers(&self, workers: usize) -> Result<Running> {
         start(
             self.store.clone(),
             self.client.clone(),
             &self.ns,
             self.dir.path(),
+            workers,
         )
         .await
     }
