@@ -510,6 +510,7 @@ impl Reconciler {
                     finished_at: Some(now()),
                     ..OperationState::default()
                 });
+                self.clear_operation(at).await?;
             } else {
                 let mut options = sync_options.clone();
                 for o in &sync.sync_options.0 {
@@ -520,6 +521,10 @@ impl Reconciler {
                 req.resources.clone_from(&sync.resources);
                 info!(app = %at, revision = %rendered.revision, "sync requested");
                 let state = self.plan_and_save(at, cluster, &req).await?;
+                // The saved operation is the request's durable record from here on: a
+                // controller stopped mid-sync resumes it, and must not find the request
+                // again and run it a second time.
+                self.clear_operation(at).await?;
                 let deploying = Deploying {
                     revision: rendered.revision.clone(),
                     source: deploy_source.clone(),
@@ -543,7 +548,6 @@ impl Reconciler {
                 }
                 synced = true;
             }
-            self.clear_operation(at).await?;
         } else if let Some(reason) =
             auto_sync_reason(&app, &status, &comparison, &rendered.revision)
         {

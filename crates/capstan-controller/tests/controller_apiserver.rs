@@ -856,3 +856,166 @@ async fn a_sync_waiting_for_a_rollout_does_not_stop_other_apps_being_compared() 
     running.stop().await?;
     Ok(())
 }
+
+/// The total of `capstan_controller_reconciles_total` over all results.
+fn reconciles(running: &common::Running) -> Result<u64> {
+    Ok(running
+        .metrics_text()?
+        .lines()
+        .filter(|l| l.starts_with("capstan_controller_reconciles_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requested_sync_interrupted_by_a_restart_runs_once() -> Result<()> {
+    init_test_logging();
+    let world = World::new("ctrl-req-resume", GitHttpOptions::default()).await?;
+    world.repo.write_all(&[
+        (
+            "app/db.yaml",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: db\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: db}\n  template:\n    metadata:\n      labels: {app: db}\n    spec:\n      containers:\n      - name: db\n        image: example.invalid/db:1\n".to_owned(),
+        ),
+        ("app/after.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: after\n  annotations:\n    argocd.argoproj.io/sync-wave: \"1\"\ndata:\n  k: v1\n".to_owned()),
+    ])?;
+    world.repo.commit("waves")?;
+    let at = ObjectRef::new("capstan", "manual-waves");
+    let mut app = application("manual-waves", &world.url, "app", &world.ns, "")?;
+    app.operation = Some(capstan_model::Operation {
+        sync: Some(capstan_model::SyncOperation::default()),
+        initiated_by: capstan_model::OperationInitiator {
+            username: "bob".into(),
+            automated: false,
+        },
+        ..capstan_model::Operation::default()
+    });
+    world.apps.create(&at, &app).await?;
+
+    let first = world.start().await?;
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(world.client.clone(), &world.ns);
+    wait_until("wave 0 applied", DEADLINE, || async {
+        Ok(deployments.get_opt("db").await?.map(|_| ()))
+    })
+    .await?;
+    first.stop().await?;
+    let generation = deployments
+        .get("db")
+        .await?
+        .metadata
+        .generation
+        .unwrap_or(1);
+    deployments
+        .patch_status(
+            "db",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+            "observedGeneration": generation, "replicas": 1, "updatedReplicas": 1,
+            "readyReplicas": 1, "availableReplicas": 1}})),
+        )
+        .await?;
+
+    let second = world.start().await?;
+    let status = wait_until("the resumed sync finished", DEADLINE, || async {
+        let status = world.apps.get(&at).await?.and_then(|o| o.status);
+        Ok(status.map(|s| s.value).filter(|s| {
+            s.operation_state
+                .as_ref()
+                .is_some_and(|o| o.phase == Some(OperationPhase::Succeeded))
+        }))
+    })
+    .await?;
+    let started = status.operation_state.and_then(|o| o.started_at);
+    // A few more reconciles: the request was not left behind to run again.
+    let seen = reconciles(&second)?;
+    wait_until("two more reconciles", DEADLINE, || async {
+        second.queue.enqueue(at.clone(), Request::refresh());
+        Ok((reconciles(&second)? >= seen + 2).then_some(()))
+    })
+    .await?;
+    let object = world.apps.get(&at).await?.context("exists")?;
+    assert!(
+        object.spec.value.operation.is_none(),
+        "the request is cleared"
+    );
+    let status = object.status.context("status")?.value;
+    assert_eq!(status.history.len(), 1, "{:?}", status.history);
+    assert_eq!(status.history[0].initiated_by.username, "bob");
+    assert_eq!(
+        status.operation_state.and_then(|o| o.started_at),
+        started,
+        "no second operation"
+    );
+    assert_eq!(
+        value_of(&world.config_maps, "after").await?.as_deref(),
+        Some("v1")
+    );
+    second.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_automated_prune_a_removed_file_is_left_and_reported() -> Result<()> {
+    init_test_logging();
+    let world = World::new("ctrl-noprune", GitHttpOptions::default()).await?;
+    world.repo.write_all(&[
+        ("app/keep.yaml", cm("keep", "v1")),
+        ("app/gone.yaml", cm("gone", "v1")),
+    ])?;
+    world.repo.commit("two")?;
+    let running = world.start().await?;
+    let at = ObjectRef::new("capstan", "noprune");
+    world
+        .apps
+        .create(
+            &at,
+            &application(
+                "noprune",
+                &world.url,
+                "app",
+                &world.ns,
+                "  syncPolicy:\n    automated:\n      prune: false\n",
+            )?,
+        )
+        .await?;
+    wait_until("both deployed", DEADLINE, || async {
+        Ok((value_of(&world.config_maps, "gone").await?.is_some()
+            && value_of(&world.config_maps, "keep").await?.is_some())
+        .then_some(()))
+    })
+    .await?;
+
+    world.repo.remove("app/gone.yaml")?;
+    world
+        .repo
+        .write_all(&[("app/keep.yaml", cm("keep", "v2"))])?;
+    let second = world.repo.commit("one")?;
+    let status = wait_until("the new commit synced", DEADLINE, || async {
+        running.queue.enqueue(at.clone(), Request::refresh());
+        let status = world.apps.get(&at).await?.and_then(|o| o.status);
+        Ok(status.map(|s| s.value).filter(|s| {
+            s.history.iter().any(|h| h.revision == second)
+                && s.sync.revision == second
+                && s.resources.iter().any(|r| r.name == "gone")
+        }))
+    })
+    .await?;
+    assert_eq!(
+        value_of(&world.config_maps, "keep").await?.as_deref(),
+        Some("v2")
+    );
+    assert_eq!(
+        value_of(&world.config_maps, "gone").await?.as_deref(),
+        Some("v1"),
+        "not pruned without automated.prune"
+    );
+    let gone = status
+        .resources
+        .iter()
+        .find(|r| r.name == "gone")
+        .context("listed")?;
+    assert!(gone.requires_pruning, "{gone:?}");
+    assert_eq!(status.sync.status, Some(SyncStatusCode::OutOfSync));
+    running.stop().await?;
+    Ok(())
+}
