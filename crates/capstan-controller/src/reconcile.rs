@@ -282,11 +282,8 @@ impl Reconciler {
                             revision: result.revision,
                             source: result.source,
                             digest: result.manifests_digest,
-                            rollback: o
-                                .operation
-                                .sync
-                                .as_ref()
-                                .is_some_and(|s| s.source.is_some()),
+                            requested: (!o.operation.initiated_by.automated)
+                                .then(|| o.operation.clone()),
                         },
                         o.operation.initiated_by.clone(),
                     )
@@ -340,10 +337,24 @@ impl Reconciler {
         }
         clear_condition(&mut status, INVALID_SPEC_ERROR);
 
+        // A sync asked for in the spec; else a failed one asked for earlier whose
+        // `operation.retry` allows another attempt now.
+        let mut retried_request = None;
         let operation = app
             .operation
             .as_ref()
-            .and_then(|o| o.sync.clone().map(|s| (o.clone(), s)));
+            .and_then(|o| o.sync.clone().map(|s| (o.clone(), s)))
+            .or_else(|| {
+                let last = status.operation_state.as_ref()?;
+                if last.operation.initiated_by.automated
+                    || retry_wait(&app, &status) != Some(Duration::ZERO)
+                {
+                    return None;
+                }
+                retried_request = Some(last.retry_count);
+                let sync = last.operation.sync.clone()?;
+                Some((last.operation.clone(), sync))
+            });
         let mut render_app = app.clone();
         if let Some((_, sync)) = &operation {
             // A rollback names the source a history entry deployed; it is rendered instead
@@ -529,7 +540,7 @@ impl Reconciler {
                     revision: rendered.revision.clone(),
                     source: deploy_source.clone(),
                     digest: digest.clone(),
-                    rollback: sync.source.is_some(),
+                    requested: Some(op.clone()),
                 };
                 let state = Box::pin(self.run_operation(
                     at,
@@ -539,12 +550,21 @@ impl Reconciler {
                     state,
                     deploying,
                     op.initiated_by.clone(),
-                    "requested",
+                    if retried_request.is_some() {
+                        "retry"
+                    } else {
+                        "requested"
+                    },
                 ))
                 .await?;
                 if state.phase == OperationPhase::Succeeded && !sync.dry_run {
                     self.sync_children(at, &children, &child_comparison, sync.prune)
                         .await?;
+                }
+                if let (Some(attempts), Some(op)) =
+                    (retried_request, status.operation_state.as_mut())
+                {
+                    op.retry_count = attempts + 1;
                 }
                 synced = true;
             }
@@ -586,7 +606,7 @@ impl Reconciler {
                     revision: rendered.revision.clone(),
                     source: app.spec.source.clone().unwrap_or_default(),
                     digest: digest.clone(),
-                    rollback: false,
+                    requested: None,
                 };
                 let state = Box::pin(self.run_operation(
                     at,
@@ -933,13 +953,13 @@ impl Reconciler {
             started_at: Some(started_at.clone()),
             ..OperationState::default()
         };
+        // A requested operation is recorded as asked (options, retry strategy, a rollback's
+        // source), at the revision rendered, so a retry repeats exactly it.
+        op.operation = deploying.requested.clone().unwrap_or_default();
         op.operation.initiated_by = initiated_by.clone();
-        op.operation.sync = Some(capstan_model::SyncOperation {
-            revision: revision.to_owned(),
-            dry_run: state.dry_run,
-            source: deploying.rollback.then(|| deploying.source.clone()),
-            ..Default::default()
-        });
+        let sync = op.operation.sync.get_or_insert_with(Default::default);
+        sync.revision = revision.to_owned();
+        sync.dry_run = state.dry_run;
         op.sync_result = Some(SyncOperationResult {
             revision: revision.to_owned(),
             source: deploying.source.clone(),
@@ -1140,8 +1160,9 @@ struct Deploying {
     source: capstan_model::ApplicationSource,
     /// [`capstan_repo::service::manifests_digest`] of the rendered manifests.
     digest: String,
-    /// A rollback: the operation names `source` (`operation.sync.source`).
-    rollback: bool,
+    /// The operation someone asked for (a rollback's names `sync.source`); `None` for
+    /// automated syncs.
+    requested: Option<capstan_model::Operation>,
 }
 
 /// The current time in RFC 3339, as the model stores times.
@@ -1226,11 +1247,16 @@ fn auto_sync_reason(
 
 const RETRY_REASON: &str = "retry of a failed sync";
 
-/// With `syncPolicy.retry` and attempts left after a failed sync: how long until the next
-/// attempt is due (zero: now). `None`: no retry (no policy, limit reached, last sync fine).
+/// With attempts left after a failed sync — under `syncPolicy.retry` for automated syncs,
+/// the operation's own `retry` for requested ones — how long until the next attempt is due
+/// (zero: now). `None`: no retry (no strategy, limit reached, last sync fine).
 fn retry_wait(app: &Application, status: &ApplicationStatus) -> Option<Duration> {
-    let retry = app.spec.sync_policy.as_ref()?.retry.as_ref()?;
     let last = status.operation_state.as_ref()?;
+    let retry = if last.operation.initiated_by.automated {
+        app.spec.sync_policy.as_ref()?.retry.as_ref()?
+    } else {
+        Some(&last.operation.retry).filter(|r| r.limit != 0)?
+    };
     if last.phase == Some(OperationPhase::Succeeded) || last.phase == Some(OperationPhase::Running)
     {
         return None;

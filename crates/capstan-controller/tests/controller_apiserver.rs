@@ -1019,3 +1019,72 @@ async fn without_automated_prune_a_removed_file_is_left_and_reported() -> Result
     running.stop().await?;
     Ok(())
 }
+
+/// The value of one `syncs_total` series, 0 when absent.
+fn syncs(running: &common::Running, trigger: &str, phase: &str) -> Result<u64> {
+    let series =
+        format!("capstan_controller_syncs_total{{trigger=\"{trigger}\",phase=\"{phase}\"}} ");
+    Ok(running
+        .metrics_text()?
+        .lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requested_sync_is_retried_under_its_own_retry_strategy() -> Result<()> {
+    init_test_logging();
+    let world = World::new("ctrl-op-retry", GitHttpOptions::default()).await?;
+    // `k: 1` is a number: the API server refuses the ConfigMap, so every attempt fails.
+    world.repo.write_all(&[(
+        "app/bad.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bad\ndata:\n  k: 1\n".to_owned(),
+    )])?;
+    world.repo.commit("broken")?;
+    let running = world.start().await?;
+    let at = ObjectRef::new("capstan", "op-retry");
+    let mut app = application("op-retry", &world.url, "app", &world.ns, "")?;
+    app.operation = Some(capstan_model::Operation {
+        sync: Some(capstan_model::SyncOperation::default()),
+        initiated_by: capstan_model::OperationInitiator {
+            username: "carol".into(),
+            automated: false,
+        },
+        retry: capstan_model::RetryStrategy {
+            limit: 2,
+            backoff: Some(capstan_model::Backoff {
+                duration: "200ms".into(),
+                factor: Some(2),
+                max_duration: "1s".into(),
+            }),
+        },
+        ..capstan_model::Operation::default()
+    });
+    world.apps.create(&at, &app).await?;
+    let status = wait_until("two retries spent", DEADLINE, || async {
+        let status = world.apps.get(&at).await?.and_then(|o| o.status);
+        Ok(status.map(|s| s.value).filter(|s| {
+            s.operation_state
+                .as_ref()
+                .is_some_and(|o| o.retry_count == 2 && o.phase == Some(OperationPhase::Failed))
+        }))
+    })
+    .await?;
+    let op = status.operation_state.context("recorded")?;
+    assert_eq!(op.operation.initiated_by.username, "carol");
+    assert_eq!(op.operation.retry.limit, 2, "recorded as asked");
+    assert_eq!(syncs(&running, "requested", "Failed")?, 1);
+    assert_eq!(syncs(&running, "retry", "Failed")?, 2);
+
+    // The limit is spent: more reconciles start no more attempts.
+    let seen = reconciles(&running)?;
+    wait_until("three more reconciles", DEADLINE, || async {
+        running.queue.enqueue(at.clone(), Request::refresh());
+        Ok((reconciles(&running)? >= seen + 3).then_some(()))
+    })
+    .await?;
+    assert_eq!(syncs(&running, "retry", "Failed")?, 2, "exactly the limit");
+    running.stop().await?;
+    Ok(())
+}
