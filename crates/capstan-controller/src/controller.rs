@@ -129,24 +129,14 @@ impl Controller {
             )
             .instrument(info_span!("project-watch")),
         );
-        for cluster in self.reconciler.clusters() {
-            let mut changes = cluster.cache.subscribe();
-            let queue = self.queue.clone();
-            let by_name = self.by_name.clone();
-            tasks.spawn(
-                async move {
-                    while let Some(names) = changes.changed().await {
-                        for name in names {
-                            let found = by_name.lock().expect("not poisoned").get(&name).cloned();
-                            if let Some(at) = found {
-                                queue.enqueue(at, Request::periodic());
-                            }
-                        }
-                    }
-                }
-                .instrument(info_span!("cache-changes", cluster = %cluster.name)),
-            );
-        }
+        tasks.spawn(
+            follow_clusters(
+                self.reconciler.clusters().clone(),
+                self.queue.clone(),
+                self.by_name.clone(),
+            )
+            .instrument(info_span!("cluster-changes")),
+        );
         // Each reconcile is a task holding a status slot (`workers` of them), which it trades
         // for an operation slot when it syncs (see `crate::slots`).
         let status_slots = Arc::new(tokio::sync::Semaphore::new(self.config.workers.max(1)));
@@ -237,6 +227,75 @@ fn queue_outcome(at: &ObjectRef, outcome: Result<Outcome, ReconcileError>) -> qu
 
 /// A project change (created, edited, deleted) can change every verdict about its
 /// Applications: refresh them all. Projects change rarely, so no per-project index.
+/// Follows every cluster's object changes (enqueuing the Applications they belong to), and
+/// the set of clusters itself: a cluster added or removed (a `Cluster` registered or deleted
+/// in the store) has every Application compared again, so destinations that were not
+/// connected are, and those that went away say so.
+async fn follow_clusters(
+    registry: Arc<crate::clusters::ClusterRegistry>,
+    queue: WorkQueue<ObjectRef>,
+    by_name: Arc<Mutex<HashMap<String, ObjectRef>>>,
+) {
+    let mut changes = registry.changes();
+    // Server → (the handle followed, its forwarding task). The tasks live in a set, so
+    // they end with this one.
+    let mut forwarders = tokio::task::JoinSet::new();
+    let mut followed: HashMap<String, (Arc<crate::ClusterHandle>, tokio::task::AbortHandle)> =
+        HashMap::new();
+    let mut first = true;
+    loop {
+        let now = registry.all();
+        followed.retain(|server, (handle, task)| {
+            let current = now
+                .iter()
+                .any(|c| &c.server == server && Arc::ptr_eq(c, handle));
+            if !current {
+                task.abort();
+            }
+            current
+        });
+        for cluster in now {
+            if followed.contains_key(&cluster.server) {
+                continue;
+            }
+            let mut events = cluster.cache.subscribe();
+            let queue = queue.clone();
+            let by_name = by_name.clone();
+            let name = cluster.name.clone();
+            let task = forwarders.spawn(
+                async move {
+                    while let Some(names) = events.changed().await {
+                        for name in names {
+                            let found = by_name.lock().expect("not poisoned").get(&name).cloned();
+                            if let Some(at) = found {
+                                queue.enqueue(at, Request::periodic());
+                            }
+                        }
+                    }
+                }
+                .instrument(info_span!("cache-changes", cluster = %name)),
+            );
+            followed.insert(cluster.server.clone(), (cluster, task));
+        }
+        if !first {
+            let all: Vec<ObjectRef> = by_name
+                .lock()
+                .expect("not poisoned")
+                .values()
+                .cloned()
+                .collect();
+            for at in all {
+                queue.enqueue(at, Request::refresh());
+            }
+        }
+        first = false;
+        while forwarders.try_join_next().is_some() {}
+        if changes.changed().await.is_err() {
+            break;
+        }
+    }
+}
+
 async fn watch_projects(
     projects: TypedStore<AppProjects>,
     queue: WorkQueue<ObjectRef>,

@@ -22,6 +22,7 @@ pub use metrics::ControllerMetrics;
 pub use reconcile::{ClusterHandle, Reconciler};
 
 pub mod children;
+pub mod clusters;
 pub mod compare;
 pub mod controller;
 pub mod metrics;

@@ -105,7 +105,7 @@ pub struct Reconciler {
     children: children::Children,
     operations: crate::operations::OperationStore,
     repo: Arc<dyn ManifestSource>,
-    clusters: Vec<Arc<ClusterHandle>>,
+    clusters: Arc<crate::clusters::ClusterRegistry>,
     assessor: Arc<HealthAssessor>,
     tracking: Tracking,
     ownership: Arc<dyn Ownership>,
@@ -147,7 +147,7 @@ impl Reconciler {
             children: children::Children::new(store.clone()),
             operations: crate::operations::OperationStore::new(store),
             repo: Arc::new(repo),
-            clusters,
+            clusters: crate::clusters::ClusterRegistry::new(clusters),
             assessor,
             tracking,
             ownership,
@@ -185,17 +185,14 @@ impl Reconciler {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// The clusters it reconciles into.
-    pub fn clusters(&self) -> &[Arc<ClusterHandle>] {
+    /// The clusters it reconciles into: those given to [`Reconciler::new`] and those a
+    /// [`crate::clusters::ClusterManager`] adds from the store.
+    pub fn clusters(&self) -> &Arc<crate::clusters::ClusterRegistry> {
         &self.clusters
     }
 
-    fn cluster_of(&self, app: &Application) -> Option<&Arc<ClusterHandle>> {
-        let dest = &app.spec.destination;
-        self.clusters.iter().find(|c| {
-            (!dest.server.is_empty() && c.server == dest.server)
-                || (!dest.name.is_empty() && c.name == dest.name)
-        })
+    fn cluster_of(&self, app: &Application) -> Option<Arc<ClusterHandle>> {
+        self.clusters.find(&app.spec.destination)
     }
 
     /// Reconciles one Application; `hard` bypasses the manifest cache.
@@ -232,7 +229,7 @@ impl Reconciler {
                 &mut status,
                 "InvalidSpecError",
                 format!(
-                    "destination cluster {:?} is not registered",
+                    "destination cluster {:?} is not registered or not connected (see the cluster's status)",
                     if app.spec.destination.server.is_empty() {
                         &app.spec.destination.name
                     } else {
@@ -249,6 +246,7 @@ impl Reconciler {
                 retry_in: None,
             });
         };
+        let cluster: &ClusterHandle = &cluster;
         if !self.ownership.owns(&cluster.server) {
             return Ok(Outcome::NotOwned);
         }

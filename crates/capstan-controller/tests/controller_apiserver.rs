@@ -1088,3 +1088,101 @@ async fn a_requested_sync_is_retried_under_its_own_retry_strategy() -> Result<()
     running.stop().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusters_registered_in_the_store_are_connected_and_dropped() -> Result<()> {
+    init_test_logging();
+    let world = World::new("ctrl-clusters", GitHttpOptions::default()).await?;
+    world
+        .repo
+        .write_all(&[("app/settings.yaml", cm("remote", "v1"))])?;
+    world.repo.commit("remote")?;
+    let running = world.start().await?;
+
+    // The same apiserver under its own URL and an admin client certificate: a second
+    // cluster as `capstan cluster add` will register it (PEM accepted as is).
+    let server = capstan_testkit::shared::apiserver().await?;
+    let admin = server.client_cert("capstan-test-admin", Some("system:masters"))?;
+    let spec = |ca: &str| {
+        capstan_model::parse_cluster_yaml(&format!(
+            "apiVersion: capstan.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: second\nspec:\n  server: {}\n  namespaces: [{}]\n  config:\n    tlsClientConfig:\n      caData: {}\n      certData: {}\n      keyData: {}\n",
+            server.url(),
+            world.ns,
+            serde_json::to_string(ca)?,
+            serde_json::to_string(&admin.cert_pem)?,
+            serde_json::to_string(&admin.key_pem)?,
+        ))
+        .map_err(anyhow::Error::from)
+    };
+    let clusters = TypedStore::<capstan_store::kinds::Clusters>::new(world.store.clone());
+    let second = ObjectRef::new("capstan", "second");
+    clusters.create(&second, &spec(server.ca_pem())?).await?;
+    let status = wait_until("the cluster connected", DEADLINE, || async {
+        let status = clusters.get(&second).await?.and_then(|o| o.status);
+        Ok(status
+            .map(|s| s.value)
+            .filter(|s| !s.connection_state.status.is_empty()))
+    })
+    .await?;
+    assert_eq!(
+        status.connection_state.status, "Successful",
+        "{:?}",
+        status.connection_state
+    );
+    assert!(status.server_version.starts_with("v1."), "{status:?}");
+
+    let at = ObjectRef::new("capstan", "remote");
+    let mut app = application(
+        "remote",
+        &world.url,
+        "app",
+        &world.ns,
+        "  syncPolicy:\n    automated: {}\n",
+    )?;
+    app.spec.destination.server.clear();
+    app.spec.destination.name = "second".into();
+    world.apps.create(&at, &app).await?;
+    wait_until(
+        "synced through the registered cluster",
+        DEADLINE,
+        || async { Ok(value_of(&world.config_maps, "remote").await?.map(|_| ())) },
+    )
+    .await?;
+
+    // Deleted: its Applications say the destination is gone.
+    clusters
+        .delete(&second, capstan_store::Precondition::None)
+        .await?;
+    let status = wait_until("the destination reported missing", DEADLINE, || async {
+        let status = world.apps.get(&at).await?.and_then(|o| o.status);
+        Ok(status.map(|s| s.value).filter(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.message.contains("not registered or not connected"))
+        }))
+    })
+    .await?;
+    assert_eq!(status.sync.status, Some(SyncStatusCode::Unknown));
+
+    // A cluster whose certificate cannot be verified: Failed, with the reason.
+    let other = capstan_testkit::pki::TestCa::new("some-other-ca")?;
+    let wrong = ObjectRef::new("capstan", "wrong-ca");
+    let mut cluster = spec(&other.cert_pem)?;
+    cluster.metadata.name = "wrong-ca".into();
+    clusters.create(&wrong, &cluster).await?;
+    let status = wait_until("the failure recorded", DEADLINE, || async {
+        let status = clusters.get(&wrong).await?.and_then(|o| o.status);
+        Ok(status
+            .map(|s| s.value)
+            .filter(|s| !s.connection_state.status.is_empty()))
+    })
+    .await?;
+    assert_eq!(status.connection_state.status, "Failed");
+    assert!(
+        status.connection_state.message.contains(&server.url()),
+        "{:?}",
+        status.connection_state
+    );
+    running.stop().await?;
+    Ok(())
+}

@@ -30,14 +30,14 @@ impl Resource for AppProjects {
 }
 
 /// `clusters`: the [`Cluster`] (credentials included, encrypted at rest by the API tier);
-/// no status yet.
+/// status: the controller's connection state ([`capstan_model::ClusterStatus`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Clusters;
 
 impl Resource for Clusters {
     const KIND: &'static str = "clusters";
     type Spec = Cluster;
-    type Status = ();
+    type Status = capstan_model::ClusterStatus;
 }
 
 /// `repositories`: the [`Repository`] (credentials included); no status.

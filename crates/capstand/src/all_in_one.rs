@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use capstan_controller::clusters::{ClusterManager, ClusterTemplate};
 use capstan_controller::ownership::OwnAll;
 use capstan_controller::queue::{QueueConfig, Resync};
 use capstan_controller::reconcile::{IN_CLUSTER_NAME, IN_CLUSTER_SERVER};
@@ -32,7 +33,7 @@ use capstan_repo::client::{ManifestSource, RepoClient};
 use capstan_repo::render::helm::HelmTool;
 use capstan_repo::render::kustomize::KustomizeTool;
 use capstan_repo::service::{RepoServer, RepoServerConfig};
-use capstan_store::kinds::{AppProjects, Applications};
+use capstan_store::kinds::{AppProjects, Applications, Clusters, Repositories};
 use capstan_store::typed::{ObjectRef, Resource, TypedStore};
 use capstan_store::{EmbeddedOptions, EmbeddedStore, Precondition, Store};
 use serde_json::Value;
@@ -89,9 +90,11 @@ pub struct Args {
         env = "CAPSTAN_DATA_DIR"
     )]
     data_dir: PathBuf,
-    /// An Application (Capstan or Argo CD YAML; several documents per file, AppProjects too)
-    /// to create or update in the store at start, in its metadata.namespace or `capstan`.
-    /// Repeat for more files. Applications already in the store and not named here are kept.
+    /// Applications to create or update in the store at start (Capstan or Argo CD YAML;
+    /// several documents per file), with AppProjects, Clusters (more clusters to deploy to,
+    /// with their credentials) and Repositories (credentials for private Git and Helm
+    /// repositories), each in its metadata.namespace or `capstan`. Repeat for more files.
+    /// Objects already in the store and not named here are kept.
     #[arg(
         long = "app",
         value_name = "FILE",
@@ -266,7 +269,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         CacheSettings {
             namespaces: args.namespaces.clone(),
             health: assessor.clone(),
-            metrics: Some(cache_metrics),
+            metrics: Some(cache_metrics.clone()),
             ..CacheSettings::new(IN_CLUSTER_NAME, args.tracking_method)
         },
     )
@@ -284,9 +287,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         store.clone(),
         manifests,
         vec![cluster.clone()],
-        assessor,
+        assessor.clone(),
         Tracking::new(args.tracking_method),
         // One process, one member: it owns the one cluster, nothing to fence.
+        Arc::new(OwnAll),
+    );
+    // Clusters registered in the store (`Cluster` objects) are connected next to `in-cluster`.
+    let cluster_manager = ClusterManager::new(
+        store.clone(),
+        reconciler.clusters().clone(),
+        ClusterTemplate {
+            tracking: args.tracking_method,
+            assessor,
+            cache_metrics: Some(cache_metrics),
+            sync_metrics: sync_metrics.clone(),
+        },
         Arc::new(OwnAll),
     );
     let controller = Controller::new(
@@ -335,6 +350,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             args.summary_timeout,
         ))
     });
+    let cluster_task = tokio::spawn(cluster_manager.run());
     let mut controller_task = tokio::spawn(controller.run(stopped()));
     ready.set(true);
     info!(
@@ -361,6 +377,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     signals.abort();
+    cluster_task.abort();
     if let Some(summary) = summary {
         summary.abort();
     }
@@ -443,14 +460,6 @@ fn read_app_file(path: &Path) -> anyhow::Result<Vec<Object>> {
                 format!("document {}, {} {name:?}", i + 1, object.kind().as_str())
             }
         };
-        match object {
-            Object::Application(_) | Object::AppProject(_) => {}
-            Object::Cluster(_) | Object::Repository(_) => bail!(
-                "--app file {}: {}: only Applications and AppProjects are read from --app files (the all-in-one manages the one cluster of --kubeconfig; repositories need no registration when public)",
-                path.display(),
-                which()
-            ),
-        }
         object
             .validate()
             .map_err(|e| anyhow::anyhow!("--app file {}: {}: {e}", path.display(), which()))?;
@@ -463,6 +472,8 @@ fn read_app_file(path: &Path) -> anyhow::Result<Vec<Object>> {
 async fn upsert(store: &Arc<dyn Store>, objects: Vec<Object>) -> anyhow::Result<usize> {
     let apps = TypedStore::<Applications>::new(store.clone());
     let projects = TypedStore::<AppProjects>::new(store.clone());
+    let clusters = TypedStore::<Clusters>::new(store.clone());
+    let repositories = TypedStore::<Repositories>::new(store.clone());
     for object in objects {
         match object {
             Object::Application(mut app) => {
@@ -476,8 +487,16 @@ async fn upsert(store: &Arc<dyn Store>, objects: Vec<Object>) -> anyhow::Result<
                 project.status = None;
                 put(&projects, &at, &project).await?;
             }
-            // read_app_file let no other kind through.
-            Object::Cluster(_) | Object::Repository(_) => {}
+            Object::Cluster(mut cluster) => {
+                let at = place(&mut cluster.metadata);
+                cluster.status = None;
+                put(&clusters, &at, &cluster).await?;
+            }
+            Object::Repository(mut repository) => {
+                let at = place(&mut repository.metadata);
+                repository.status = None;
+                put(&repositories, &at, &repository).await?;
+            }
         }
     }
     Ok(apps.list(None).await?.items.len())
@@ -667,7 +686,7 @@ current-context: c
     }
 
     #[test]
-    fn app_files_accept_applications_and_projects_and_name_the_file_on_errors() {
+    fn app_files_accept_every_kind_and_name_the_file_on_errors() {
         let dir = tempfile::tempdir().expect("temp dir");
         let good = dir.path().join("apps.yaml");
         std::fs::write(
@@ -682,15 +701,29 @@ current-context: c
         let err = format!("{:#}", read_app_file(&bad).expect_err("malformed"));
         assert!(err.contains("broken.yaml"), "{err}");
 
-        let cluster = dir.path().join("cluster.yaml");
+        // Clusters and repositories too (their credentials go to the store).
+        let secrets = dir.path().join("secrets.yaml");
         std::fs::write(
-            &cluster,
-            "apiVersion: capstan.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: c\nspec:\n  server: https://x\n",
+            &secrets,
+            "apiVersion: capstan.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: staging\nspec:\n  server: https://staging.example.com:6443\n  config:\n    bearerToken: t0k\n---\napiVersion: capstan.dev/v1alpha1\nkind: Repository\nmetadata:\n  name: private\nspec:\n  url: https://git.example.com/private.git\n  username: me\n  password: pw\n",
         )
         .expect("write");
-        let err = format!("{:#}", read_app_file(&cluster).expect_err("wrong kind"));
+        let kinds: Vec<&str> = read_app_file(&secrets)
+            .expect("valid")
+            .iter()
+            .map(|o| o.kind().as_str())
+            .collect();
+        assert_eq!(kinds, ["Cluster", "Repository"]);
+
+        let invalid = dir.path().join("cluster.yaml");
+        std::fs::write(
+            &invalid,
+            "apiVersion: capstan.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: c\nspec:\n  server: not a url\n",
+        )
+        .expect("write");
+        let err = format!("{:#}", read_app_file(&invalid).expect_err("invalid server"));
         assert!(
-            err.contains("cluster.yaml") && err.contains("only Applications"),
+            err.contains("cluster.yaml") && err.contains("\"c\""),
             "{err}"
         );
     }

@@ -56,9 +56,9 @@ pub async fn report_when_settled(
     let started = Instant::now();
     let deadline = started + timeout;
     // reconciledAt has whole seconds.
-    let since = since
-        .duration_since(UNIX_EPOCH)
-        .map_or(UNIX_EPOCH, |d| UNIX_EPOCH + Duration::from_secs(d.as_secs()));
+    let since = since.duration_since(UNIX_EPOCH).map_or(UNIX_EPOCH, |d| {
+        UNIX_EPOCH + Duration::from_secs(d.as_secs())
+    });
     let lines = loop {
         match lines(&apps, since).await {
             Ok(lines) if !lines.is_empty() && lines.iter().all(AppLine::settled) => {
@@ -83,10 +83,7 @@ pub async fn report_when_settled(
     }
 }
 
-async fn lines(
-    apps: &TypedStore<Applications>,
-    since: SystemTime,
-) -> anyhow::Result<Vec<AppLine>> {
+async fn lines(apps: &TypedStore<Applications>, since: SystemTime) -> anyhow::Result<Vec<AppLine>> {
     let list = apps.list(None).await?;
     let mut lines: Vec<AppLine> = list
         .items

@@ -55,6 +55,7 @@ pub struct Running {
     registry: prometheus_client::registry::Registry,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), ReconcileError>>,
+    clusters: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -68,6 +69,7 @@ impl Running {
     pub async fn stop(self) -> Result<()> {
         let _ = self.stop.send(());
         tokio::time::timeout(DEADLINE, self.task).await???;
+        self.clusters.abort();
         Ok(())
     }
 }
@@ -113,6 +115,18 @@ pub async fn start(
         Arc::new(OwnAll),
     )
     .with_poll(Duration::from_millis(100));
+    // Clusters registered in the store, as the all-in-one connects them.
+    let manager = capstan_controller::clusters::ClusterManager::new(
+        store.clone(),
+        reconciler.clusters().clone(),
+        capstan_controller::clusters::ClusterTemplate {
+            tracking: TrackingMethod::Annotation,
+            assessor: Arc::new(HealthAssessor::builtin_only()),
+            cache_metrics: None,
+            sync_metrics: capstan_engine::sync::SyncMetrics::default(),
+        },
+        Arc::new(OwnAll),
+    );
     let controller = Controller::new(
         store,
         reconciler,
@@ -135,11 +149,13 @@ pub async fn start(
     let task = tokio::spawn(controller.run(async {
         let _ = stopped.await;
     }));
+    let clusters = tokio::spawn(manager.run());
     Ok(Running {
         queue,
         registry,
         stop,
         task,
+        clusters,
     })
 }
 
