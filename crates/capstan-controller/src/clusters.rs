@@ -7,7 +7,9 @@
 //!
 //! Only clusters this member owns are connected ([`Ownership`]); the all-in-one owns all.
 //! A cluster that cannot be reached is tried again every [`RETRY`], with the error in its
-//! status; its Applications meanwhile say the destination is not connected.
+//! status; its Applications meanwhile say the destination is not connected. A connected
+//! cluster none of whose watches works is [`unreachable`]: its status says so (checked every
+//! [`RETRY`]) and its Applications are neither compared nor synced until it recovers.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -139,6 +141,7 @@ pub struct ClusterManager {
     ownership: Arc<dyn Ownership>,
     /// Store object → the spec it was connected with (to see changes) and its server.
     connected: HashMap<ObjectRef, (Cluster, String)>,
+    retry: Duration,
 }
 
 impl std::fmt::Debug for ClusterManager {
@@ -163,7 +166,15 @@ impl ClusterManager {
             template,
             ownership,
             connected: HashMap::new(),
+            retry: RETRY,
         }
+    }
+
+    /// Looks at failed and unreachable clusters every `period` instead of [`RETRY`].
+    #[must_use]
+    pub fn with_retry(mut self, period: Duration) -> Self {
+        self.retry = period;
+        self
     }
 
     /// Follows the store until the task is dropped: brings the registry in step at start,
@@ -183,7 +194,7 @@ impl ClusterManager {
                 }
             };
             let mut events = self.clusters.watch(None, revision);
-            let deadline = tokio::time::sleep(RETRY);
+            let deadline = tokio::time::sleep(self.retry);
             tokio::pin!(deadline);
             loop {
                 tokio::select! {
@@ -207,6 +218,7 @@ impl ClusterManager {
         let mut seen = std::collections::HashSet::new();
         for item in items {
             let at = item.object.clone();
+            let current = item.status.map(|s| s.value).unwrap_or_default();
             let cluster = item.spec.value;
             let server = cluster.spec.server.trim().to_owned();
             if !self.ownership.owns(&server) {
@@ -221,7 +233,23 @@ impl ClusterManager {
                 .connected
                 .get(&at)
                 .is_some_and(|(spec, _)| spec.spec == cluster.spec);
-            if unchanged && self.registry.find(&destination(&server)).is_some() {
+            if unchanged && let Some(handle) = self.registry.find(&destination(&server)) {
+                // Connected: the status follows the cache (every watch failing = unreachable).
+                let (state, message) = match unreachable(&handle.cache) {
+                    Some(error) => ("Failed", format!("unreachable: {error}")),
+                    None => ("Successful", String::new()),
+                };
+                if current.connection_state.status != state
+                    || current.connection_state.message != message
+                {
+                    let mut status = current;
+                    status.connection_state = capstan_model::ConnectionState {
+                        status: state.into(),
+                        message,
+                        attempted_at: Some(now()),
+                    };
+                    self.write(&at, &status).await;
+                }
                 continue;
             }
             let status = match self.connect(&cluster, &server).await {
@@ -237,13 +265,7 @@ impl ClusterManager {
                     failed(message)
                 }
             };
-            if let Err(err) = self
-                .clusters
-                .put_status(&at, &status, StatusWrite::new())
-                .await
-            {
-                warn!(cluster = %at, error = %err, "writing the cluster's status failed");
-            }
+            self.write(&at, &status).await;
         }
         let gone: Vec<ObjectRef> = self
             .connected
@@ -256,6 +278,16 @@ impl ClusterManager {
                 info!(cluster = %at, server = %server, "cluster removed");
                 self.registry.remove(&server);
             }
+        }
+    }
+
+    async fn write(&self, at: &ObjectRef, status: &ClusterStatus) {
+        if let Err(err) = self
+            .clusters
+            .put_status(at, status, StatusWrite::new())
+            .await
+        {
+            warn!(cluster = %at, error = %err, "writing the cluster's status failed");
         }
     }
 
@@ -303,6 +335,15 @@ impl ClusterManager {
             ..ClusterStatus::default()
         })
     }
+}
+
+/// The error of a cluster none of whose watches works (so its cache is stale), or `None`.
+pub fn unreachable(cache: &ClusterCache) -> Option<String> {
+    let kinds = cache.kinds();
+    if kinds.is_empty() || kinds.iter().any(|k| k.last_error.is_none()) {
+        return None;
+    }
+    kinds.into_iter().find_map(|k| k.last_error)
 }
 
 fn destination(server: &str) -> ApplicationDestination {

@@ -335,6 +335,22 @@ impl Reconciler {
         }
         clear_condition(&mut status, INVALID_SPEC_ERROR);
 
+        // Every watch of the cluster failing: what the cache holds is stale, so neither
+        // compare nor sync; the cache's recovery (a relist) brings the Application back.
+        if let Some(error) = crate::clusters::unreachable(&cluster.cache) {
+            set_condition(
+                &mut status,
+                "ComparisonError",
+                format!(
+                    "cluster {} ({}) is unreachable: {error}",
+                    cluster.name, cluster.server
+                ),
+            );
+            let outcome = unknown(&mut status);
+            self.write_status(at, &old, status, &cluster.server).await?;
+            return Ok(outcome);
+        }
+
         // A sync asked for in the spec; else a failed one asked for earlier whose
         // `operation.retry` allows another attempt now.
         let mut retried_request = None;

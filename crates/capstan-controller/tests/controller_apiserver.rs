@@ -1186,3 +1186,77 @@ async fn clusters_registered_in_the_store_are_connected_and_dropped() -> Result<
     running.stop().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_cluster_is_reported_not_compared() -> Result<()> {
+    init_test_logging();
+    let world = World::new("ctrl-unreachable", GitHttpOptions::default()).await?;
+    world
+        .repo
+        .write_all(&[("app/settings.yaml", cm("far", "v1"))])?;
+    world.repo.commit("far")?;
+    let running = world.start().await?;
+
+    // A cluster of its own, so that it can go away.
+    let remote = capstan_testkit::KubeApiServer::start().await?;
+    let ns = remote.test_namespace("far").await?;
+    let admin = remote.client_cert("capstan-test-admin", Some("system:masters"))?;
+    let cluster = capstan_model::parse_cluster_yaml(&format!(
+        "apiVersion: capstan.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: far\nspec:\n  server: {}\n  namespaces: [{ns}]\n  config:\n    tlsClientConfig:\n      caData: {}\n      certData: {}\n      keyData: {}\n",
+        remote.url(),
+        serde_json::to_string(remote.ca_pem())?,
+        serde_json::to_string(&admin.cert_pem)?,
+        serde_json::to_string(&admin.key_pem)?,
+    ))?;
+    let clusters = TypedStore::<capstan_store::kinds::Clusters>::new(world.store.clone());
+    let far = ObjectRef::new("capstan", "far");
+    clusters.create(&far, &cluster).await?;
+    let at = ObjectRef::new("capstan", "far-app");
+    let mut app = application(
+        "far-app",
+        &world.url,
+        "app",
+        &ns,
+        "  syncPolicy:\n    automated: {}\n",
+    )?;
+    app.spec.destination.server = remote.url();
+    world.apps.create(&at, &app).await?;
+    wait_until("synced into the remote cluster", DEADLINE, || async {
+        let status = world.apps.get(&at).await?.and_then(|o| o.status);
+        Ok(status
+            .map(|s| s.value)
+            .filter(|s| s.sync.status == Some(SyncStatusCode::Synced)))
+    })
+    .await?;
+
+    drop(remote);
+    let status = wait_until(
+        "the app reports the cluster unreachable",
+        DEADLINE,
+        || async {
+            running.queue.enqueue(at.clone(), Request::refresh());
+            let status = world.apps.get(&at).await?.and_then(|o| o.status);
+            Ok(status.map(|s| s.value).filter(|s| {
+                s.conditions.iter().any(|c| {
+                    c.condition_type == "ComparisonError" && c.message.contains("is unreachable")
+                })
+            }))
+        },
+    )
+    .await?;
+    assert_eq!(status.sync.status, Some(SyncStatusCode::Unknown));
+    let cluster = wait_until("the cluster's status says so", DEADLINE, || async {
+        let status = clusters.get(&far).await?.and_then(|o| o.status);
+        Ok(status
+            .map(|s| s.value)
+            .filter(|s| s.connection_state.status == "Failed"))
+    })
+    .await?;
+    assert!(
+        cluster.connection_state.message.contains("unreachable"),
+        "{:?}",
+        cluster.connection_state
+    );
+    running.stop().await?;
+    Ok(())
+}

@@ -126,7 +126,8 @@ pub async fn start(
             sync_metrics: capstan_engine::sync::SyncMetrics::default(),
         },
         Arc::new(OwnAll),
-    );
+    )
+    .with_retry(Duration::from_secs(1));
     let controller = Controller::new(
         store,
         reconciler,
