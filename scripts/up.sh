@@ -40,8 +40,12 @@ TOOLS="$(bash scripts/tools.sh --print)"
 source tools/versions
 KUBECTL="$TOOLS/kubernetes-$KUBERNETES_VERSION/bin/kubectl"
 
-echo "[up] building capstand and capstan-devcluster ..."
-cargo build --locked -p capstand -p capstan-testkit --bin capstand --bin capstan-devcluster
+# The test suite has just built both binaries (with the whole workspace's features); a build
+# of only these two packages would rebuild their dependencies with other features.
+if [[ "${CAPSTAN_UP_PREBUILT:-}" != 1 ]]; then
+    echo "[up] building capstand and capstan-devcluster ..."
+    cargo build --locked -p capstand -p capstan-testkit --bin capstand --bin capstan-devcluster
+fi
 
 mkdir -p "$WORK"
 # Left behind by a run that was killed: they would be taken for the new cluster's.

@@ -25,7 +25,7 @@ use capstan_model::{
 use capstan_repo::client::ManifestSource;
 use capstan_repo::git::Credentials;
 use capstan_repo::render::env::AppContext;
-use capstan_repo::service::ManifestRequest;
+use capstan_repo::service::{ManifestRequest, RefSourceSpec};
 use capstan_store::StoreError;
 use capstan_store::kinds::{AppProjects, Applications, Repositories};
 use capstan_store::typed::{ObjectRef, StatusWrite, TypedStore};
@@ -278,6 +278,8 @@ impl Reconciler {
                     (
                         Deploying {
                             revision: result.revision,
+                            revisions: result.revisions,
+                            sources: result.sources,
                             source: result.source,
                             digest: result.manifests_digest,
                             requested: (!o.operation.initiated_by.automated)
@@ -378,19 +380,30 @@ impl Reconciler {
             {
                 render_app.spec.source = Some(source.clone());
             }
+            if !sync.sources.is_empty() && render_app.spec.has_multiple_sources() {
+                render_app.spec.sources.clone_from(&sync.sources);
+            }
         }
-        // The source deployed, as recorded: the rollback's or the spec's (the revision is
-        // recorded apart from it).
+        // The sources deployed, as recorded: the rollback's or the spec's (revisions are
+        // recorded apart from them).
         let deploy_source = render_app.spec.source.clone().unwrap_or_default();
+        let deploy_sources = render_app.spec.sources.clone();
         if let Some((_, sync)) = &operation {
-            // A manual sync (or rollback) to a given revision renders that revision.
+            // A manual sync (or rollback) to given revisions renders those revisions.
             if !sync.revision.is_empty()
                 && let Some(source) = render_app.spec.source.as_mut()
             {
                 source.target_revision.clone_from(&sync.revision);
             }
+            if render_app.spec.has_multiple_sources() {
+                for (source, revision) in render_app.spec.sources.iter_mut().zip(&sync.revisions) {
+                    if !revision.is_empty() {
+                        source.target_revision.clone_from(revision);
+                    }
+                }
+            }
         }
-        let rendered = match Box::pin(self.render(&render_app, hard)).await {
+        let mut rendered = match Box::pin(self.render(&render_app, hard)).await {
             Ok(r) => r,
             Err(message) => {
                 set_condition(&mut status, "ComparisonError", message);
@@ -401,10 +414,10 @@ impl Reconciler {
         };
         let digest = capstan_repo::service::manifests_digest(&rendered.manifests);
         // App of apps: Applications and AppProjects go to the store, the rest to the cluster.
-        let (store_objects, cluster_objects): (Vec<Value>, Vec<Value>) = rendered
-            .manifests
-            .into_iter()
-            .partition(children::is_store_object);
+        let (store_objects, cluster_objects): (Vec<Value>, Vec<Value>) =
+            std::mem::take(&mut rendered.manifests)
+                .into_iter()
+                .partition(children::is_store_object);
         // Most Applications have no children: the store is only read for those that render
         // some, or had some at the last comparison (to prune them).
         let had_children = old.resources.iter().any(|r| r.group == children::GROUP);
@@ -444,7 +457,7 @@ impl Reconciler {
         comparison
             .resources
             .extend(child_comparison.statuses.iter().cloned());
-        apply_comparison(&mut status, &app, &comparison, &rendered.revision);
+        apply_comparison(&mut status, &app, &comparison, &rendered);
         if app.spec.has_multiple_sources() {
             status.source_types.clone_from(&rendered.source_types);
         } else {
@@ -552,6 +565,8 @@ impl Reconciler {
                 self.clear_operation(at).await?;
                 let deploying = Deploying {
                     revision: rendered.revision.clone(),
+                    revisions: rendered.revisions.clone(),
+                    sources: deploy_sources.clone(),
                     source: deploy_source.clone(),
                     digest: digest.clone(),
                     requested: Some(op.clone()),
@@ -618,6 +633,8 @@ impl Reconciler {
                 };
                 let deploying = Deploying {
                     revision: rendered.revision.clone(),
+                    revisions: rendered.revisions.clone(),
+                    sources: app.spec.sources.clone(),
                     source: app.spec.source.clone().unwrap_or_default(),
                     digest: digest.clone(),
                     requested: None,
@@ -870,7 +887,40 @@ impl Reconciler {
             .await
             .map(|l| l.items)
             .unwrap_or_default();
+        let credentials_for = |url: &str| {
+            registered_repository(&repositories, url)
+                .map(git_credentials)
+                .unwrap_or_default()
+        };
+        // Sources with a `ref` lend their files to the others' Helm value files
+        // (`$name/values.yaml`).
+        let ref_sources: Vec<RefSourceSpec> = sources
+            .iter()
+            .filter(|s| !s.reference.is_empty())
+            .map(|s| RefSourceSpec {
+                name: s.reference.clone(),
+                repo_url: s.repo_url.clone(),
+                target_revision: s.target_revision.clone(),
+                credentials: credentials_for(&s.repo_url),
+            })
+            .collect();
         for source in sources {
+            // A `ref` source with nothing to render is only there for its files (Argo CD's
+            // rule); its revision is still reported.
+            if !source.reference.is_empty() && source.path.is_empty() && source.chart.is_empty() {
+                let commit = self
+                    .repo
+                    .resolve_commit(
+                        &source.repo_url,
+                        &credentials_for(&source.repo_url),
+                        &source.target_revision,
+                        hard,
+                    )
+                    .await
+                    .map_err(|e| format!("resolving {}: {}", source.repo_url, e.message))?;
+                revisions.push(commit);
+                continue;
+            }
             let registered = registered_repository(&repositories, &source.repo_url);
             let request = ManifestRequest {
                 source: source.clone(),
@@ -882,7 +932,7 @@ impl Reconciler {
                 },
                 credentials: registered.map(git_credentials).unwrap_or_default(),
                 helm_credentials: registered.map(helm_credentials).unwrap_or_default(),
-                ref_sources: Vec::new(),
+                ref_sources: ref_sources.clone(),
                 no_cache: hard,
             };
             let generated = self
@@ -897,6 +947,7 @@ impl Reconciler {
         Ok(Rendered {
             manifests,
             revision: revisions.join(","),
+            revisions,
             source_types,
         })
     }
@@ -974,8 +1025,15 @@ impl Reconciler {
         let sync = op.operation.sync.get_or_insert_with(Default::default);
         sync.revision = revision.to_owned();
         sync.dry_run = state.dry_run;
+        let multiple = !deploying.sources.is_empty();
         op.sync_result = Some(SyncOperationResult {
             revision: revision.to_owned(),
+            revisions: if multiple {
+                deploying.revisions.clone()
+            } else {
+                Vec::new()
+            },
+            sources: deploying.sources.clone(),
             source: deploying.source.clone(),
             manifests_digest: deploying.digest.clone(),
             ..SyncOperationResult::default()
@@ -1014,12 +1072,17 @@ impl Reconciler {
             status.history.push(RevisionHistory {
                 id,
                 revision: revision.to_owned(),
+                revisions: if multiple {
+                    deploying.revisions
+                } else {
+                    Vec::new()
+                },
+                sources: deploying.sources,
                 source: deploying.source,
                 manifests_digest: deploying.digest,
                 deployed_at: Some(now()),
                 deploy_started_at: Some(started_at),
                 initiated_by,
-                ..RevisionHistory::default()
             });
             let limit = usize::try_from(app.spec.revision_history_limit_or_default()).unwrap_or(10);
             let excess = status.history.len().saturating_sub(limit);
@@ -1160,7 +1223,10 @@ fn helm_credentials(
 
 struct Rendered {
     manifests: Vec<Value>,
+    /// Every source's revision, comma-joined: the identity automated sync compares.
     revision: String,
+    /// Each source's revision, in order (`ref`-only sources included).
+    revisions: Vec<String>,
     source_types: Vec<capstan_model::SourceType>,
 }
 
@@ -1172,6 +1238,9 @@ struct Deploying {
     revision: String,
     /// The source rendered: the spec's, or the history entry's for a rollback.
     source: capstan_model::ApplicationSource,
+    /// Multiple sources: each one's revision (a `ref`-only source's too), and the sources.
+    revisions: Vec<String>,
+    sources: Vec<capstan_model::ApplicationSource>,
     /// [`capstan_repo::service::manifests_digest`] of the rendered manifests.
     digest: String,
     /// The operation someone asked for (a rollback's names `sync.source`); `None` for
@@ -1188,7 +1257,7 @@ fn apply_comparison(
     status: &mut ApplicationStatus,
     app: &Application,
     c: &Comparison,
-    revision: &str,
+    rendered: &Rendered,
 ) {
     status.resources.clone_from(&c.resources);
     status.sync = SyncStatus {
@@ -1199,8 +1268,12 @@ fn apply_comparison(
             sources: app.spec.sources.clone(),
             ignore_differences: app.spec.ignore_differences.clone(),
         },
-        revision: revision.to_owned(),
-        revisions: Vec::new(),
+        revision: rendered.revision.clone(),
+        revisions: if app.spec.has_multiple_sources() {
+            rendered.revisions.clone()
+        } else {
+            Vec::new()
+        },
     };
     let mut health = c.health.clone();
     if status.health.status == health.status {

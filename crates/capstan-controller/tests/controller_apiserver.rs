@@ -1260,3 +1260,88 @@ async fn an_unreachable_cluster_is_reported_not_compared() -> Result<()> {
     running.stop().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_source_app_reads_helm_values_from_a_ref_source_and_rolls_back() -> Result<()> {
+    init_test_logging();
+    let world = World::new("ctrl-multi", GitHttpOptions::default()).await?;
+    // The chart lives in the world's repository, its values in another one.
+    world.repo.write_all(&[
+        (
+            "chart/Chart.yaml",
+            "apiVersion: v2\nname: settings\nversion: 0.1.0\n".to_owned(),
+        ),
+        (
+            "chart/templates/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-chart\ndata:\n  k: {{ .Values.color | quote }}\n".to_owned(),
+        ),
+        ("chart/values.yaml", "color: default\n".to_owned()),
+    ])?;
+    let chart_commit = world.repo.commit("chart")?;
+    let values = capstan_testkit::git::GitRepo::init()?;
+    values.write("env/values.yaml", "color: blue\n")?;
+    let blue = values.commit("blue")?;
+    let git = capstan_testkit::git_http::GitHttpServer::start_temp(GitHttpOptions::default())?;
+    let values_url = git.url_for(&values)?;
+
+    let running = world.start().await?;
+    let at = ObjectRef::new("capstan", "multi");
+    let app = capstan_model::parse_application_yaml(&format!(
+        "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata:\n  name: multi\n  namespace: capstan\nspec:\n  project: default\n  sources:\n  - repoURL: {}\n    path: chart\n    targetRevision: HEAD\n    helm:\n      valueFiles:\n      - $values/env/values.yaml\n  - repoURL: {values_url}\n    targetRevision: HEAD\n    ref: values\n  destination:\n    server: {}\n    namespace: {}\n",
+        world.url,
+        capstan_controller::reconcile::IN_CLUSTER_SERVER,
+        world.ns
+    ))?;
+    world.apps.create(&at, &app).await?;
+    let sync = capstan_model::Operation {
+        sync: Some(capstan_model::SyncOperation::default()),
+        ..capstan_model::Operation::default()
+    };
+    let status = run_requested(&world.apps, &at, sync.clone()).await?;
+    assert_eq!(
+        value_of(&world.config_maps, "from-chart").await?.as_deref(),
+        Some("blue"),
+        "the value file of the ref source was used"
+    );
+    assert_eq!(
+        status.sync.revisions,
+        [chart_commit.clone(), blue.clone()],
+        "one revision per source, the ref source's included"
+    );
+    let first = status.history.last().context("history")?.clone();
+    assert_eq!(first.revisions, [chart_commit.clone(), blue.clone()]);
+    assert_eq!(first.sources.len(), 2);
+
+    // New values: synced, then rolled back to the first entry's revisions.
+    values.write("env/values.yaml", "color: green\n")?;
+    let green = values.commit("green")?;
+    wait_until("the new values seen", DEADLINE, || async {
+        running.queue.enqueue(at.clone(), Request::refresh());
+        let status = world.apps.get(&at).await?.and_then(|o| o.status);
+        Ok(status
+            .map(|s| s.value)
+            .filter(|s| s.sync.revisions.get(1) == Some(&green)))
+    })
+    .await?;
+    run_requested(&world.apps, &at, sync).await?;
+    assert_eq!(
+        value_of(&world.config_maps, "from-chart").await?.as_deref(),
+        Some("green")
+    );
+    let rollback = capstan_model::Operation::rollback(
+        &first,
+        capstan_model::OperationInitiator::default(),
+        false,
+        false,
+    );
+    let status = run_requested(&world.apps, &at, rollback).await?;
+    assert_eq!(
+        value_of(&world.config_maps, "from-chart").await?.as_deref(),
+        Some("blue"),
+        "rolled back to the first entry's values revision"
+    );
+    let last = status.history.last().context("history")?;
+    assert_eq!(last.revisions, [chart_commit, blue]);
+    running.stop().await?;
+    Ok(())
+}

@@ -462,10 +462,18 @@ impl Operation {
         prune: bool,
         dry_run: bool,
     ) -> Self {
+        // A multi-source entry rolls back by its sources and their revisions.
+        let multiple = !entry.sources.is_empty();
         Operation {
             sync: Some(SyncOperation {
-                revision: entry.revision.clone(),
-                source: Some(entry.source.clone()),
+                revision: if multiple {
+                    String::new()
+                } else {
+                    entry.revision.clone()
+                },
+                source: (!multiple).then(|| entry.source.clone()),
+                sources: entry.sources.clone(),
+                revisions: entry.revisions.clone(),
                 prune,
                 dry_run,
                 ..SyncOperation::default()

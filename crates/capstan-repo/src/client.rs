@@ -24,12 +24,35 @@ use crate::tree::SkippedFile;
 pub trait ManifestSource: Send + Sync + std::fmt::Debug {
     /// The manifests of `req`, or why not.
     async fn generate(&self, req: ManifestRequest) -> Result<Generated, GenerateError>;
+
+    /// The commit `revision` of the Git repository at `url` is now (a multi-source
+    /// Application's `ref`-only source is not rendered, but its revision is reported).
+    async fn resolve_commit(
+        &self,
+        url: &str,
+        credentials: &Credentials,
+        revision: &str,
+        no_cache: bool,
+    ) -> Result<String, GenerateError>;
 }
 
 #[tonic::async_trait]
 impl ManifestSource for RepoServer {
     async fn generate(&self, req: ManifestRequest) -> Result<Generated, GenerateError> {
         RepoServer::generate(self, req).await
+    }
+
+    async fn resolve_commit(
+        &self,
+        url: &str,
+        credentials: &Credentials,
+        revision: &str,
+        no_cache: bool,
+    ) -> Result<String, GenerateError> {
+        let resolved = self
+            .resolve_revision(url, credentials, revision, no_cache)
+            .await?;
+        Ok(resolved.commit.to_string())
     }
 }
 
@@ -38,6 +61,16 @@ impl ManifestSource for RepoServer {
 impl<T: ManifestSource + ?Sized> ManifestSource for Arc<T> {
     async fn generate(&self, req: ManifestRequest) -> Result<Generated, GenerateError> {
         T::generate(self, req).await
+    }
+
+    async fn resolve_commit(
+        &self,
+        url: &str,
+        credentials: &Credentials,
+        revision: &str,
+        no_cache: bool,
+    ) -> Result<String, GenerateError> {
+        T::resolve_commit(self, url, credentials, revision, no_cache).await
     }
 }
 
@@ -93,6 +126,27 @@ impl ManifestSource for RepoClient {
             kind: ErrorKind::Internal,
             message: format!("repo-server {}: {message}", self.url),
         })
+    }
+
+    async fn resolve_commit(
+        &self,
+        url: &str,
+        credentials: &Credentials,
+        revision: &str,
+        no_cache: bool,
+    ) -> Result<String, GenerateError> {
+        let response = self
+            .client
+            .clone()
+            .resolve_revision(pb::ResolveRevisionRequest {
+                repo_url: url.to_owned(),
+                revision: revision.to_owned(),
+                credentials: git_credentials(credentials),
+                no_cache,
+            })
+            .await
+            .map_err(|status| from_status(&self.url, &status))?;
+        Ok(response.into_inner().commit)
     }
 }
 

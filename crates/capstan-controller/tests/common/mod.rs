@@ -86,6 +86,9 @@ pub async fn start(
 ) -> Result<Running> {
     let mut repo_config = RepoServerConfig::new(work.join("repo"));
     repo_config.ref_ttl = Duration::ZERO;
+    repo_config.helm = capstan_repo::render::helm::HelmTool {
+        program: capstan_testkit::tools::helm()?,
+    };
     let repo_server = RepoServer::new(repo_config)
         .await
         .map_err(|e| anyhow::anyhow!(e.message))?;
