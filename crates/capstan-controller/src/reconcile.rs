@@ -44,6 +44,11 @@ pub const IN_CLUSTER_SERVER: &str = "https://kubernetes.default.svc";
 pub const IN_CLUSTER_NAME: &str = "in-cluster";
 /// The annotation that asks for a refresh (`normal` or `hard`), removed once served.
 pub const REFRESH_ANNOTATION: &str = "argocd.argoproj.io/refresh";
+
+/// Set on an Application (any value) to terminate its running operation (what `capstan app
+/// terminate-op` and the API write): the sync starts nothing new, deletes its running hooks
+/// and ends `Failed` with "operation terminated"; the controller then removes the annotation.
+pub const TERMINATE_ANNOTATION: &str = "capstan.dev/terminate-operation";
 /// The finalizer that makes deleting an Application delete its resources first (Argo CD's
 /// name; `/background` and `/foreground` suffixes choose the propagation).
 pub const RESOURCES_FINALIZER: &str = "resources-finalizer.argocd.argoproj.io";
@@ -663,6 +668,10 @@ impl Reconciler {
         if app.metadata.annotations.contains_key(REFRESH_ANNOTATION) {
             self.clear_refresh(at).await?;
         }
+        // Nothing runs (an operation would have seen it): a stale request.
+        if app.metadata.annotations.contains_key(TERMINATE_ANNOTATION) {
+            self.clear_termination(at).await?;
+        }
         let sync = status.sync.status.unwrap_or(SyncStatusCode::Unknown);
         let retry_in = retry_wait(&app, &status).map(|d| d.max(Duration::from_millis(100)));
         self.write_status(at, &old, status, &cluster.server).await?;
@@ -773,6 +782,28 @@ impl Reconciler {
             app.metadata
                 .annotations
                 .shift_remove(REFRESH_ANNOTATION)
+                .is_some()
+        })
+        .await
+    }
+
+    /// Whether someone asked to terminate the Application's running operation.
+    async fn termination_requested(&self, at: &ObjectRef) -> Result<bool, ReconcileError> {
+        Ok(self.apps.get(at).await?.is_some_and(|o| {
+            o.spec
+                .value
+                .metadata
+                .annotations
+                .contains_key(TERMINATE_ANNOTATION)
+        }))
+    }
+
+    /// Removes a served (or stale) termination request.
+    async fn clear_termination(&self, at: &ObjectRef) -> Result<(), ReconcileError> {
+        self.edit_spec(at, "the termination request", |app| {
+            app.metadata
+                .annotations
+                .shift_remove(TERMINATE_ANNOTATION)
                 .is_some()
         })
         .await
@@ -1057,8 +1088,19 @@ impl Reconciler {
                 self.operations.save(at, &state).await?;
                 return Err(ReconcileError::Stopping);
             }
+            if !state.terminate_requested && self.termination_requested(at).await? {
+                info!(app = %at, "terminating the running operation, as asked");
+                state.request_termination();
+                self.operations.save(at, &state).await?;
+                op.phase = Some(OperationPhase::Terminating);
+                status.operation_state = Some(op.clone());
+                self.put_status(at, status, &cluster.server).await?;
+            }
         }
         self.operations.save(at, &state).await?;
+        if state.terminate_requested {
+            self.clear_termination(at).await?;
+        }
         self.metrics.synced(trigger, state.phase);
         op.phase = Some(state.phase);
         op.message.clone_from(&state.message);

@@ -1345,3 +1345,82 @@ async fn a_multi_source_app_reads_helm_values_from_a_ref_source_and_rolls_back()
     running.stop().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_operation_is_terminated_on_request() -> Result<()> {
+    init_test_logging();
+    let world = World::new("ctrl-terminate", GitHttpOptions::default()).await?;
+    world.repo.write_all(&[
+        (
+            "app/db.yaml",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: db\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: db}\n  template:\n    metadata:\n      labels: {app: db}\n    spec:\n      containers:\n      - name: db\n        image: example.invalid/db:1\n".to_owned(),
+        ),
+        ("app/after.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: after\n  annotations:\n    argocd.argoproj.io/sync-wave: \"1\"\ndata:\n  k: v1\n".to_owned()),
+    ])?;
+    world.repo.commit("waves")?;
+    let running = world.start().await?;
+    let at = ObjectRef::new("capstan", "terminated");
+    world
+        .apps
+        .create(
+            &at,
+            &application(
+                "terminated",
+                &world.url,
+                "app",
+                &world.ns,
+                "  syncPolicy:\n    automated: {}\n",
+            )?,
+        )
+        .await?;
+    wait_until("the sync waiting at wave 1", DEADLINE, || async {
+        let status = world.apps.get(&at).await?.and_then(|o| o.status);
+        Ok(status.filter(|s| {
+            s.value
+                .operation_state
+                .as_ref()
+                .is_some_and(|o| o.phase == Some(OperationPhase::Running))
+        }))
+    })
+    .await?;
+
+    // What `capstan app terminate-op` will write.
+    let mut app = world.apps.get(&at).await?.context("exists")?.spec.value;
+    app.metadata.annotations.insert(
+        capstan_controller::reconcile::TERMINATE_ANNOTATION.into(),
+        "true".into(),
+    );
+    world
+        .apps
+        .update_spec(&at, &app, capstan_store::Precondition::None)
+        .await?;
+    let object = wait_until("the operation terminated", DEADLINE, || async {
+        let object = world.apps.get(&at).await?.context("exists")?;
+        let done = object.status.as_ref().is_some_and(|s| {
+            s.value
+                .operation_state
+                .as_ref()
+                .is_some_and(|o| o.phase == Some(OperationPhase::Failed))
+        });
+        let cleared = !object
+            .spec
+            .value
+            .metadata
+            .annotations
+            .contains_key(capstan_controller::reconcile::TERMINATE_ANNOTATION);
+        Ok((done && cleared).then_some(object))
+    })
+    .await?;
+    let op = object
+        .status
+        .and_then(|s| s.value.operation_state)
+        .context("recorded")?;
+    assert!(op.message.contains("terminated"), "{}", op.message);
+    assert_eq!(
+        value_of(&world.config_maps, "after").await?,
+        None,
+        "wave 1 never started"
+    );
+    running.stop().await?;
+    Ok(())
+}
