@@ -278,21 +278,27 @@ async fn follow_clusters(
             followed.insert(cluster.server.clone(), (cluster, task));
         }
         if !first {
-            let all: Vec<ObjectRef> = by_name
-                .lock()
-                .expect("not poisoned")
-                .values()
-                .cloned()
-                .collect();
-            for at in all {
-                queue.enqueue(at, Request::refresh());
-            }
+            refresh_all(&queue, &by_name);
         }
         first = false;
         while forwarders.try_join_next().is_some() {}
         if changes.changed().await.is_err() {
             break;
         }
+    }
+}
+
+/// Asks for a refresh of every known Application (what a project or cluster change calls
+/// for).
+fn refresh_all(queue: &WorkQueue<ObjectRef>, by_name: &Mutex<HashMap<String, ObjectRef>>) {
+    let all: Vec<ObjectRef> = by_name
+        .lock()
+        .expect("not poisoned")
+        .values()
+        .cloned()
+        .collect();
+    for at in all {
+        queue.enqueue(at, Request::refresh());
     }
 }
 
@@ -314,15 +320,7 @@ async fn watch_projects(
         while let Some(event) = events.next().await {
             match event {
                 Ok(TypedEvent::SpecPut { .. } | TypedEvent::SpecDeleted { .. }) => {
-                    let all: Vec<ObjectRef> = by_name
-                        .lock()
-                        .expect("not poisoned")
-                        .values()
-                        .cloned()
-                        .collect();
-                    for at in all {
-                        queue.enqueue(at, Request::refresh());
-                    }
+                    refresh_all(&queue, &by_name);
                 }
                 Ok(_) => {}
                 Err(err) => {

@@ -275,16 +275,7 @@ async fn an_operation_interrupted_by_a_restart_resumes() -> Result<()> {
     } = &world;
     // Wave 0: a Deployment that never becomes healthy on its own (no controllers here);
     // wave 1 waits for it.
-    repo.write_all(&[
-        (
-            "app/db.yaml",
-            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: db\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: db}\n  template:\n    metadata:\n      labels: {app: db}\n    spec:\n      containers:\n      - name: db\n        image: example.invalid/db:1\n".to_owned(),
-        ),
-        (
-            "app/after.yaml",
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: after\n  annotations:\n    argocd.argoproj.io/sync-wave: \"1\"\ndata:\n  k: v1\n".to_owned(),
-        ),
-    ])?;
+    repo.write_all(&common::blocked_waves("app"))?;
     repo.commit("waves")?;
     let at = ObjectRef::new("capstan", "waves");
     apps.create(
@@ -323,21 +314,7 @@ async fn an_operation_interrupted_by_a_restart_resumes() -> Result<()> {
 
     // The Deployment becomes available (written as its controller would), and a new
     // controller on the same store finishes the operation.
-    let generation = deployments
-        .get("db")
-        .await?
-        .metadata
-        .generation
-        .unwrap_or(1);
-    deployments
-        .patch_status(
-            "db",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {
-            "observedGeneration": generation, "replicas": 1, "updatedReplicas": 1,
-            "readyReplicas": 1, "availableReplicas": 1}})),
-        )
-        .await?;
+    capstan_testkit::workloads::mark_deployment_available(&deployments, "db").await?;
     let second = world.start().await?;
     let status = wait_until("the resumed operation finished", DEADLINE, || async {
         let status = apps.get(&at).await?.and_then(|o| o.status).map(|s| s.value);
@@ -788,17 +765,10 @@ async fn a_sync_waiting_for_a_rollout_does_not_stop_other_apps_being_compared() 
     let world = World::new("ctrl-slots", GitHttpOptions::default()).await?;
     // Wave 0: a Deployment that never becomes healthy here (no controllers run), so the
     // sync waits at wave 1 for as long as the test lasts.
-    world.repo.write_all(&[
-        (
-            "slow/db.yaml",
-            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: db\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: db}\n  template:\n    metadata:\n      labels: {app: db}\n    spec:\n      containers:\n      - name: db\n        image: example.invalid/db:1\n".to_owned(),
-        ),
-        (
-            "slow/after.yaml",
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: after\n  annotations:\n    argocd.argoproj.io/sync-wave: \"1\"\ndata:\n  k: v1\n".to_owned(),
-        ),
-        ("quick/cm.yaml", cm("quick", "v1")),
-    ])?;
+    world.repo.write_all(&common::blocked_waves("slow"))?;
+    world
+        .repo
+        .write_all(&[("quick/cm.yaml", cm("quick", "v1"))])?;
     world.repo.commit("slow and quick")?;
     // One worker and one operation slot: before operations had their own slots, the waiting
     // sync held the only worker and nothing else was compared.
@@ -871,13 +841,7 @@ fn reconciles(running: &common::Running) -> Result<u64> {
 async fn a_requested_sync_interrupted_by_a_restart_runs_once() -> Result<()> {
     init_test_logging();
     let world = World::new("ctrl-req-resume", GitHttpOptions::default()).await?;
-    world.repo.write_all(&[
-        (
-            "app/db.yaml",
-            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: db\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: db}\n  template:\n    metadata:\n      labels: {app: db}\n    spec:\n      containers:\n      - name: db\n        image: example.invalid/db:1\n".to_owned(),
-        ),
-        ("app/after.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: after\n  annotations:\n    argocd.argoproj.io/sync-wave: \"1\"\ndata:\n  k: v1\n".to_owned()),
-    ])?;
+    world.repo.write_all(&common::blocked_waves("app"))?;
     world.repo.commit("waves")?;
     let at = ObjectRef::new("capstan", "manual-waves");
     let mut app = application("manual-waves", &world.url, "app", &world.ns, "")?;
@@ -899,21 +863,7 @@ async fn a_requested_sync_interrupted_by_a_restart_runs_once() -> Result<()> {
     })
     .await?;
     first.stop().await?;
-    let generation = deployments
-        .get("db")
-        .await?
-        .metadata
-        .generation
-        .unwrap_or(1);
-    deployments
-        .patch_status(
-            "db",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {
-            "observedGeneration": generation, "replicas": 1, "updatedReplicas": 1,
-            "readyReplicas": 1, "availableReplicas": 1}})),
-        )
-        .await?;
+    capstan_testkit::workloads::mark_deployment_available(&deployments, "db").await?;
 
     let second = world.start().await?;
     let status = wait_until("the resumed sync finished", DEADLINE, || async {
@@ -1350,13 +1300,7 @@ async fn a_multi_source_app_reads_helm_values_from_a_ref_source_and_rolls_back()
 async fn a_running_operation_is_terminated_on_request() -> Result<()> {
     init_test_logging();
     let world = World::new("ctrl-terminate", GitHttpOptions::default()).await?;
-    world.repo.write_all(&[
-        (
-            "app/db.yaml",
-            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: db\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: db}\n  template:\n    metadata:\n      labels: {app: db}\n    spec:\n      containers:\n      - name: db\n        image: example.invalid/db:1\n".to_owned(),
-        ),
-        ("app/after.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: after\n  annotations:\n    argocd.argoproj.io/sync-wave: \"1\"\ndata:\n  k: v1\n".to_owned()),
-    ])?;
+    world.repo.write_all(&common::blocked_waves("app"))?;
     world.repo.commit("waves")?;
     let running = world.start().await?;
     let at = ObjectRef::new("capstan", "terminated");

@@ -326,21 +326,7 @@ async fn the_next_wave_waits_for_health_and_the_state_resumes_elsewhere() -> Res
     let saved = serde_json::to_string(&state)?;
     drop(state);
     let deployments: Api<Deployment> = Api::namespaced(f.client.clone(), &f.ns);
-    let generation = deployments
-        .get("db")
-        .await?
-        .metadata
-        .generation
-        .unwrap_or(1);
-    deployments
-        .patch_status(
-            "db",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {
-            "observedGeneration": generation, "replicas": 1, "updatedReplicas": 1,
-            "readyReplicas": 1, "availableReplicas": 1}})),
-        )
-        .await?;
+    capstan_testkit::workloads::mark_deployment_available(&deployments, "db").await?;
     let mut resumed: SyncState = serde_json::from_str(&saved)?;
     let other = SyncRunner::new(
         ApiResolver::new(f.client.clone()),

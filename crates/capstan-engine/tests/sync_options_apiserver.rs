@@ -393,21 +393,7 @@ async fn prune_last_on_one_object_prunes_it_after_the_others_are_healthy() -> Re
         "not pruned while the Sync phase is unhealthy"
     );
 
-    let generation = deployments
-        .get("web")
-        .await?
-        .metadata
-        .generation
-        .unwrap_or(1);
-    deployments
-        .patch_status(
-            "web",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {
-            "observedGeneration": generation, "replicas": 1, "updatedReplicas": 1,
-            "readyReplicas": 1, "availableReplicas": 1}})),
-        )
-        .await?;
+    capstan_testkit::workloads::mark_deployment_available(&deployments, "web").await?;
     f.advanced(&mut state).await?;
     assert!(f.pruned("last").await?);
     assert_eq!(f.step(&mut state).await?, Progress::Finished);

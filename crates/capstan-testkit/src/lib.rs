@@ -21,6 +21,7 @@ pub mod simcluster;
 pub mod tools;
 pub mod wait;
 pub mod workdir;
+pub mod workloads;
 
 pub use apiserver::KubeApiServer;
 pub use etcd::Etcd;

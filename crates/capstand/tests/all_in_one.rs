@@ -15,8 +15,7 @@ use capstan_testkit::shared;
 use capstan_testkit::wait::wait_until;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, Patch, PatchParams};
-use serde_json::json;
+use kube::api::Api;
 
 mod common;
 
@@ -338,21 +337,7 @@ async fn a_sync_killed_mid_wave_resumes_after_restart_without_rerunning_hooks() 
     );
 
     // The Deployment becomes available, written as its controller would.
-    let generation = deployments
-        .get("db")
-        .await?
-        .metadata
-        .generation
-        .unwrap_or(1);
-    deployments
-        .patch_status(
-            "db",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {
-                "observedGeneration": generation, "replicas": 1, "updatedReplicas": 1,
-                "readyReplicas": 1, "availableReplicas": 1}})),
-        )
-        .await?;
+    capstan_testkit::workloads::mark_deployment_available(&deployments, "db").await?;
 
     // Second run on the same data directory: it resumes the saved operation at wave 1 and
     // finishes it, without running the completed hook again. Its log follows the first's in

@@ -33,6 +33,23 @@ pub fn cm(name: &str, value: &str) -> String {
     format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  k: {value}\n")
 }
 
+/// A sync that waits: in `dir`, wave 0 is a Deployment `db` that never becomes healthy on
+/// its own (the test apiserver runs no controllers; see
+/// `capstan_testkit::workloads::mark_deployment_available`) and wave 1 a ConfigMap `after`
+/// (`k: v1`) that waits for it.
+pub fn blocked_waves(dir: &str) -> Vec<(String, String)> {
+    vec![
+        (
+            format!("{dir}/db.yaml"),
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: db\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: db}\n  template:\n    metadata:\n      labels: {app: db}\n    spec:\n      containers:\n      - name: db\n        image: example.invalid/db:1\n".to_owned(),
+        ),
+        (
+            format!("{dir}/after.yaml"),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: after\n  annotations:\n    argocd.argoproj.io/sync-wave: \"1\"\ndata:\n  k: v1\n".to_owned(),
+        ),
+    ]
+}
+
 /// The `k` value of a ConfigMap that exists and is not being deleted.
 pub async fn value_of(api: &Api<ConfigMap>, name: &str) -> Result<Option<String>> {
     Ok(api
