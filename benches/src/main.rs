@@ -7,13 +7,15 @@
 //! ratios carry over between machines better than the absolute numbers do. Results and how
 //! to read them: `docs/performance.md`.
 //!
-//! Scenarios live in their own modules (start reading at [`repo::run`]); the helpers they
+//! Scenarios live in their own modules (start reading at [`repo::run`]; [`engine::run`] and
+//! [`controller::run`] need a kube-apiserver, which the testkit starts); the helpers they
 //! share are [`stats`] (medians, percentiles), [`clock`] (on-CPU time), [`fixtures`]
 //! (generated repositories, charts and YAML), [`direct`] (running a tool or `git` directly,
 //! timed) and [`grpc`] (the repo-server's gRPC service on loopback).
 
 mod alloc;
 mod clock;
+mod controller;
 mod direct;
 mod engine;
 mod fixtures;
@@ -48,6 +50,9 @@ enum Scenario {
     /// The engine: sync of 500 resources vs `kubectl apply --server-side`, diff cost per
     /// resource, cluster cache bytes per watched object.
     Engine,
+    /// The controller: 1,000 Applications of 5 resources to Synced and Healthy, a sweep with
+    /// nothing changed, memory of the all-in-one's parts, vs `kubectl apply --server-side`.
+    Controller,
 }
 
 /// The unit of a figure, as printed.
@@ -65,6 +70,12 @@ pub(crate) enum Unit {
     Us,
     /// Bytes.
     Bytes,
+    /// Seconds.
+    S,
+    /// Mebibytes (2^20 bytes).
+    Mib,
+    /// Events per second.
+    PerS,
 }
 
 impl Unit {
@@ -76,6 +87,9 @@ impl Unit {
             Unit::Count => "count",
             Unit::Us => "us",
             Unit::Bytes => "bytes",
+            Unit::S => "s",
+            Unit::Mib => "MiB",
+            Unit::PerS => "1/s",
         }
     }
 }
@@ -111,5 +125,6 @@ fn main() -> anyhow::Result<()> {
     match cli.scenario {
         Scenario::Repo => runtime.block_on(repo::run(cli.quick)),
         Scenario::Engine => runtime.block_on(engine::run(cli.quick)),
+        Scenario::Controller => runtime.block_on(controller::run(cli.quick)),
     }
 }

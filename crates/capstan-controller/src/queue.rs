@@ -22,7 +22,8 @@
 //!   schedules its next periodic refresh ([`Resync`], 180 s ± 10 % by default), so any
 //!   reconcile — periodic or not — restarts the key's polling clock; failure retries the
 //!   key for the same reason after an exponential backoff ([`Backoff`], 1 s doubling to
-//!   5 min); [`Outcome::RequeueAfter`] asks for a periodic look after a given time;
+//!   5 min); [`Outcome::RequeueAfter`] asks for another look (at refresh priority: it follows up
+//!   what the controller just did) after a given time;
 //!   [`Outcome::Removed`] forgets the key.
 //! - **Backoff gates background work.** While a key is backing off, periodic requests for it
 //!   (the timer, and cluster-cache change events, which the controller enqueues as
@@ -166,8 +167,9 @@ pub enum Outcome {
     /// for the same reason after its next backoff step, and holds back background requests
     /// for it until then.
     Failed,
-    /// Reconciled, but look again after this long (an operation still running, a sync
-    /// window opening). Resets the backoff like `Succeeded`; the look is a periodic request.
+    /// Reconciled, but look again after this long (a sync just finished, a retry falls due).
+    /// Resets the backoff like `Succeeded`; the look is a refresh request, ahead of
+    /// periodic ones.
     RequeueAfter(Duration),
     /// The key no longer names anything to reconcile here (the Application was deleted, or
     /// its cluster moved to another shard). Forgets its backoff; nothing is scheduled, but

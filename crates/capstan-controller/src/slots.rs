@@ -2,7 +2,9 @@
 //! in a *status* slot (`workers`), and once it starts a sync operation it trades that slot for
 //! an *operation* slot (`operation_workers`) for as long as the operation runs. A sync waiting
 //! minutes for a rollout then holds no status slot: the other Applications keep being
-//! compared, and at most `operation_workers` syncs run at once.
+//! compared, and at most `operation_workers` syncs run at once. A reconcile keeps its status
+//! slot until it has an operation slot, so no more than `workers + operation_workers`
+//! reconciles are ever in flight.
 //!
 //! The status slot travels with the reconcile's task (a task-local), so the reconcile code
 //! gives it up without every function in between passing it along; outside a slot (a test
@@ -25,17 +27,20 @@ pub(crate) async fn in_status_slot<F: std::future::Future>(
     STATUS_SLOT.scope(RefCell::new(Some(permit)), work).await
 }
 
-/// Gives up this task's status slot (if it holds one) and waits for an operation slot; the
-/// operation slot is held until the returned permit is dropped.
+/// Waits for an operation slot, then gives up this task's status slot (if it holds one); the
+/// operation slot is held until the returned permit is dropped. The status slot is kept
+/// while waiting: at most `workers + operation_workers` reconciles are in flight, so syncs
+/// queueing for slots cannot pile up (each holds its rendered manifests and plan).
 pub(crate) async fn trade_for_operation_slot(
     operations: &Arc<Semaphore>,
 ) -> Option<OwnedSemaphorePermit> {
+    let permit = operations.clone().acquire_owned().await.ok();
     let released = STATUS_SLOT
         .try_with(|slot| slot.borrow_mut().take())
         .ok()
         .flatten();
     drop(released);
-    operations.clone().acquire_owned().await.ok()
+    permit
 }
 
 #[cfg(test)]
@@ -58,6 +63,25 @@ mod tests {
         .await;
         drop(held);
         assert_eq!(operations.available_permits(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_status_slot_is_kept_while_waiting_for_an_operation_slot() {
+        let status = Arc::new(Semaphore::new(1));
+        let operations = Arc::new(Semaphore::new(1));
+        let busy = operations.clone().acquire_owned().await.expect("open");
+        let permit = status.clone().acquire_owned().await.expect("open");
+        let waiting = tokio::spawn({
+            let operations = operations.clone();
+            in_status_slot(permit, async move {
+                trade_for_operation_slot(&operations).await.is_some()
+            })
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(status.available_permits(), 0, "still held while waiting");
+        drop(busy);
+        assert!(waiting.await.expect("joins"));
+        assert_eq!(status.available_permits(), 1);
     }
 
     #[tokio::test]

@@ -272,7 +272,9 @@ impl<K: Clone + Eq + Hash + Debug> QueueState<K> {
             Outcome::RequeueAfter(after) => {
                 self.failing.remove(key);
                 let at = later(now, after);
-                Some(merge(out.pending, Want::at(Priority::Periodic, at)))
+                // The controller's own follow-up of what it just did (a sync's result, a
+                // retry falling due): ahead of background work, like a refresh.
+                Some(merge(out.pending, Want::at(Priority::Refresh, at)))
             }
             Outcome::Failed => {
                 let failing = self.failing.entry(key.clone()).or_insert(Failing {
@@ -603,7 +605,7 @@ mod tests {
     }
 
     #[test]
-    fn requeue_after_resets_backoff_and_schedules_a_periodic_refresh() {
+    fn requeue_after_resets_backoff_and_schedules_a_refresh() {
         let t0 = Instant::now();
         let mut q = QueueState::new(config());
         q.enqueue("a", Request::refresh(), t0);
@@ -617,7 +619,7 @@ mod tests {
         assert_eq!(q.next(t0 + secs(1)), Next::WaitUntil(t0 + secs(31)));
         assert_eq!(
             take(&mut q, t0 + secs(31)).1,
-            Request::periodic().delayed_until(t0 + secs(31))
+            Request::refresh().delayed_until(t0 + secs(31))
         );
     }
 
