@@ -1,0 +1,11 @@
+//! Capstan's API tier (`capstand api`, and part of the all-in-one): the stateless front door
+//! the CLI, the web UI, automation and Git providers use.
+//!
+//! Built so far: [`rbac`], authorization with Argo CD's `policy.csv` grammar and semantics;
+//! [`webhook`], Git push deliveries verified, read and matched to the Applications they
+//! affect through an index.
+//! The services, sessions, SSO and webhooks are being built (see the tracker); the design is
+//! `docs/architecture.md`.
+
+pub mod rbac;
+pub mod webhook;
