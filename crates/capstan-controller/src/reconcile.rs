@@ -443,25 +443,8 @@ impl Reconciler {
         };
         let desired = self.place(cluster, &app, cluster_objects).await;
         let (tracked, untracked) = self.live(cluster, &app, &desired).await;
-        let mut comparison = compare(
-            &CompareInput {
-                desired: desired.clone(),
-                tracked: tracked.clone(),
-                untracked: untracked.clone(),
-                ignore: app.spec.ignore_differences.clone(),
-            },
-            &self.assessor,
-        );
-        if child_comparison
-            .statuses
-            .iter()
-            .any(|c| c.status != Some(SyncStatusCode::Synced))
-        {
-            comparison.sync = SyncStatusCode::OutOfSync;
-        }
-        comparison
-            .resources
-            .extend(child_comparison.statuses.iter().cloned());
+        let comparison =
+            self.compare_observed(&app, &desired, &tracked, &untracked, &child_comparison);
         apply_comparison(&mut status, &app, &comparison, &rendered);
         if app.spec.has_multiple_sources() {
             status.source_types.clone_from(&rendered.source_types);
@@ -663,6 +646,30 @@ impl Reconciler {
                     op.retry_count = attempts + 1;
                 }
                 synced = true;
+            }
+        }
+        // A sync just succeeded: report what it did now, not at the next look — compared
+        // again once the cache has seen the applied objects (a short wait; what does not
+        // settle by then is left to the follow-up reconcile).
+        let succeeded = status.operation_state.as_ref().is_some_and(|o| {
+            o.phase == Some(OperationPhase::Succeeded)
+                && !o.operation.sync.as_ref().is_some_and(|s| s.dry_run)
+        });
+        if synced && succeeded {
+            let child_comparison = if children.is_empty() {
+                child_comparison
+            } else {
+                self.children.compare(at, &children).await?
+            };
+            for _ in 0..SETTLE_TRIES {
+                let (tracked, untracked) = self.live(cluster, &app, &desired).await;
+                let settled =
+                    self.compare_observed(&app, &desired, &tracked, &untracked, &child_comparison);
+                if settled.sync == SyncStatusCode::Synced {
+                    apply_comparison(&mut status, &app, &settled, &rendered);
+                    break;
+                }
+                tokio::time::sleep(self.poll.min(SETTLE_INTERVAL)).await;
             }
         }
         if app.metadata.annotations.contains_key(REFRESH_ANNOTATION) {
@@ -1002,6 +1009,39 @@ impl Reconciler {
             .collect()
     }
 
+    /// Compares `desired` with the live objects (`tracked` by the app, and `untracked` ones
+    /// at its desired keys); App-of-apps children out of sync make the whole Application
+    /// out of sync.
+    fn compare_observed(
+        &self,
+        app: &Application,
+        desired: &[Value],
+        tracked: &[Value],
+        untracked: &[Value],
+        child_comparison: &children::ChildComparison,
+    ) -> Comparison {
+        let mut comparison = compare(
+            &CompareInput {
+                desired: desired.to_vec(),
+                tracked: tracked.to_vec(),
+                untracked: untracked.to_vec(),
+                ignore: app.spec.ignore_differences.clone(),
+            },
+            &self.assessor,
+        );
+        if child_comparison
+            .statuses
+            .iter()
+            .any(|c| c.status != Some(SyncStatusCode::Synced))
+        {
+            comparison.sync = SyncStatusCode::OutOfSync;
+        }
+        comparison
+            .resources
+            .extend(child_comparison.statuses.iter().cloned());
+        comparison
+    }
+
     /// The live objects the app tracks, and those at its desired keys that it does not.
     async fn live(
         &self,
@@ -1271,6 +1311,11 @@ struct Rendered {
     revisions: Vec<String>,
     source_types: Vec<capstan_model::SourceType>,
 }
+
+/// How often, and how far apart, a successful sync's result is compared again while the
+/// cluster cache catches up with what it applied.
+const SETTLE_TRIES: usize = 10;
+const SETTLE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What an operation deploys: recorded in its result when it starts (so a resumed operation
 /// knows it) and in the history when it succeeds.
