@@ -3,9 +3,11 @@
 //!
 //! Built so far: [`rbac`], authorization with Argo CD's `policy.csv` grammar and semantics;
 //! [`webhook`], Git push deliveries verified, read and matched to the Applications they
-//! affect through an index.
+//! affect through an index; [`query`], Application listings filtered, paged and trimmed on
+//! the server.
 //! The services, sessions, SSO and webhooks are being built (see the tracker); the design is
 //! `docs/architecture.md`.
 
+pub mod query;
 pub mod rbac;
 pub mod webhook;
