@@ -316,15 +316,7 @@ async fn an_operation_interrupted_by_a_restart_resumes() -> Result<()> {
     // controller on the same store finishes the operation.
     capstan_testkit::workloads::mark_deployment_available(&deployments, "db").await?;
     let second = world.start().await?;
-    let status = wait_until("the resumed operation finished", DEADLINE, || async {
-        let status = apps.get(&at).await?.and_then(|o| o.status).map(|s| s.value);
-        Ok(status.filter(|s| {
-            s.operation_state
-                .as_ref()
-                .is_some_and(|o| o.phase == Some(OperationPhase::Succeeded))
-        }))
-    })
-    .await?;
+    let status = world.wait_for_phase(&at, OperationPhase::Succeeded).await?;
     assert_eq!(value_of(config_maps, "after").await?.as_deref(), Some("v1"));
     assert!(
         status
@@ -787,16 +779,7 @@ async fn a_sync_waiting_for_a_rollout_does_not_stop_other_apps_being_compared() 
             )?,
         )
         .await?;
-    wait_until("the slow sync running", DEADLINE, || async {
-        let status = world.apps.get(&slow).await?.and_then(|o| o.status);
-        Ok(status.filter(|s| {
-            s.value
-                .operation_state
-                .as_ref()
-                .is_some_and(|o| o.phase == Some(OperationPhase::Running))
-        }))
-    })
-    .await?;
+    world.wait_for_phase(&slow, OperationPhase::Running).await?;
 
     let quick = ObjectRef::new("capstan", "quick");
     world
@@ -866,15 +849,7 @@ async fn a_requested_sync_interrupted_by_a_restart_runs_once() -> Result<()> {
     capstan_testkit::workloads::mark_deployment_available(&deployments, "db").await?;
 
     let second = world.start().await?;
-    let status = wait_until("the resumed sync finished", DEADLINE, || async {
-        let status = world.apps.get(&at).await?.and_then(|o| o.status);
-        Ok(status.map(|s| s.value).filter(|s| {
-            s.operation_state
-                .as_ref()
-                .is_some_and(|o| o.phase == Some(OperationPhase::Succeeded))
-        }))
-    })
-    .await?;
+    let status = world.wait_for_phase(&at, OperationPhase::Succeeded).await?;
     let started = status.operation_state.and_then(|o| o.started_at);
     // A few more reconciles: the request was not left behind to run again.
     let seen = reconciles(&second)?;
@@ -1317,16 +1292,7 @@ async fn a_running_operation_is_terminated_on_request() -> Result<()> {
             )?,
         )
         .await?;
-    wait_until("the sync waiting at wave 1", DEADLINE, || async {
-        let status = world.apps.get(&at).await?.and_then(|o| o.status);
-        Ok(status.filter(|s| {
-            s.value
-                .operation_state
-                .as_ref()
-                .is_some_and(|o| o.phase == Some(OperationPhase::Running))
-        }))
-    })
-    .await?;
+    world.wait_for_phase(&at, OperationPhase::Running).await?;
 
     // What `capstan app terminate-op` will write.
     let mut app = world.apps.get(&at).await?.context("exists")?.spec.value;

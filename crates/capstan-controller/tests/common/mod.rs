@@ -219,6 +219,23 @@ impl World {
         })
     }
 
+    /// Waits until the Application at `at` has an operation in `phase`; returns its status.
+    pub async fn wait_for_phase(
+        &self,
+        at: &ObjectRef,
+        phase: capstan_model::OperationPhase,
+    ) -> Result<capstan_model::ApplicationStatus> {
+        capstan_testkit::wait_until(&format!("{at}'s operation {phase:?}"), DEADLINE, || async {
+            let status = self.apps.get(at).await?.and_then(|o| o.status);
+            Ok(status.map(|s| s.value).filter(|s| {
+                s.operation_state
+                    .as_ref()
+                    .is_some_and(|o| o.phase == Some(phase))
+            }))
+        })
+        .await
+    }
+
     /// Stops the Git server: the repository's URL refuses connections from now on.
     pub fn stop_git(&mut self) {
         self.git = None;
