@@ -24,6 +24,10 @@ bash scripts/tools.sh
 # Two cores: one build of everything, then run. `--no-run` first so compile time and test
 # time are reported separately.
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# CI builds once: incremental compilation data (gigabytes for this workspace) is never reused.
+if [[ -n "${CI:-}" ]]; then
+    export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+fi
 # Also set in .cargo/config.toml; repeated here so the suite does not depend on cargo's
 # [env] reaching test binaries (see that file for why).
 export RUST_MIN_STACK="${RUST_MIN_STACK:-8388608}"
