@@ -59,6 +59,20 @@ Examples:
   #       server: https://kubernetes.default.svc   # or: name: in-cluster
   #       namespace: guestbook
 
+  # A second cluster (and a private repository) next to in-cluster: put them in a file
+  #   apiVersion: capstan.dev/v1alpha1
+  #   kind: Cluster
+  #   metadata: {name: staging}
+  #   spec:
+  #     server: https://staging.example.com:6443
+  #     config: {bearerToken: ..., tlsClientConfig: {caData: ...}}
+  # and name it in Applications with `destination.name: staging`
+  capstand all-in-one --app clusters.yaml --app apps.yaml
+
+  # Render in a separate repo-server, and report when everything has settled
+  capstand all-in-one --app apps.yaml --repo-server http://127.0.0.1:8081 \
+    --summary-out settled.txt
+
   # Check on it
   curl -s localhost:8082/metrics | grep capstan_controller_workqueue
 
