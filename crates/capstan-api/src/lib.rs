@@ -8,6 +8,7 @@
 //! The services, sessions, SSO and webhooks are being built (see the tracker); the design is
 //! `docs/architecture.md`.
 
+pub mod auth;
 pub mod query;
 pub mod rbac;
 pub mod webhook;

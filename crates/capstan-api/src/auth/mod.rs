@@ -1,0 +1,8 @@
+//! Local accounts and sessions, the building blocks the API's Session and Account services
+//! use: [`passwords`] (argon2id hashes, the generated initial admin password),
+//! [`sessions`] (signed, expiring, revocable session and API tokens) and [`limits`] (login
+//! rate limiting). Secrets never appear in errors or `Debug` output.
+
+pub mod limits;
+pub mod passwords;
+pub mod sessions;
