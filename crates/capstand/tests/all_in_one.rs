@@ -77,24 +77,62 @@ async fn exit_of(process: &mut ManagedProcess, timeout: Duration) -> Result<Stri
     .await
 }
 
+/// One test's surroundings: a namespace on the shared apiserver and a kubeconfig for it, a
+/// Git repository holding `files` served over smart HTTP, a temporary directory, and in it an
+/// Application file for `app` (path `app` of the repository, into the namespace).
+struct Scene {
+    server: &'static capstan_testkit::KubeApiServer,
+    ns: String,
+    kubeconfig: std::path::PathBuf,
+    app_file: std::path::PathBuf,
+    tmp: tempfile::TempDir,
+    _repo: GitRepo,
+    _git: GitHttpServer,
+}
+
+impl Scene {
+    async fn new(prefix: &str, app: &str, files: &[(&str, &str)]) -> Result<Self> {
+        let server = shared::apiserver().await?;
+        let ns = server.test_namespace(prefix).await?;
+        let kubeconfig = server.kubeconfig_file()?;
+        let repo = GitRepo::init()?;
+        repo.write_all(files)?;
+        repo.commit(app)?;
+        let git = GitHttpServer::start_temp(GitHttpOptions::default())?;
+        let url = git.url_for(&repo)?;
+        let tmp = tempfile::tempdir()?;
+        let app_file = tmp.path().join(format!("{app}.yaml"));
+        std::fs::write(&app_file, application(app, &url, app, &ns))?;
+        Ok(Self {
+            server,
+            ns,
+            kubeconfig,
+            app_file,
+            tmp,
+            _repo: repo,
+            _git: git,
+        })
+    }
+}
+
 #[tokio::test]
 async fn syncs_an_application_from_git_serves_metrics_and_stops_on_sigterm() -> Result<()> {
-    let server = shared::apiserver().await?;
-    let ns = server.test_namespace("aio").await?;
-    let kubeconfig = server.kubeconfig_file()?;
-
-    let repo = GitRepo::init()?;
-    repo.write(
-        "guestbook/settings.yaml",
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  color: blue\n",
-    )?;
-    repo.commit("guestbook")?;
-    let git = GitHttpServer::start_temp(GitHttpOptions::default())?;
-    let url = git.url_for(&repo)?;
-
-    let tmp = tempfile::tempdir()?;
-    let app_file = tmp.path().join("guestbook.yaml");
-    std::fs::write(&app_file, application("guestbook", &url, "guestbook", &ns))?;
+    let Scene {
+        server,
+        ns,
+        kubeconfig,
+        app_file,
+        tmp,
+        ..
+    } = &Scene::new(
+        "aio",
+        "guestbook",
+        &[(
+            "guestbook/settings.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  color: blue\n",
+        )],
+    )
+    .await?;
     let metrics_port = free_port()?;
     let metrics_listen = format!("127.0.0.1:{metrics_port}");
     let mut process = spawn(
@@ -126,7 +164,7 @@ async fn syncs_an_application_from_git_serves_metrics_and_stops_on_sigterm() -> 
         })
         .await?;
 
-        let config_maps: Api<ConfigMap> = Api::namespaced(server.client().await?, &ns);
+        let config_maps: Api<ConfigMap> = Api::namespaced(server.client().await?, ns);
         let synced = wait_until("the ConfigMap from Git in the cluster", DEADLINE, || {
             let api = config_maps.clone();
             async move { Ok(api.get_opt("settings").await?) }
@@ -256,19 +294,14 @@ fn metric(port: u16, series: &str) -> Result<Option<String>> {
 
 #[tokio::test]
 async fn a_sync_killed_mid_wave_resumes_after_restart_without_rerunning_hooks() -> Result<()> {
-    let server = shared::apiserver().await?;
-    let ns = server.test_namespace("aio-resume").await?;
-    let kubeconfig = server.kubeconfig_file()?;
-
-    let repo = GitRepo::init()?;
-    repo.write_all(WAVES)?;
-    repo.commit("waves")?;
-    let git = GitHttpServer::start_temp(GitHttpOptions::default())?;
-    let url = git.url_for(&repo)?;
-
-    let tmp = tempfile::tempdir()?;
-    let app_file = tmp.path().join("waves.yaml");
-    std::fs::write(&app_file, application("waves", &url, "waves", &ns))?;
+    let Scene {
+        server,
+        ns,
+        kubeconfig,
+        app_file,
+        tmp,
+        ..
+    } = &Scene::new("aio-resume", "waves", WAVES).await?;
     let helm = capstan_testkit::tools::helm()?;
     let kustomize = capstan_testkit::tools::kustomize()?;
     // The same data directory both times; a metrics address of its own for each process.
@@ -292,8 +325,8 @@ async fn a_sync_killed_mid_wave_resumes_after_restart_without_rerunning_hooks() 
         )
     };
     let client = server.client().await?;
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-    let deployments: Api<Deployment> = Api::namespaced(client, &ns);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let deployments: Api<Deployment> = Api::namespaced(client, ns);
     let uid_of = |cm: ConfigMap| cm.metadata.uid.context("a ConfigMap without a uid");
 
     // First run: the hook and wave 0 are done, wave 1 is applied and waits for the
@@ -448,23 +481,25 @@ async fn summary_of(process: &mut ManagedProcess, path: &Path) -> Result<String>
 #[tokio::test]
 async fn renders_through_a_separate_repo_server_over_grpc_and_reports_it_unreachable() -> Result<()>
 {
-    let server = shared::apiserver().await?;
-    let ns = server.test_namespace("aio-grpc").await?;
-    let kubeconfig = server.kubeconfig_file()?;
-    let repo = GitRepo::init()?;
-    repo.write(
-        "web/settings.yaml",
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: remote\ndata:\n  color: green\n",
-    )?;
-    repo.commit("web")?;
-    let git = GitHttpServer::start_temp(GitHttpOptions::default())?;
-    let url = git.url_for(&repo)?;
-    let tmp = tempfile::tempdir()?;
-    let app_file = tmp.path().join("web.yaml");
-    std::fs::write(&app_file, application("web", &url, "web", &ns))?;
+    let Scene {
+        server,
+        ns,
+        kubeconfig,
+        app_file,
+        tmp,
+        ..
+    } = &Scene::new(
+        "aio-grpc",
+        "web",
+        &[(
+            "web/settings.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: remote\ndata:\n  color: green\n",
+        )],
+    )
+    .await?;
 
     // A repo-server of its own, as the scaled-out control plane runs it.
-    let repo_server = common::RepoServerProcess::start(&tmp, &[]).await?;
+    let repo_server = common::RepoServerProcess::start(tmp, &[]).await?;
     let remote = format!("http://127.0.0.1:{}", repo_server.grpc_port);
     let summary = tmp.path().join("summary.txt");
     let metrics_listen = format!("127.0.0.1:{}", free_port()?);
@@ -497,7 +532,7 @@ async fn renders_through_a_separate_repo_server_over_grpc_and_reports_it_unreach
         report.starts_with("settled: all 1 Applications"),
         "{report}"
     );
-    let config_maps: Api<ConfigMap> = Api::namespaced(server.client().await?, &ns);
+    let config_maps: Api<ConfigMap> = Api::namespaced(server.client().await?, ns);
     let synced = config_maps.get("remote").await?;
     assert_eq!(
         synced
