@@ -186,8 +186,19 @@ async fn syncs_an_application_from_git_serves_metrics_and_stops_on_sigterm() -> 
             "{annotations:?}"
         );
 
-        let (code, metrics) = http_get(metrics_port, "/metrics")?;
-        assert_eq!(code, 200);
+        // The ConfigMap is applied before the sync operation ends (and is counted): wait
+        // for the reconcile that ran it to finish.
+        let metrics = wait_until("the sync counted in the metrics", DEADLINE, || {
+            let answer = http_get(metrics_port, "/metrics");
+            async move {
+                let (code, text) = answer?;
+                anyhow::ensure!(code == 200, "/metrics answered {code}");
+                Ok(text
+                    .contains("capstan_controller_reconciles_total{result=")
+                    .then_some(text))
+            }
+        })
+        .await?;
         for family in [
             "capstan_controller_workqueue_adds_total{reason=\"refresh\"}",
             "capstan_controller_sync_operations",
