@@ -27,6 +27,7 @@ pub mod compare;
 pub mod controller;
 pub mod metrics;
 pub mod operations;
+pub mod orphans;
 pub mod ownership;
 pub mod project;
 pub mod queue;

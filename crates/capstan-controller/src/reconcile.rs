@@ -446,6 +446,26 @@ impl Reconciler {
         let comparison =
             self.compare_observed(&app, &desired, &tracked, &untracked, &child_comparison);
         apply_comparison(&mut status, &app, &comparison, &rendered);
+        match policy.orphaned.as_ref().filter(|o| o.warn == Some(true)) {
+            Some(settings) => {
+                let orphans = crate::orphans::find(
+                    &cluster.cache,
+                    &app.spec.destination.namespace,
+                    &policy.rules,
+                    &settings.ignore,
+                );
+                if orphans.is_empty() {
+                    clear_condition(&mut status, crate::orphans::ORPHANED_RESOURCE_WARNING);
+                } else {
+                    set_condition(
+                        &mut status,
+                        crate::orphans::ORPHANED_RESOURCE_WARNING,
+                        crate::orphans::message(&orphans),
+                    );
+                }
+            }
+            None => clear_condition(&mut status, crate::orphans::ORPHANED_RESOURCE_WARNING),
+        }
         if app.spec.has_multiple_sources() {
             status.source_types.clone_from(&rendered.source_types);
         } else {
@@ -897,7 +917,11 @@ impl Reconciler {
             Ok(w) => w,
             Err(e) => return Ok(Err(format!("project {name}: {e}"))),
         };
-        Ok(Ok(Policy { rules, windows }))
+        Ok(Ok(Policy {
+            rules,
+            windows,
+            orphaned: spec.orphaned_resources.clone(),
+        }))
     }
 
     async fn plan_and_save(
@@ -1221,6 +1245,8 @@ impl Reconciler {
 struct Policy {
     rules: ProjectPolicy,
     windows: WindowSet,
+    /// `orphanedResources`, when the project monitors them.
+    orphaned: Option<capstan_model::OrphanedResourcesMonitorSettings>,
 }
 
 /// The project Argo CD installs as `default`: any source, any destination, any kind.

@@ -1334,3 +1334,80 @@ async fn a_running_operation_is_terminated_on_request() -> Result<()> {
     running.stop().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphaned_resources_are_reported_when_the_project_asks() -> Result<()> {
+    init_test_logging();
+    let world = World::new("ctrl-orphans", GitHttpOptions::default()).await?;
+    world
+        .repo
+        .write_all(&[("app/settings.yaml", cm("settings", "v1"))])?;
+    world.repo.commit("settings")?;
+    let projects = TypedStore::<capstan_store::kinds::AppProjects>::new(world.store.clone());
+    projects
+        .create(
+            &ObjectRef::new("capstan", "watched"),
+            &capstan_model::parse_app_project_yaml(
+                "apiVersion: argoproj.io/v1alpha1\nkind: AppProject\nmetadata:\n  name: watched\n  namespace: capstan\nspec:\n  sourceRepos: ['*']\n  destinations:\n  - server: '*'\n    namespace: '*'\n  orphanedResources:\n    warn: true\n    ignore:\n    - kind: Secret\n",
+            )?,
+        )
+        .await?;
+    let running = world.start().await?;
+    let at = ObjectRef::new("capstan", "watched-app");
+    let mut app = application(
+        "watched-app",
+        &world.url,
+        "app",
+        &world.ns,
+        "  syncPolicy:\n    automated: {}\n",
+    )?;
+    app.spec.project = "watched".into();
+    world.apps.create(&at, &app).await?;
+    world.wait_for_phase(&at, OperationPhase::Succeeded).await?;
+
+    // Made by hand: a ConfigMap nobody tracks, and a Secret the project ignores.
+    let post = kube::api::PostParams::default();
+    world
+        .config_maps
+        .create(
+            &post,
+            &serde_json::from_value(json!({"metadata": {"name": "debug"}}))?,
+        )
+        .await?;
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(world.client.clone(), &world.ns)
+        .create(
+            &post,
+            &serde_json::from_value(json!({"metadata": {"name": "cert-web"}}))?,
+        )
+        .await?;
+    let condition = |status: &capstan_model::ApplicationStatus| {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.condition_type == "OrphanedResourceWarning")
+            .map(|c| c.message.clone())
+    };
+    let message = wait_until("the orphan reported", DEADLINE, || async {
+        running.queue.enqueue(at.clone(), Request::refresh());
+        let status = world.apps.get(&at).await?.and_then(|o| o.status);
+        Ok(status.and_then(|s| condition(&s.value)))
+    })
+    .await?;
+    assert_eq!(
+        message, "Application has 1 orphaned resources: ConfigMap/debug",
+        "the tracked ConfigMap, the ignored Secret and kube-root-ca.crt are not orphans"
+    );
+
+    world
+        .config_maps
+        .delete("debug", &kube::api::DeleteParams::default())
+        .await?;
+    wait_until("the warning gone", DEADLINE, || async {
+        running.queue.enqueue(at.clone(), Request::refresh());
+        let status = world.apps.get(&at).await?.and_then(|o| o.status);
+        Ok(status.filter(|s| condition(&s.value).is_none()).map(|_| ()))
+    })
+    .await?;
+    running.stop().await?;
+    Ok(())
+}
