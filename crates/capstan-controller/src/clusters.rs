@@ -8,7 +8,7 @@
 //! Only clusters this member owns are connected ([`Ownership`]); the all-in-one owns all.
 //! A cluster that cannot be reached is tried again every [`RETRY`], with the error in its
 //! status; its Applications meanwhile say the destination is not connected. A connected
-//! cluster none of whose watches works is [`unreachable`]: its status says so (checked every
+//! cluster none of whose watches works is [`unreachable()`]: its status says so (checked every
 //! [`RETRY`]) and its Applications are neither compared nor synced until it recovers.
 
 use std::collections::HashMap;

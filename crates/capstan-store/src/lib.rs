@@ -14,7 +14,7 @@
 //! - [`kinds`]: the domain kinds (Applications, AppProjects, Clusters, Repositories) as
 //!   typed resources.
 //! - [`embedded`]: the single-file backend on redb.
-//! - [`conformance`] (feature `conformance`): the test suite every backend must pass, and the
+//! - `conformance` (feature `conformance`): the test suite every backend must pass, and the
 //!   reference model the property test compares a backend against.
 //! - [`limits`]: key/value/transaction limits every backend enforces identically.
 //!
