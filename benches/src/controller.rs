@@ -34,15 +34,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
+use capstan_controller::clusters::ClusterTemplate;
 use capstan_controller::ownership::OwnAll;
 use capstan_controller::queue::{Request, WorkQueue};
 use capstan_controller::reconcile::{IN_CLUSTER_NAME, IN_CLUSTER_SERVER, ReconcileError};
 use capstan_controller::{ClusterHandle, Controller, ControllerConfig, Reconciler};
 use capstan_engine::HealthAssessor;
+use capstan_engine::cache::CacheMetrics;
 use capstan_engine::cache::tracking::{Tracking, TrackingMethod};
-use capstan_engine::cache::{CacheMetrics, CacheSettings, ClusterCache};
-use capstan_engine::resources::ApiResolver;
-use capstan_engine::sync::{SyncMetrics, SyncRunner};
+use capstan_engine::sync::SyncMetrics;
 use capstan_model::{ApplicationStatus, HealthStatusCode, SyncStatusCode};
 use capstan_repo::service::{RepoServer, RepoServerConfig};
 use capstan_store::kinds::Applications;
@@ -272,31 +272,23 @@ impl ControlPlane {
         let _grpc_latency = capstan_repo::metrics::register(&mut registry, &repo_server);
         let cache_metrics = CacheMetrics::register(&mut registry);
         let sync_metrics = SyncMetrics::default();
-        let assessor = Arc::new(HealthAssessor::builtin_only());
         let tracking = TrackingMethod::Annotation;
-        let cache = ClusterCache::start(
-            client.clone(),
-            CacheSettings {
-                namespaces,
-                health: assessor.clone(),
-                metrics: Some(cache_metrics),
-                ..CacheSettings::new(IN_CLUSTER_NAME, tracking)
-            },
-        )
-        .await?;
-        let cluster = Arc::new(ClusterHandle {
-            name: IN_CLUSTER_NAME.to_owned(),
-            server: IN_CLUSTER_SERVER.to_owned(),
-            cache,
-            resolver: ApiResolver::new(client.clone()),
-            runner: SyncRunner::new(ApiResolver::new(client), assessor.clone())
-                .with_metrics(sync_metrics.clone()),
-        });
+        let template = ClusterTemplate {
+            tracking,
+            assessor: Arc::new(HealthAssessor::builtin_only()),
+            cache_metrics: Some(cache_metrics),
+            sync_metrics: sync_metrics.clone(),
+        };
+        let cluster = Arc::new(
+            template
+                .start(client, IN_CLUSTER_NAME, IN_CLUSTER_SERVER, namespaces)
+                .await?,
+        );
         let reconciler = Reconciler::new(
             store.clone(),
             repo_server,
             vec![cluster.clone()],
-            assessor,
+            template.assessor.clone(),
             Tracking::new(tracking),
             Arc::new(OwnAll),
         );

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use capstan_engine::HealthAssessor;
 use capstan_engine::cache::tracking::TrackingMethod;
-use capstan_engine::cache::{CacheMetrics, CacheSettings, ClusterCache};
+use capstan_engine::cache::{CacheError, CacheMetrics, CacheSettings, ClusterCache};
 use capstan_engine::cluster::ClusterConnection;
 use capstan_engine::resources::ApiResolver;
 use capstan_engine::sync::{SyncMetrics, SyncRunner};
@@ -131,6 +131,39 @@ pub struct ClusterTemplate {
     pub cache_metrics: Option<CacheMetrics>,
     /// The sync runners' counters.
     pub sync_metrics: SyncMetrics,
+}
+
+impl ClusterTemplate {
+    /// A handle on the cluster behind `client`, registered as `name` at `server`: its cache
+    /// started (watching `namespaces`, or the whole cluster when empty; not yet synced), its
+    /// discovery and its sync runner. Every cluster a controller reconciles into is built
+    /// here, whether given at start or registered in the store.
+    pub async fn start(
+        &self,
+        client: kube::Client,
+        name: &str,
+        server: &str,
+        namespaces: Vec<String>,
+    ) -> Result<ClusterHandle, CacheError> {
+        let cache = ClusterCache::start(
+            client.clone(),
+            CacheSettings {
+                namespaces,
+                health: self.assessor.clone(),
+                metrics: self.cache_metrics.clone(),
+                ..CacheSettings::new(name, self.tracking)
+            },
+        )
+        .await?;
+        Ok(ClusterHandle {
+            name: name.to_owned(),
+            server: server.to_owned(),
+            cache,
+            resolver: ApiResolver::new(client.clone()),
+            runner: SyncRunner::new(ApiResolver::new(client), self.assessor.clone())
+                .with_metrics(self.sync_metrics.clone()),
+        })
+    }
 }
 
 /// Connects the clusters registered in the store (see the [module docs](self)).
@@ -295,30 +328,22 @@ impl ClusterManager {
     async fn connect(&self, cluster: &Cluster, server: &str) -> Result<ClusterStatus, String> {
         let connection = ClusterConnection::from_spec(&cluster.spec).map_err(|e| e.to_string())?;
         let (client, info) = connection.connect().await.map_err(|e| e.to_string())?;
-        let cache = ClusterCache::start(
-            client.clone(),
-            CacheSettings {
-                namespaces: cluster.spec.namespaces.clone(),
-                health: self.template.assessor.clone(),
-                metrics: self.template.cache_metrics.clone(),
-                ..CacheSettings::new(cluster.display_name(), self.template.tracking)
-            },
-        )
-        .await
-        .map_err(|e| format!("starting the cluster cache: {e}"))?;
-        if let Err(e) = cache.wait_for_sync(SYNC_TIMEOUT).await {
-            cache.stop();
+        let handle = self
+            .template
+            .start(
+                client,
+                cluster.display_name(),
+                server,
+                cluster.spec.namespaces.clone(),
+            )
+            .await
+            .map_err(|e| format!("starting the cluster cache: {e}"))?;
+        if let Err(e) = handle.cache.wait_for_sync(SYNC_TIMEOUT).await {
+            handle.cache.stop();
             return Err(format!("listing the cluster: {e}"));
         }
-        let stats = cache.stats();
-        self.registry.put(Arc::new(ClusterHandle {
-            name: cluster.display_name().to_owned(),
-            server: server.to_owned(),
-            cache,
-            resolver: ApiResolver::new(client.clone()),
-            runner: SyncRunner::new(ApiResolver::new(client), self.template.assessor.clone())
-                .with_metrics(self.template.sync_metrics.clone()),
-        }));
+        let stats = handle.cache.stats();
+        self.registry.put(Arc::new(handle));
         info!(cluster = %cluster.display_name(), server, version = %info.server_version, "cluster connected");
         Ok(ClusterStatus {
             connection_state: capstan_model::ConnectionState {

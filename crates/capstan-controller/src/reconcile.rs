@@ -693,11 +693,11 @@ impl Reconciler {
             }
         }
         if app.metadata.annotations.contains_key(REFRESH_ANNOTATION) {
-            self.clear_refresh(at).await?;
+            self.clear_annotation(at, REFRESH_ANNOTATION).await?;
         }
         // Nothing runs (an operation would have seen it): a stale request.
         if app.metadata.annotations.contains_key(TERMINATE_ANNOTATION) {
-            self.clear_termination(at).await?;
+            self.clear_annotation(at, TERMINATE_ANNOTATION).await?;
         }
         let sync = status.sync.status.unwrap_or(SyncStatusCode::Unknown);
         let retry_in = retry_wait(&app, &status).map(|d| d.max(Duration::from_millis(100)));
@@ -802,14 +802,15 @@ impl Reconciler {
         Ok(Outcome::Gone)
     }
 
-    /// Removes the served `argocd.argoproj.io/refresh` request from the Application (as Argo
-    /// CD does), so later edits are not hard refreshes too.
-    async fn clear_refresh(&self, at: &ObjectRef) -> Result<(), ReconcileError> {
-        self.edit_spec(at, "the served refresh request", |app| {
-            app.metadata
-                .annotations
-                .shift_remove(REFRESH_ANNOTATION)
-                .is_some()
+    /// Removes a served request made by annotation (`argocd.argoproj.io/refresh`, as Argo CD
+    /// does, so later edits are not refreshes too; `capstan.dev/terminate-operation`).
+    async fn clear_annotation(
+        &self,
+        at: &ObjectRef,
+        annotation: &str,
+    ) -> Result<(), ReconcileError> {
+        self.edit_spec(at, annotation, |app| {
+            app.metadata.annotations.shift_remove(annotation).is_some()
         })
         .await
     }
@@ -823,17 +824,6 @@ impl Reconciler {
                 .annotations
                 .contains_key(TERMINATE_ANNOTATION)
         }))
-    }
-
-    /// Removes a served (or stale) termination request.
-    async fn clear_termination(&self, at: &ObjectRef) -> Result<(), ReconcileError> {
-        self.edit_spec(at, "the termination request", |app| {
-            app.metadata
-                .annotations
-                .shift_remove(TERMINATE_ANNOTATION)
-                .is_some()
-        })
-        .await
     }
 
     /// Removes the finished request from the spec (as Argo CD does).
@@ -1163,7 +1153,7 @@ impl Reconciler {
         }
         self.operations.save(at, &state).await?;
         if state.terminate_requested {
-            self.clear_termination(at).await?;
+            self.clear_annotation(at, TERMINATE_ANNOTATION).await?;
         }
         self.metrics.synced(trigger, state.phase);
         op.phase = Some(state.phase);

@@ -21,13 +21,12 @@ use capstan_controller::clusters::{ClusterManager, ClusterTemplate};
 use capstan_controller::ownership::OwnAll;
 use capstan_controller::queue::{QueueConfig, Resync};
 use capstan_controller::reconcile::{IN_CLUSTER_NAME, IN_CLUSTER_SERVER};
-use capstan_controller::{ClusterHandle, Controller, ControllerConfig, Reconciler};
+use capstan_controller::{Controller, ControllerConfig, Reconciler};
 use capstan_engine::HealthAssessor;
+use capstan_engine::cache::CacheMetrics;
 use capstan_engine::cache::tracking::{Tracking, TrackingMethod};
-use capstan_engine::cache::{CacheMetrics, CacheSettings, ClusterCache};
 use capstan_engine::cluster::ClusterConnection;
-use capstan_engine::resources::ApiResolver;
-use capstan_engine::sync::{SyncMetrics, SyncRunner};
+use capstan_engine::sync::SyncMetrics;
 use capstan_model::Object;
 use capstan_repo::client::{ManifestSource, RepoClient};
 use capstan_repo::render::helm::HelmTool;
@@ -277,31 +276,29 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let cache_metrics = CacheMetrics::register(&mut registry);
     let sync_metrics = SyncMetrics::default();
 
-    let assessor = Arc::new(HealthAssessor::builtin_only());
-    let cache = ClusterCache::start(
-        client.clone(),
-        CacheSettings {
-            namespaces: args.namespaces.clone(),
-            health: assessor.clone(),
-            metrics: Some(cache_metrics.clone()),
-            ..CacheSettings::new(IN_CLUSTER_NAME, args.tracking_method)
-        },
-    )
-    .await
-    .with_context(|| format!("starting the cluster cache for {server_url}"))?;
-    let cluster = Arc::new(ClusterHandle {
-        name: IN_CLUSTER_NAME.to_owned(),
-        server: IN_CLUSTER_SERVER.to_owned(),
-        cache,
-        resolver: ApiResolver::new(client.clone()),
-        runner: SyncRunner::new(ApiResolver::new(client), assessor.clone())
-            .with_metrics(sync_metrics.clone()),
-    });
+    // Every cluster — `in-cluster` and those registered in the store — is built alike.
+    let template = ClusterTemplate {
+        tracking: args.tracking_method,
+        assessor: Arc::new(HealthAssessor::builtin_only()),
+        cache_metrics: Some(cache_metrics),
+        sync_metrics: sync_metrics.clone(),
+    };
+    let cluster = Arc::new(
+        template
+            .start(
+                client,
+                IN_CLUSTER_NAME,
+                IN_CLUSTER_SERVER,
+                args.namespaces.clone(),
+            )
+            .await
+            .with_context(|| format!("starting the cluster cache for {server_url}"))?,
+    );
     let reconciler = Reconciler::new(
         store.clone(),
         manifests,
         vec![cluster.clone()],
-        assessor.clone(),
+        template.assessor.clone(),
         Tracking::new(args.tracking_method),
         // One process, one member: it owns the one cluster, nothing to fence.
         Arc::new(OwnAll),
@@ -310,12 +307,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let cluster_manager = ClusterManager::new(
         store.clone(),
         reconciler.clusters().clone(),
-        ClusterTemplate {
-            tracking: args.tracking_method,
-            assessor,
-            cache_metrics: Some(cache_metrics),
-            sync_metrics: sync_metrics.clone(),
-        },
+        template,
         Arc::new(OwnAll),
     );
     let controller = Controller::new(

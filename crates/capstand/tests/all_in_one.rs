@@ -113,18 +113,40 @@ impl Scene {
             _git: git,
         })
     }
+
+    /// `capstand all-in-one` on this scene: its kubeconfig and app file, data in `data_dir`
+    /// (under the scene's directory), metrics on `metrics_listen`, the testkit's helm and
+    /// kustomize, then `extra`.
+    fn spawn(
+        &self,
+        data_dir: &str,
+        metrics_listen: &str,
+        extra: &[&std::ffi::OsStr],
+    ) -> Result<ManagedProcess> {
+        let helm = capstan_testkit::tools::helm()?;
+        let kustomize = capstan_testkit::tools::kustomize()?;
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "--kubeconfig".as_ref(),
+            self.kubeconfig.as_os_str(),
+            "--data-dir".as_ref(),
+            data_dir.as_ref(),
+            "--app".as_ref(),
+            self.app_file.as_os_str(),
+            "--metrics-listen".as_ref(),
+            metrics_listen.as_ref(),
+            "--helm".as_ref(),
+            helm.as_os_str(),
+            "--kustomize".as_ref(),
+            kustomize.as_os_str(),
+        ];
+        args.extend_from_slice(extra);
+        spawn(self.tmp.path(), &args)
+    }
 }
 
 #[tokio::test]
 async fn syncs_an_application_from_git_serves_metrics_and_stops_on_sigterm() -> Result<()> {
-    let Scene {
-        server,
-        ns,
-        kubeconfig,
-        app_file,
-        tmp,
-        ..
-    } = &Scene::new(
+    let scene = &Scene::new(
         "aio",
         "guestbook",
         &[(
@@ -133,25 +155,9 @@ async fn syncs_an_application_from_git_serves_metrics_and_stops_on_sigterm() -> 
         )],
     )
     .await?;
+    let Scene { server, ns, .. } = scene;
     let metrics_port = free_port()?;
-    let metrics_listen = format!("127.0.0.1:{metrics_port}");
-    let mut process = spawn(
-        tmp.path(),
-        &[
-            "--kubeconfig".as_ref(),
-            kubeconfig.as_os_str(),
-            "--data-dir".as_ref(),
-            "data".as_ref(),
-            "--app".as_ref(),
-            app_file.as_os_str(),
-            "--metrics-listen".as_ref(),
-            metrics_listen.as_ref(),
-            "--helm".as_ref(),
-            capstan_testkit::tools::helm()?.as_os_str(),
-            "--kustomize".as_ref(),
-            capstan_testkit::tools::kustomize()?.as_os_str(),
-        ],
-    )?;
+    let mut process = scene.spawn("data", &format!("127.0.0.1:{metrics_port}"), &[])?;
 
     let checks = async {
         wait_until("capstand ready", DEADLINE, || {
@@ -305,36 +311,10 @@ fn metric(port: u16, series: &str) -> Result<Option<String>> {
 
 #[tokio::test]
 async fn a_sync_killed_mid_wave_resumes_after_restart_without_rerunning_hooks() -> Result<()> {
-    let Scene {
-        server,
-        ns,
-        kubeconfig,
-        app_file,
-        tmp,
-        ..
-    } = &Scene::new("aio-resume", "waves", WAVES).await?;
-    let helm = capstan_testkit::tools::helm()?;
-    let kustomize = capstan_testkit::tools::kustomize()?;
+    let scene = &Scene::new("aio-resume", "waves", WAVES).await?;
+    let Scene { server, ns, .. } = scene;
     // The same data directory both times; a metrics address of its own for each process.
-    let start = |metrics_listen: &str| {
-        spawn(
-            tmp.path(),
-            &[
-                "--kubeconfig".as_ref(),
-                kubeconfig.as_os_str(),
-                "--data-dir".as_ref(),
-                "data".as_ref(),
-                "--app".as_ref(),
-                app_file.as_os_str(),
-                "--metrics-listen".as_ref(),
-                metrics_listen.as_ref(),
-                "--helm".as_ref(),
-                helm.as_os_str(),
-                "--kustomize".as_ref(),
-                kustomize.as_os_str(),
-            ],
-        )
-    };
+    let start = |metrics_listen: &str| scene.spawn("data", metrics_listen, &[]);
     let client = server.client().await?;
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     let deployments: Api<Deployment> = Api::namespaced(client, ns);
@@ -492,14 +472,7 @@ async fn summary_of(process: &mut ManagedProcess, path: &Path) -> Result<String>
 #[tokio::test]
 async fn renders_through_a_separate_repo_server_over_grpc_and_reports_it_unreachable() -> Result<()>
 {
-    let Scene {
-        server,
-        ns,
-        kubeconfig,
-        app_file,
-        tmp,
-        ..
-    } = &Scene::new(
+    let scene = &Scene::new(
         "aio-grpc",
         "web",
         &[(
@@ -508,6 +481,9 @@ async fn renders_through_a_separate_repo_server_over_grpc_and_reports_it_unreach
         )],
     )
     .await?;
+    let Scene {
+        server, ns, tmp, ..
+    } = scene;
 
     // A repo-server of its own, as the scaled-out control plane runs it.
     let repo_server = common::RepoServerProcess::start(tmp, &[]).await?;
@@ -515,17 +491,10 @@ async fn renders_through_a_separate_repo_server_over_grpc_and_reports_it_unreach
     let summary = tmp.path().join("summary.txt");
     let metrics_listen = format!("127.0.0.1:{}", free_port()?);
     let run = |data: &str, repo_server_url: &str, summary_timeout: &str| {
-        spawn(
-            tmp.path(),
+        scene.spawn(
+            data,
+            &metrics_listen,
             &[
-                "--kubeconfig".as_ref(),
-                kubeconfig.as_os_str(),
-                "--data-dir".as_ref(),
-                data.as_ref(),
-                "--app".as_ref(),
-                app_file.as_os_str(),
-                "--metrics-listen".as_ref(),
-                metrics_listen.as_ref(),
                 "--repo-server".as_ref(),
                 repo_server_url.as_ref(),
                 "--summary-out".as_ref(),

@@ -8,15 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
+use capstan_controller::clusters::{ClusterManager, ClusterTemplate};
 use capstan_controller::ownership::OwnAll;
 use capstan_controller::queue::{QueueConfig, Resync};
 use capstan_controller::reconcile::{IN_CLUSTER_SERVER, ReconcileError};
-use capstan_controller::{ClusterHandle, Controller, ControllerConfig, Reconciler};
+use capstan_controller::{Controller, ControllerConfig, Reconciler};
 use capstan_engine::HealthAssessor;
 use capstan_engine::cache::tracking::{Tracking, TrackingMethod};
-use capstan_engine::cache::{CacheSettings, ClusterCache};
-use capstan_engine::resources::ApiResolver;
-use capstan_engine::sync::SyncRunner;
 use capstan_repo::service::{RepoServer, RepoServerConfig};
 use capstan_store::kinds::Applications;
 use capstan_store::typed::{ObjectRef, TypedStore};
@@ -109,42 +107,31 @@ pub async fn start(
     let repo_server = RepoServer::new(repo_config)
         .await
         .map_err(|e| anyhow::anyhow!(e.message))?;
-    let cache = ClusterCache::start(
-        client.clone(),
-        CacheSettings {
-            namespaces: vec![ns.to_owned()],
-            ..CacheSettings::new("in-cluster", TrackingMethod::Annotation)
-        },
-    )
-    .await?;
-    cache.wait_for_sync(DEADLINE).await?;
-    let assessor = Arc::new(HealthAssessor::builtin_only());
-    let cluster = Arc::new(ClusterHandle {
-        name: "in-cluster".into(),
-        server: IN_CLUSTER_SERVER.into(),
-        cache,
-        resolver: ApiResolver::new(client.clone()),
-        runner: SyncRunner::new(ApiResolver::new(client), assessor.clone()),
-    });
+    // Every cluster is built from one template, as the all-in-one does.
+    let template = ClusterTemplate {
+        tracking: TrackingMethod::Annotation,
+        assessor: Arc::new(HealthAssessor::builtin_only()),
+        cache_metrics: None,
+        sync_metrics: capstan_engine::sync::SyncMetrics::default(),
+    };
+    let cluster = template
+        .start(client, "in-cluster", IN_CLUSTER_SERVER, vec![ns.to_owned()])
+        .await?;
+    cluster.cache.wait_for_sync(DEADLINE).await?;
     let reconciler = Reconciler::new(
         store.clone(),
         repo_server,
-        vec![cluster],
-        assessor,
+        vec![Arc::new(cluster)],
+        template.assessor.clone(),
         Tracking::new(TrackingMethod::Annotation),
         Arc::new(OwnAll),
     )
     .with_poll(Duration::from_millis(100));
     // Clusters registered in the store, as the all-in-one connects them.
-    let manager = capstan_controller::clusters::ClusterManager::new(
+    let manager = ClusterManager::new(
         store.clone(),
         reconciler.clusters().clone(),
-        capstan_controller::clusters::ClusterTemplate {
-            tracking: TrackingMethod::Annotation,
-            assessor: Arc::new(HealthAssessor::builtin_only()),
-            cache_metrics: None,
-            sync_metrics: capstan_engine::sync::SyncMetrics::default(),
-        },
+        template,
         Arc::new(OwnAll),
     )
     .with_retry(Duration::from_secs(1));
