@@ -679,14 +679,7 @@ async fn rollback_redeploys_a_history_entry_even_with_git_unreachable() -> Resul
         .write_all(&[("app/settings.yaml", cm("settings", "v1"))])?;
     let first = world.repo.commit("v1")?;
     let running = world.start().await?;
-    let at = ObjectRef::new("capstan", "rollback");
-    world
-        .apps
-        .create(
-            &at,
-            &application("rollback", &world.url, "app", &world.ns, "")?,
-        )
-        .await?;
+    let at = world.create_app("rollback", "app", "").await?;
     let alice = capstan_model::OperationInitiator {
         username: "alice".into(),
         automated: false,
@@ -765,30 +758,12 @@ async fn a_sync_waiting_for_a_rollout_does_not_stop_other_apps_being_compared() 
     // One worker and one operation slot: before operations had their own slots, the waiting
     // sync held the only worker and nothing else was compared.
     let running = world.start_with_workers(1).await?;
-    let slow = ObjectRef::new("capstan", "slow");
-    world
-        .apps
-        .create(
-            &slow,
-            &application(
-                "slow",
-                &world.url,
-                "slow",
-                &world.ns,
-                "  syncPolicy:\n    automated: {}\n",
-            )?,
-        )
+    let slow = world
+        .create_app("slow", "slow", "  syncPolicy:\n    automated: {}\n")
         .await?;
     world.wait_for_phase(&slow, OperationPhase::Running).await?;
 
-    let quick = ObjectRef::new("capstan", "quick");
-    world
-        .apps
-        .create(
-            &quick,
-            &application("quick", &world.url, "quick", &world.ns, "")?,
-        )
-        .await?;
+    let quick = world.create_app("quick", "quick", "").await?;
     wait_until("the other app compared", DEADLINE, || async {
         let status = world.apps.get(&quick).await?.and_then(|o| o.status);
         Ok(status.filter(|s| s.value.sync.status == Some(SyncStatusCode::OutOfSync)))
@@ -889,18 +864,11 @@ async fn without_automated_prune_a_removed_file_is_left_and_reported() -> Result
     ])?;
     world.repo.commit("two")?;
     let running = world.start().await?;
-    let at = ObjectRef::new("capstan", "noprune");
-    world
-        .apps
-        .create(
-            &at,
-            &application(
-                "noprune",
-                &world.url,
-                "app",
-                &world.ns,
-                "  syncPolicy:\n    automated:\n      prune: false\n",
-            )?,
+    let at = world
+        .create_app(
+            "noprune",
+            "app",
+            "  syncPolicy:\n    automated:\n      prune: false\n",
         )
         .await?;
     wait_until("both deployed", DEADLINE, || async {
@@ -1278,19 +1246,8 @@ async fn a_running_operation_is_terminated_on_request() -> Result<()> {
     world.repo.write_all(&common::blocked_waves("app"))?;
     world.repo.commit("waves")?;
     let running = world.start().await?;
-    let at = ObjectRef::new("capstan", "terminated");
-    world
-        .apps
-        .create(
-            &at,
-            &application(
-                "terminated",
-                &world.url,
-                "app",
-                &world.ns,
-                "  syncPolicy:\n    automated: {}\n",
-            )?,
-        )
+    let at = world
+        .create_app("terminated", "app", "  syncPolicy:\n    automated: {}\n")
         .await?;
     world.wait_for_phase(&at, OperationPhase::Running).await?;
 

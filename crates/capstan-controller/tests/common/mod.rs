@@ -206,6 +206,16 @@ impl World {
         })
     }
 
+    /// Creates Application `name` (in namespace `capstan`) for `path` of the world's
+    /// repository into the world's namespace, with `extra` spec lines; returns where it is.
+    pub async fn create_app(&self, name: &str, path: &str, extra: &str) -> Result<ObjectRef> {
+        let at = ObjectRef::new("capstan", name);
+        self.apps
+            .create(&at, &application(name, &self.url, path, &self.ns, extra)?)
+            .await?;
+        Ok(at)
+    }
+
     /// Waits until the Application at `at` has an operation in `phase`; returns its status.
     pub async fn wait_for_phase(
         &self,
