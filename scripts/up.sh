@@ -109,8 +109,10 @@ spec:
 EOF
 
 METRICS=127.0.0.1:8082
+API=127.0.0.1:8080
 if $CHECK; then
     METRICS=127.0.0.1:0
+    API=127.0.0.1:0
 fi
 echo "[up] starting capstand all-in-one (log: $WORK/capstand.log) ..."
 # Short refresh periods so the demo shows Git changes quickly (no webhooks yet); the
@@ -126,6 +128,7 @@ target/debug/capstand all-in-one \
     --resync 20s \
     --ref-ttl 10s \
     --metrics-listen "$METRICS" \
+    --listen "$API" \
     --summary-out "$WORK/summary.txt" \
     --summary-timeout "${SETTLE_TIMEOUT}s" \
     "$@" 2>"$WORK/capstand.log" &
@@ -170,9 +173,16 @@ into the simulated cluster. In another terminal, from $ROOT:
   # what Capstan deployed (one namespace per app)
   $KC get deployments,services,configmaps -A -l '!kubernetes.io/bootstrapping'
 
-  # deploy a change: commit in the demo repo; Capstan notices it within about 30 seconds
+  # the API (REST on $API; gRPC on the same port): log in as admin with the password
+  # generated at the first start, then list the apps
+  TOKEN=\$(curl -s $API/api/v1/session -d '{"username":"admin","password":"'\$(cat $WORK/data/initial-admin-password)'"}' | sed 's/.*"token":"\([^"]*\)".*/\1/')
+  curl -s -H "Authorization: Bearer \$TOKEN" '$API/api/v1/applications?fields=metadata.name,status.sync.status,status.health.status'
+
+  # deploy a change: commit in the demo repo; Capstan notices it within about 30 seconds,
+  # or at once when the Git host calls the webhook (here, by hand, as GitHub would)
   sed -i 's/replicas: 2/replicas: 3/' $WORK/demo-repo/guestbook/deployment.yaml
   git -C $WORK/demo-repo commit -qam 'three replicas'
+  curl -s $API/api/webhook -H 'X-GitHub-Event: push' -d '{"ref":"refs/heads/main","repository":{"html_url":"$REPO_URL","default_branch":"main"}}'
 
   # self-heal: change it by hand, and watch Capstan put it back
   $KC -n guestbook scale deployment guestbook-ui --replicas=5
@@ -185,7 +195,7 @@ into the simulated cluster. In another terminal, from $ROOT:
   curl -s $METRICS/metrics | grep -E '^capstan_controller_(reconciles|syncs)'
   tail -f $WORK/capstand.log
 
-Press Ctrl-C to stop. Docs: docs/all-in-one.md
+Press Ctrl-C to stop. Docs: docs/all-in-one.md, docs/api.md
 
 EOF
 

@@ -8,7 +8,14 @@
 //! The services, sessions, SSO and webhooks are being built (see the tracker); the design is
 //! `docs/architecture.md`.
 
+pub mod accounts;
 pub mod auth;
+pub mod error;
+pub mod grpc;
+pub mod mirror;
 pub mod query;
 pub mod rbac;
+pub mod rest;
+pub mod server;
+pub mod service;
 pub mod webhook;

@@ -540,6 +540,16 @@ impl AppIndex {
     }
 }
 
+impl crate::mirror::Derived<capstan_store::kinds::Applications> for AppIndex {
+    fn put(&mut self, at: &ObjectRef, spec: &Application) {
+        AppIndex::put(self, at, spec);
+    }
+
+    fn remove(&mut self, at: &ObjectRef) {
+        AppIndex::remove(self, at);
+    }
+}
+
 fn affects(source: &Watched, push: &Push) -> bool {
     let moved = push
         .refs

@@ -23,7 +23,6 @@ use capstan_model::{
     SyncStatusCode, Timestamp,
 };
 use capstan_repo::client::ManifestSource;
-use capstan_repo::git::Credentials;
 use capstan_repo::render::env::AppContext;
 use capstan_repo::service::{ManifestRequest, RefSourceSpec};
 use capstan_store::StoreError;
@@ -42,16 +41,7 @@ use crate::windows::{SyncPermission, SyncTarget, WindowSet};
 pub const IN_CLUSTER_SERVER: &str = "https://kubernetes.default.svc";
 /// Its name.
 pub const IN_CLUSTER_NAME: &str = "in-cluster";
-/// The annotation that asks for a refresh (`normal` or `hard`), removed once served.
-pub const REFRESH_ANNOTATION: &str = "argocd.argoproj.io/refresh";
-
-/// Set on an Application (any value) to terminate its running operation (what `capstan app
-/// terminate-op` and the API write): the sync starts nothing new, deletes its running hooks
-/// and ends `Failed` with "operation terminated"; the controller then removes the annotation.
-pub const TERMINATE_ANNOTATION: &str = "capstan.dev/terminate-operation";
-/// The finalizer that makes deleting an Application delete its resources first (Argo CD's
-/// name; `/background` and `/foreground` suffixes choose the propagation).
-pub const RESOURCES_FINALIZER: &str = "resources-finalizer.argocd.argoproj.io";
+pub use capstan_model::{REFRESH_ANNOTATION, RESOURCES_FINALIZER, TERMINATE_ANNOTATION};
 
 /// Errors of one reconcile (the Application's own problems go into its conditions instead).
 #[derive(Debug, thiserror::Error)]
@@ -941,7 +931,7 @@ impl Reconciler {
             .unwrap_or_default();
         let credentials_for = |url: &str| {
             registered_repository(&repositories, url)
-                .map(git_credentials)
+                .map(capstan_repo::registered::git_credentials)
                 .unwrap_or_default()
         };
         // Sources with a `ref` lend their files to the others' Helm value files
@@ -982,8 +972,12 @@ impl Reconciler {
                     project: app.spec.project_or_default().to_owned(),
                     ..AppContext::default()
                 },
-                credentials: registered.map(git_credentials).unwrap_or_default(),
-                helm_credentials: registered.map(helm_credentials).unwrap_or_default(),
+                credentials: registered
+                    .map(capstan_repo::registered::git_credentials)
+                    .unwrap_or_default(),
+                helm_credentials: registered
+                    .map(capstan_repo::registered::helm_credentials)
+                    .unwrap_or_default(),
                 ref_sources: ref_sources.clone(),
                 no_cache: hard,
             };
@@ -1279,44 +1273,12 @@ fn replace_conditions(
     }
 }
 
-/// The registered repository for `url` (URLs compared in their normal form, so `.git`,
-/// case and trailing slashes do not matter).
+/// The registered repository for `url`.
 fn registered_repository<'a>(
     repositories: &'a [capstan_store::typed::Object<Repositories>],
     url: &str,
 ) -> Option<&'a capstan_model::RepositorySpec> {
-    let wanted = capstan_repo::git::RepoUrl::parse(url).ok()?;
-    repositories
-        .iter()
-        .map(|r| &r.spec.value.spec)
-        .find(|spec| capstan_repo::git::RepoUrl::parse(&spec.url).is_ok_and(|u| u == wanted))
-}
-
-/// Git credentials of a registered repository: a bearer token, else user and password.
-fn git_credentials(spec: &capstan_model::RepositorySpec) -> Credentials {
-    if !spec.bearer_token.expose().is_empty() {
-        Credentials::Bearer {
-            token: spec.bearer_token.expose().to_owned(),
-        }
-    } else if !spec.username.is_empty() || !spec.password.expose().is_empty() {
-        Credentials::Basic {
-            username: spec.username.clone(),
-            password: spec.password.expose().to_owned(),
-        }
-    } else {
-        Credentials::None
-    }
-}
-
-/// Helm repository credentials of a registered repository.
-fn helm_credentials(
-    spec: &capstan_model::RepositorySpec,
-) -> capstan_repo::render::helm::HelmCredentials {
-    capstan_repo::render::helm::HelmCredentials {
-        username: spec.username.clone(),
-        password: spec.password.expose().to_owned(),
-        ..Default::default()
-    }
+    capstan_repo::registered::find(repositories.iter().map(|r| &r.spec.value.spec), url)
 }
 
 struct Rendered {

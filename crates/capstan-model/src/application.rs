@@ -16,6 +16,17 @@ pub const DEFAULT_PROJECT: &str = "default";
 /// Revisions kept in `status.history` when `spec.revisionHistoryLimit` is unset.
 pub const DEFAULT_REVISION_HISTORY_LIMIT: i64 = 10;
 
+/// The annotation that asks the controller for a refresh (`normal` or `hard`); the
+/// controller removes it once served. Written by the API, the CLI and webhooks.
+pub const REFRESH_ANNOTATION: &str = "argocd.argoproj.io/refresh";
+/// Set on an Application (any value) to terminate its running operation (what `capstan app
+/// terminate-op` and the API write): the sync starts nothing new, deletes its running hooks
+/// and ends `Failed` with "operation terminated"; the controller then removes the annotation.
+pub const TERMINATE_ANNOTATION: &str = "capstan.dev/terminate-operation";
+/// The finalizer that makes deleting an Application delete its resources first (Argo CD's
+/// name; `/background` and `/foreground` suffixes choose the propagation).
+pub const RESOURCES_FINALIZER: &str = "resources-finalizer.argocd.argoproj.io";
+
 /// An Application: a set of manifests from Git, Helm or OCI, deployed to one destination
 /// cluster and namespace, kept in sync by Capstan.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]

@@ -79,8 +79,9 @@ pub mod validate;
 
 pub use application::{
     Application, ApplicationDestination, ApplicationSpec, Backoff, DEFAULT_PROJECT,
-    DEFAULT_REVISION_HISTORY_LIMIT, Info, ManagedNamespaceMetadata, ResourceIgnoreDifferences,
-    RetryStrategy, SyncOptions, SyncPolicy, SyncPolicyAutomated,
+    DEFAULT_REVISION_HISTORY_LIMIT, Info, ManagedNamespaceMetadata, REFRESH_ANNOTATION,
+    RESOURCES_FINALIZER, ResourceIgnoreDifferences, RetryStrategy, SyncOptions, SyncPolicy,
+    SyncPolicyAutomated, TERMINATE_ANNOTATION,
 };
 pub use cluster::{
     AwsAuthConfig, Cluster, ClusterCacheInfo, ClusterConfig, ClusterSpec, ClusterStatus,

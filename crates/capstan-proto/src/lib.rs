@@ -18,3 +18,11 @@ pub mod repo {
         tonic::include_proto!("capstan.repo.v1");
     }
 }
+
+/// The public API (`capstan.api.v1`): Applications, sessions, accounts, version.
+pub mod api {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("capstan.api.v1");
+    }
+}

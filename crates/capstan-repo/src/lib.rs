@@ -39,6 +39,7 @@ pub mod client;
 pub mod git;
 pub mod grpc;
 pub mod metrics;
+pub mod registered;
 pub mod render;
 pub mod revision;
 pub mod service;

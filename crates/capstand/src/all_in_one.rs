@@ -158,6 +158,17 @@ pub struct Args {
         env = "CAPSTAN_METRICS_LISTEN"
     )]
     metrics_listen: SocketAddr,
+    /// Address to serve the API on: REST (`/api/v1/...`, Argo CD's paths), gRPC, Git
+    /// webhooks (`/api/webhook`) and `/healthz`, all on this one port.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8080",
+        env = "CAPSTAN_LISTEN"
+    )]
+    listen: SocketAddr,
+    #[command(flatten)]
+    api: crate::api::ApiArgs,
     /// Render with this `capstand repo-server` (`http://HOST:PORT`) instead of in this
     /// process (then --helm, --kustomize and --ref-ttl are the repo-server's business).
     #[arg(long, value_name = "URL", env = "CAPSTAN_REPO_SERVER")]
@@ -276,6 +287,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let cache_metrics = CacheMetrics::register(&mut registry);
     let sync_metrics = SyncMetrics::default();
 
+    // The API serves from the start (logging in, creating Applications), while the cluster
+    // is still being listed.
+    let api = crate::api::start(
+        &args.api,
+        store.clone(),
+        Some(manifests.clone()),
+        &args.data_dir,
+        args.listen,
+        registry.sub_registry_with_prefix("capstan_api"),
+        stopped(),
+    )
+    .await?;
+
     // Every cluster — `in-cluster` and those registered in the store — is built alike.
     let template = ClusterTemplate {
         tracking: args.tracking_method,
@@ -296,7 +320,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     let reconciler = Reconciler::new(
         store.clone(),
-        manifests,
+        manifests.clone(),
         vec![cluster.clone()],
         template.assessor.clone(),
         Tracking::new(args.tracking_method),
@@ -342,6 +366,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         () = stopped() => {
             info!("stopped before the cluster cache synced");
             cluster.cache.stop();
+            api.stop(args.shutdown_grace).await;
             let _ = observe_task.await;
             close(embedded).await;
             return Ok(());
@@ -365,6 +390,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         registered_as = IN_CLUSTER_SERVER,
         applications,
         metrics = %args.metrics_listen,
+        api = %api.address,
         "all-in-one ready"
     );
 
@@ -388,6 +414,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         summary.abort();
     }
     cluster.cache.stop();
+    api.stop(args.shutdown_grace).await;
     let _ = observe_task.await;
     close(embedded).await;
     if result.is_ok() {
@@ -508,9 +535,14 @@ async fn upsert(store: &Arc<dyn Store>, objects: Vec<Object>) -> anyhow::Result<
     Ok(apps.list(None).await?.items.len())
 }
 
-/// Where an object from a file is stored: its namespace, or the default one.
+/// Argo CD's control-plane namespace: objects written for Argo CD name it, meaning "the
+/// control plane's namespace", which is `capstan` here.
+const ARGOCD_NAMESPACE: &str = "argocd";
+
+/// Where an object from a file is stored: its namespace, or the default one (also for
+/// objects written for Argo CD's `argocd` namespace).
 fn place(metadata: &mut capstan_model::ObjectMeta) -> ObjectRef {
-    if metadata.namespace.is_empty() {
+    if metadata.namespace.is_empty() || metadata.namespace == ARGOCD_NAMESPACE {
         metadata.namespace = DEFAULT_APP_NAMESPACE.to_owned();
     }
     ObjectRef::new(metadata.namespace.clone(), metadata.name.clone())

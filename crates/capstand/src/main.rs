@@ -3,6 +3,7 @@
 
 mod admin;
 mod all_in_one;
+mod api;
 mod observe;
 mod repo_server;
 mod summary;
@@ -33,8 +34,8 @@ enum Command {
     #[command(after_help = repo_server::EXAMPLES)]
     RepoServer(Box<repo_server::Args>),
     /// Run the whole control plane in one process — embedded store, repo-server and
-    /// controller — managing the cluster of your kubeconfig (registered as `in-cluster`).
-    /// Applications come from --app files until the API arrives.
+    /// controller and API — managing the cluster of your kubeconfig (registered as
+    /// `in-cluster`).
     #[command(after_help = all_in_one::EXAMPLES)]
     AllInOne(Box<all_in_one::Args>),
     /// Offline checks on files, for users: `admin health` judges objects with the built-in

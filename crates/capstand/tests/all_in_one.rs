@@ -85,8 +85,11 @@ struct Scene {
     ns: String,
     kubeconfig: std::path::PathBuf,
     app_file: std::path::PathBuf,
+    /// Where the API of the process [`Scene::spawn`] starts listens.
+    api_port: u16,
     tmp: tempfile::TempDir,
-    _repo: GitRepo,
+    repo: GitRepo,
+    repo_url: String,
     _git: GitHttpServer,
 }
 
@@ -103,20 +106,23 @@ impl Scene {
         let tmp = tempfile::tempdir()?;
         let app_file = tmp.path().join(format!("{app}.yaml"));
         std::fs::write(&app_file, application(app, &url, app, &ns))?;
+
         Ok(Self {
             server,
             ns,
             kubeconfig,
             app_file,
+            api_port: free_port()?,
             tmp,
-            _repo: repo,
+            repo,
+            repo_url: url,
             _git: git,
         })
     }
 
     /// `capstand all-in-one` on this scene: its kubeconfig and app file, data in `data_dir`
-    /// (under the scene's directory), metrics on `metrics_listen`, the testkit's helm and
-    /// kustomize, then `extra`.
+    /// (under the scene's directory), metrics on `metrics_listen`, the API on the scene's
+    /// `api_port`, the testkit's helm and kustomize, then `extra`.
     fn spawn(
         &self,
         data_dir: &str,
@@ -125,7 +131,10 @@ impl Scene {
     ) -> Result<ManagedProcess> {
         let helm = capstan_testkit::tools::helm()?;
         let kustomize = capstan_testkit::tools::kustomize()?;
+        let listen = format!("127.0.0.1:{}", self.api_port);
         let mut args: Vec<&std::ffi::OsStr> = vec![
+            "--listen".as_ref(),
+            listen.as_ref(),
             "--kubeconfig".as_ref(),
             self.kubeconfig.as_os_str(),
             "--data-dir".as_ref(),
@@ -424,6 +433,156 @@ async fn a_sync_killed_mid_wave_resumes_after_restart_without_rerunning_hooks() 
     assert!(exit.contains("exit status: 0"), "{exit}");
     let log = std::fs::read_to_string(second.log_path())?;
     assert!(log.contains("all-in-one stopped"), "{log}");
+    Ok(())
+}
+
+/// `METHOD path` on the API of a scene's process, with a bearer token and a JSON body; the
+/// status and the JSON answer.
+async fn api_call(
+    port: u16,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> Result<(u16, serde_json::Value)> {
+    let client = reqwest::Client::new();
+    let mut request = client.request(method, format!("http://127.0.0.1:{port}{path}"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.body(body.to_string());
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    let text = response.text().await?;
+    let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    Ok((status, json))
+}
+
+#[tokio::test]
+async fn serves_the_api_with_the_generated_admin_password_and_refreshes_on_a_webhook() -> Result<()>
+{
+    let scene = &Scene::new(
+        "aio-api",
+        "guestbook",
+        &[(
+            "guestbook/settings.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  color: blue\n",
+        )],
+    )
+    .await?;
+    let metrics_port = free_port()?;
+    let port = scene.api_port;
+    let mut process = scene.spawn("data", &format!("127.0.0.1:{metrics_port}"), &[])?;
+
+    let checks = async {
+        wait_until("capstand ready", DEADLINE, || {
+            let alive = process.check_running();
+            let ready = http_get(metrics_port, "/readyz");
+            async move {
+                alive?;
+                Ok(matches!(ready, Ok((200, _))).then_some(()))
+            }
+        })
+        .await?;
+        // The generated password is readable by its owner only.
+        let password_file = scene.tmp.path().join("data/initial-admin-password");
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&password_file)?.permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+        let password = std::fs::read_to_string(&password_file)?.trim().to_owned();
+        let log = std::fs::read_to_string(process.log_path())?;
+        assert!(!log.contains(&password), "the password is in the log");
+
+        let (code, _) = api_call(
+            port,
+            reqwest::Method::POST,
+            "/api/v1/session",
+            None,
+            Some(serde_json::json!({"username": "admin", "password": "wrong-password"})),
+        )
+        .await?;
+        assert_eq!(code, 401);
+        let (code, login) = api_call(
+            port,
+            reqwest::Method::POST,
+            "/api/v1/session",
+            None,
+            Some(serde_json::json!({"username": "admin", "password": password})),
+        )
+        .await?;
+        assert_eq!(code, 200, "{login}");
+        let token = login["token"].as_str().context("a token")?.to_owned();
+
+        // The Application from the --app file, Synced through the API's eyes.
+        wait_until("guestbook Synced in the API", DEADLINE, || {
+            let token = token.clone();
+            async move {
+                let (code, app) = api_call(
+                    port,
+                    reqwest::Method::GET,
+                    "/api/v1/applications/guestbook",
+                    Some(&token),
+                    None,
+                )
+                .await?;
+                anyhow::ensure!(code == 200, "get answered {code}: {app}");
+                Ok((app["status"]["sync"]["status"] == "Synced").then_some(()))
+            }
+        })
+        .await?;
+
+        // A commit, then a push announced by webhook: with refreshes every 3 minutes and
+        // ref listings cached as long, only the webhook can bring the change in time.
+        scene.repo.write_all(&[(
+            "guestbook/settings.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  color: green\n",
+        )])?;
+        scene.repo.commit("green")?;
+        let push = serde_json::json!({
+            "ref": "refs/heads/main",
+            "repository": {"html_url": scene.repo_url, "default_branch": "main"},
+        });
+        let client = reqwest::Client::new();
+        let answer = client
+            .post(format!("http://127.0.0.1:{port}/api/webhook"))
+            .header("X-GitHub-Event", "push")
+            .body(push.to_string())
+            .send()
+            .await?;
+        assert_eq!(answer.status().as_u16(), 200);
+        let answer: serde_json::Value = serde_json::from_str(&answer.text().await?)?;
+        assert_eq!(
+            answer["refreshed"],
+            serde_json::json!(["capstan/guestbook"])
+        );
+
+        let config_maps: Api<ConfigMap> = Api::namespaced(scene.server.client().await?, &scene.ns);
+        wait_until(
+            "the pushed colour in the cluster",
+            Duration::from_secs(60),
+            || {
+                let api = config_maps.clone();
+                async move {
+                    let cm = api.get_opt("settings").await?;
+                    Ok(cm
+                        .and_then(|c| c.data)
+                        .is_some_and(|d| d.get("color").map(String::as_str) == Some("green"))
+                        .then_some(()))
+                }
+            },
+        )
+        .await?;
+        anyhow::Ok(())
+    };
+    if let Err(e) = checks.await {
+        return Err(e.context(format!("capstand log:\n{}", process.log_tail(60))));
+    }
+    process.signal(libc::SIGTERM)?;
+    let exit = exit_of(&mut process, DEADLINE).await?;
+    assert!(exit.contains("exit status: 0"), "{exit}");
     Ok(())
 }
 

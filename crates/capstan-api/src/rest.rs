@@ -1,0 +1,609 @@
+//! REST/JSON over HTTP: Argo CD's paths and JSON shapes (so tools written for Argo CD's API
+//! mostly work), each handler a translation to one [`Api`] method.
+//!
+//! Tokens are read from `Authorization: Bearer TOKEN` or the `argocd.token` /
+//! `capstan.token` cookie (what browsers send). Request bodies are read as bytes and decoded
+//! here, so a malformed body is a 400 in the API's error shape, not a framework's text.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, RawQuery, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use capstan_model::{Application, Object, SyncOperationResource};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio_stream::StreamExt as _;
+
+use crate::error::{ApiError, ApiResult};
+use crate::service::applications::{ListParams, Refresh, SyncParams};
+use crate::service::webhooks::WebhookOutcome;
+use crate::service::{Api, Caller};
+use crate::webhook::MAX_BODY_BYTES;
+
+/// The REST routes, over `api`.
+pub fn router(api: Api) -> Router {
+    Router::new()
+        .route("/api/version", get(version))
+        .route("/api/v1/session", post(login).delete(logout))
+        .route("/api/v1/session/userinfo", get(user_info))
+        .route("/api/v1/account", get(list_accounts))
+        .route("/api/v1/account/password", put(update_password))
+        .route(
+            "/api/v1/account/can-i/{resource}/{action}/{*object}",
+            get(can_i),
+        )
+        .route("/api/v1/account/{name}", get(get_account))
+        .route("/api/v1/account/{name}/token", post(create_token))
+        .route("/api/v1/account/{name}/token/{id}", delete(delete_token))
+        .route(
+            "/api/v1/applications",
+            get(list_applications).post(create_application),
+        )
+        .route(
+            "/api/v1/applications/{name}",
+            get(get_application)
+                .put(update_application)
+                .patch(patch_application)
+                .delete(delete_application),
+        )
+        .route("/api/v1/applications/{name}/sync", post(sync_application))
+        .route(
+            "/api/v1/applications/{name}/rollback",
+            post(rollback_application),
+        )
+        .route(
+            "/api/v1/applications/{name}/operation",
+            delete(terminate_operation),
+        )
+        .route("/api/v1/applications/{name}/history", get(history))
+        .route(
+            "/api/v1/applications/{name}/managed-resources",
+            get(managed_resources),
+        )
+        .route("/api/v1/stream/applications", get(watch_applications))
+        .route(
+            "/api/webhook",
+            post(webhook).layer(DefaultBodyLimit::max(MAX_BODY_BYTES + 1)),
+        )
+        .with_state(api)
+}
+
+/// The caller, from the request's token.
+#[derive(Debug)]
+pub struct Authed(pub Caller);
+
+/// The bearer token of a request: the Authorization header, else a session cookie.
+pub fn bearer_token(headers: &HeaderMap) -> Option<String> {
+    if let Some(value) = headers.get(header::AUTHORIZATION)
+        && let Ok(value) = value.to_str()
+    {
+        let value = value.trim();
+        if let Some(token) = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+        {
+            return Some(token.trim().to_owned());
+        }
+    }
+    for cookies in headers.get_all(header::COOKIE) {
+        let Ok(cookies) = cookies.to_str() else {
+            continue;
+        };
+        for cookie in cookies.split(';') {
+            if let Some((name, value)) = cookie.trim().split_once('=')
+                && matches!(name, "argocd.token" | "capstan.token")
+            {
+                return Some(value.to_owned());
+            }
+        }
+    }
+    None
+}
+
+impl FromRequestParts<Api> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Api) -> Result<Self, ApiError> {
+        let token = bearer_token(&parts.headers).ok_or_else(|| {
+            ApiError::unauthenticated(
+                "no token: log in (POST /api/v1/session) and send Authorization: Bearer TOKEN",
+            )
+        })?;
+        api.authenticate(&token).map(Authed)
+    }
+}
+
+/// Query parameters, repeated keys kept (`?projects=a&projects=b`).
+#[derive(Debug, Default)]
+struct QueryParams(HashMap<String, Vec<String>>);
+
+impl QueryParams {
+    fn parse(raw: Option<&str>) -> Self {
+        let mut map: HashMap<String, Vec<String>> = HashMap::new();
+        for (k, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+            map.entry(k.into_owned()).or_default().push(v.into_owned());
+        }
+        QueryParams(map)
+    }
+
+    /// Every value of `key` (comma-separated values split too).
+    fn all(&self, key: &str) -> Vec<String> {
+        self.0
+            .get(key)
+            .into_iter()
+            .flatten()
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn one(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.last()).map(String::as_str)
+    }
+
+    fn flag(&self, key: &str) -> ApiResult<Option<bool>> {
+        match self.one(key) {
+            None => Ok(None),
+            Some("true" | "1" | "") => Ok(Some(true)),
+            Some("false" | "0") => Ok(Some(false)),
+            Some(other) => Err(ApiError::invalid(format!(
+                "{key}={other:?}: use true or false"
+            ))),
+        }
+    }
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(body: &[u8]) -> ApiResult<T> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid(format!("the body is not the JSON expected: {e}")))
+}
+
+fn json_of<T: serde::Serialize>(value: &T) -> ApiResult<Response> {
+    let value = serde_json::to_value(value).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(axum::Json(value).into_response())
+}
+
+/// An Application from a request body (Capstan's or Argo CD's JSON; YAML is accepted too).
+pub fn application_from(body: &[u8]) -> ApiResult<Application> {
+    let text =
+        std::str::from_utf8(body).map_err(|_| ApiError::invalid("the body is not UTF-8 text"))?;
+    match capstan_model::parse_object_yaml(text) {
+        Ok(Object::Application(app)) => Ok(*app),
+        Ok(other) => Err(ApiError::invalid(format!(
+            "the body is a {}, not an Application",
+            other.kind()
+        ))),
+        Err(e) => Err(ApiError::invalid(format!(
+            "the Application does not parse: {e}"
+        ))),
+    }
+}
+
+/// What the version method answers (Argo CD's field names).
+pub fn version_info() -> Value {
+    json!({
+        "Version": env!("CARGO_PKG_VERSION"),
+        "Platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
+    })
+}
+
+async fn version() -> Response {
+    axum::Json(version_info()).into_response()
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    username: String,
+    password: String,
+}
+
+async fn login(State(api): State<Api>, body: Bytes) -> ApiResult<Response> {
+    let body: LoginBody = decode(&body)?;
+    let token = api.login(&body.username, &body.password).await?;
+    Ok(axum::Json(json!({ "token": token })).into_response())
+}
+
+async fn logout(State(api): State<Api>, Authed(caller): Authed) -> ApiResult<Response> {
+    api.logout(&caller).await?;
+    Ok(axum::Json(json!({})).into_response())
+}
+
+async fn user_info(State(api): State<Api>, Authed(caller): Authed) -> ApiResult<Response> {
+    json_of(&api.user_info(&caller))
+}
+
+async fn list_accounts(State(api): State<Api>, Authed(caller): Authed) -> ApiResult<Response> {
+    Ok(axum::Json(json!({ "items": api.list_accounts(&caller) })).into_response())
+}
+
+async fn get_account(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    json_of(&api.get_account(&caller, &name)?)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PasswordBody {
+    #[serde(default)]
+    name: String,
+    current_password: String,
+    new_password: String,
+}
+
+async fn update_password(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let body: PasswordBody = decode(&body)?;
+    api.update_password(
+        &caller,
+        &body.name,
+        &body.current_password,
+        &body.new_password,
+    )
+    .await?;
+    Ok(axum::Json(json!({})).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct TokenBody {
+    #[serde(default)]
+    expires_in: i64,
+    #[serde(default)]
+    id: String,
+}
+
+async fn create_token(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let body: TokenBody = if body.is_empty() {
+        TokenBody::default()
+    } else {
+        decode(&body)?
+    };
+    let expires_in = u64::try_from(body.expires_in)
+        .ok()
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs);
+    let token = api
+        .create_token(&caller, &name, expires_in, &body.id)
+        .await?;
+    Ok(axum::Json(json!({ "token": token })).into_response())
+}
+
+async fn delete_token(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    api.delete_token(&caller, &name, &id).await?;
+    Ok(axum::Json(json!({})).into_response())
+}
+
+async fn can_i(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    Path((resource, action, object)): Path<(String, String, String)>,
+) -> Response {
+    axum::Json(json!({ "value": api.can_i(&caller, &resource, &action, &object) })).into_response()
+}
+
+fn list_params(query: &QueryParams) -> ApiResult<ListParams> {
+    let selector = query.one("selector").unwrap_or_default();
+    let limit = match query.one("limit") {
+        None | Some("") => 0,
+        Some(n) => n
+            .parse()
+            .map_err(|_| ApiError::invalid(format!("limit={n:?} is not a number")))?,
+    };
+    Ok(ListParams {
+        query: crate::query::AppQuery {
+            projects: query.all("projects"),
+            clusters: query.all("clusters"),
+            namespaces: query.all("namespaces"),
+            selector: crate::query::parse_selector(selector).map_err(|e| ApiError::invalid(e.0))?,
+            health: query.all("health"),
+            sync: query.all("sync"),
+            search: query.one("search").unwrap_or_default().to_owned(),
+            limit,
+            continue_token: query
+                .one("continue")
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned),
+        },
+        app_namespace: query.one("appNamespace").map(str::to_owned),
+        repo: query.one("repo").map(str::to_owned),
+        fields: query.all("fields"),
+    })
+}
+
+async fn list_applications(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let query = QueryParams::parse(raw.as_deref());
+    let page = api.list(&caller, &list_params(&query)?)?;
+    let mut metadata = json!({ "resourceVersion": page.revision.to_string() });
+    if let Some(token) = page.continue_token {
+        metadata["continue"] = Value::String(token);
+    }
+    Ok(axum::Json(json!({ "metadata": metadata, "items": page.items })).into_response())
+}
+
+async fn create_application(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let query = QueryParams::parse(raw.as_deref());
+    let app = application_from(&body)?;
+    let upsert = query.flag("upsert")?.unwrap_or(false);
+    json_of(&api.create(&caller, app, upsert).await?)
+}
+
+fn at(api: &Api, query: &QueryParams, name: &str) -> ApiResult<capstan_store::typed::ObjectRef> {
+    api.app_ref(query.one("appNamespace").unwrap_or_default(), name)
+}
+
+async fn get_application(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let query = QueryParams::parse(raw.as_deref());
+    let refresh = query
+        .one("refresh")
+        .filter(|r| !r.is_empty())
+        .map(str::parse::<Refresh>)
+        .transpose()?;
+    json_of(&api.get(&caller, &at(&api, &query, &name)?, refresh).await?)
+}
+
+async fn update_application(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let app = application_from(&body)?;
+    if app.metadata.name != name {
+        return Err(ApiError::invalid(format!(
+            "the body names {:?}, the path {name:?}",
+            app.metadata.name
+        )));
+    }
+    json_of(&api.update(&caller, app).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PatchBody {
+    patch: String,
+    #[serde(default)]
+    patch_type: String,
+    #[serde(default)]
+    app_namespace: String,
+}
+
+async fn patch_application(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let body: PatchBody = decode(&body)?;
+    let at = api.app_ref(&body.app_namespace, &name)?;
+    json_of(
+        &api.patch(&caller, &at, &body.patch, &body.patch_type)
+            .await?,
+    )
+}
+
+async fn delete_application(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let query = QueryParams::parse(raw.as_deref());
+    let cascade = query.flag("cascade")?.unwrap_or(true);
+    let policy = query.one("propagationPolicy").unwrap_or_default();
+    api.delete(&caller, &at(&api, &query, &name)?, cascade, policy)
+        .await?;
+    Ok(axum::Json(json!({})).into_response())
+}
+
+/// Argo CD's `ApplicationSyncRequest` as JSON.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct SyncBody {
+    #[serde(default)]
+    app_namespace: String,
+    #[serde(default)]
+    revision: String,
+    #[serde(default)]
+    revisions: Vec<String>,
+    #[serde(default)]
+    prune: bool,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    strategy: Option<capstan_model::SyncStrategy>,
+    #[serde(default)]
+    resources: Vec<SyncOperationResource>,
+    #[serde(default)]
+    sync_options: Option<SyncOptionsBody>,
+    #[serde(default)]
+    retry_strategy: Option<capstan_model::RetryStrategy>,
+}
+
+#[derive(Deserialize, Default)]
+struct SyncOptionsBody {
+    #[serde(default)]
+    items: Vec<String>,
+}
+
+async fn sync_application(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let body: SyncBody = if body.is_empty() {
+        SyncBody::default()
+    } else {
+        decode(&body)?
+    };
+    let at = api.app_ref(&body.app_namespace, &name)?;
+    let (strategy, force) = match &body.strategy {
+        Some(s) if s.apply.is_some() => ("apply", s.apply.as_ref().is_some_and(|a| a.force)),
+        Some(s) if s.hook.is_some() => ("hook", s.hook.as_ref().is_some_and(|h| h.force)),
+        _ => ("", false),
+    };
+    let params = SyncParams {
+        revision: body.revision,
+        revisions: body.revisions,
+        prune: body.prune,
+        dry_run: body.dry_run,
+        strategy: strategy.to_owned(),
+        force,
+        resources: body.resources,
+        sync_options: body.sync_options.map(|o| o.items).unwrap_or_default(),
+        retry_limit: body.retry_strategy.map_or(0, |r| r.limit),
+    };
+    json_of(&api.sync(&caller, &at, params).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RollbackBody {
+    id: i64,
+    #[serde(default)]
+    prune: bool,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    app_namespace: String,
+}
+
+async fn rollback_application(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let body: RollbackBody = decode(&body)?;
+    let at = api.app_ref(&body.app_namespace, &name)?;
+    json_of(
+        &api.rollback(&caller, &at, body.id, body.prune, body.dry_run)
+            .await?,
+    )
+}
+
+async fn terminate_operation(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let query = QueryParams::parse(raw.as_deref());
+    api.terminate(&caller, &at(&api, &query, &name)?).await?;
+    Ok(axum::Json(json!({})).into_response())
+}
+
+async fn history(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let query = QueryParams::parse(raw.as_deref());
+    let items = api.history(&caller, &at(&api, &query, &name)?).await?;
+    Ok(axum::Json(json!({ "items": items })).into_response())
+}
+
+async fn managed_resources(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let query = QueryParams::parse(raw.as_deref());
+    let items = api
+        .managed_resources(&caller, &at(&api, &query, &name)?)
+        .await?;
+    Ok(axum::Json(json!({ "items": items })).into_response())
+}
+
+/// Server-Sent Events, one `data:` line per change, as Argo CD's stream:
+/// `{"result": {"type": "MODIFIED", "application": {...}}}`; the event id is the store
+/// revision, so a reconnecting browser resumes with `Last-Event-ID`.
+async fn watch_applications(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let query = QueryParams::parse(raw.as_deref());
+    let params = list_params(&query)?;
+    let from = query
+        .one("resourceVersion")
+        .or_else(|| headers.get("last-event-id").and_then(|v| v.to_str().ok()))
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| ApiError::invalid(format!("resourceVersion {v:?} is not a revision")))
+        })
+        .transpose()?;
+    let events = api.watch(caller, params, from);
+    let stream = tokio_stream::wrappers::ReceiverStream::new(events).map(|event| {
+        Ok::<_, Infallible>(match event {
+            Ok(event) => Event::default()
+                .id(event.revision.to_string())
+                .json_data(json!({
+                    "result": {"type": event.kind, "application": event.application}
+                }))
+                .unwrap_or_else(|_| Event::default().event("error").data("encoding failed")),
+            Err(error) => Event::default().event("error").data(
+                json!({"error": error.message, "code": error.code.grpc() as i32}).to_string(),
+            ),
+        })
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+async fn webhook(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    match api.webhook(header, &body).await? {
+        WebhookOutcome::Ignored { event } => {
+            Ok((StatusCode::OK, axum::Json(json!({ "ignored": event }))).into_response())
+        }
+        WebhookOutcome::Refreshed { apps } => {
+            let names: Vec<String> = apps.iter().map(ToString::to_string).collect();
+            Ok(axum::Json(json!({ "refreshed": names })).into_response())
+        }
+    }
+}

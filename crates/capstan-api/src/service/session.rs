@@ -1,0 +1,302 @@
+//! Sessions: logging in with a local account's password, logging out, and turning a token
+//! into a [`Caller`] on every request.
+//!
+//! A token is accepted when this API signed it (any replica: the secret is in the store), it
+//! has not expired, it is not revoked, and — for a local account — the account is still
+//! configured and enabled, and the token is an API token the account still lists or a
+//! session issued after the password was last set.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use capstan_store::typed::{ObjectRef, TypedStore};
+use capstan_store::{Store, StoreError};
+use tracing::{info, warn};
+
+use super::{Api, Caller};
+use crate::accounts::{ADMIN, AccountState, Accounts, ApiSettings, ApiSettingsKind, Capability};
+use crate::auth::passwords;
+use crate::auth::sessions::{Claims, SessionKeys};
+use crate::error::{ApiError, ApiResult, Code};
+use crate::rbac::Subject;
+
+/// The settings object holding the session secret.
+const SESSION_SETTINGS: &str = "session";
+
+pub(crate) fn now_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The session keys from the store; the first replica to start creates the secret, the
+/// others (racing or later) read what it wrote.
+pub(crate) async fn load_or_create_keys(
+    store: &Arc<dyn Store>,
+    namespace: &str,
+) -> ApiResult<SessionKeys> {
+    let settings = TypedStore::<ApiSettingsKind>::new(store.clone());
+    let at = ObjectRef::new(namespace, SESSION_SETTINGS);
+    for _ in 0..3 {
+        if let Some(existing) = settings.get(&at).await? {
+            let secret = unhex(&existing.spec.value.session_secret).ok_or_else(|| {
+                ApiError::internal("the stored session secret is not hex; delete it to regenerate")
+            })?;
+            return SessionKeys::from_secret(&secret)
+                .map_err(|e| ApiError::internal(format!("the stored session secret: {e}")));
+        }
+        let secret = SessionKeys::generate_secret();
+        let created = settings
+            .create(
+                &at,
+                &ApiSettings {
+                    session_secret: hex(&secret),
+                },
+            )
+            .await;
+        match created {
+            Ok(_) => {
+                info!("generated the session signing secret");
+                return SessionKeys::from_secret(&secret)
+                    .map_err(|e| ApiError::internal(e.to_string()));
+            }
+            // Another replica created it meanwhile: read theirs.
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(other) => return Err(other.into()),
+        }
+    }
+    Err(ApiError::internal(
+        "the session secret kept changing while starting",
+    ))
+}
+
+/// Creates the `admin` account with a random password when it has none; that password.
+pub(crate) async fn create_admin_if_missing(
+    store: &Arc<dyn Store>,
+    namespace: &str,
+) -> ApiResult<Option<String>> {
+    let accounts = TypedStore::<Accounts>::new(store.clone());
+    let at = ObjectRef::new(namespace, ADMIN);
+    if accounts.get(&at).await?.is_some() {
+        return Ok(None);
+    }
+    let password = passwords::generate();
+    let state = AccountState {
+        password_hash: passwords::hash(&password).map_err(|e| ApiError::internal(e.to_string()))?,
+        password_mtime: now_seconds(),
+        tokens: Vec::new(),
+    };
+    match accounts.create(&at, &state).await {
+        Ok(_) => {
+            info!("created the admin account with a generated password");
+            Ok(Some(password))
+        }
+        Err(StoreError::Conflict { .. }) => Ok(None),
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// Verifies off the async workers: argon2 takes tens of milliseconds of CPU by design.
+pub(crate) async fn verify_password(password: &str, hash: String) -> bool {
+    let password = password.to_owned();
+    tokio::task::spawn_blocking(move || passwords::verify(&password, &hash))
+        .await
+        .unwrap_or(false)
+}
+
+/// Hashes off the async workers.
+pub(crate) async fn hash_password(password: &str) -> ApiResult<String> {
+    let password = password.to_owned();
+    tokio::task::spawn_blocking(move || passwords::hash(&password))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::invalid(e.to_string()))
+}
+
+impl Api {
+    /// The caller a bearer token stands for.
+    pub fn authenticate(&self, token: &str) -> ApiResult<Caller> {
+        let revoked = &self.inner.revoked;
+        let namespace = &self.inner.config.namespace;
+        let claims = self
+            .inner
+            .keys
+            .verify(token, |jti| {
+                revoked
+                    .read()
+                    .objects
+                    .contains_key(&ObjectRef::new(namespace.as_str(), jti))
+            })
+            .map_err(|e| ApiError::unauthenticated(e.to_string()))?;
+        self.check_account(&claims)?;
+        Ok(Caller {
+            subject: Subject {
+                user: claims.sub,
+                groups: claims.groups,
+            },
+            token_id: claims.jti,
+            expires_at: claims.exp,
+        })
+    }
+
+    /// For tokens of local accounts: still configured, enabled, and the token still good.
+    fn check_account(&self, claims: &Claims) -> ApiResult<()> {
+        let Some(config) = self.inner.config.account(&claims.sub) else {
+            // Not a local account (SSO users and project roles arrive later): nothing to check.
+            return Ok(());
+        };
+        if !config.enabled {
+            return Err(ApiError::unauthenticated(format!(
+                "account {:?} is disabled",
+                claims.sub
+            )));
+        }
+        let at = ObjectRef::new(self.inner.config.namespace.as_str(), claims.sub.as_str());
+        let Some(entry) = self.inner.accounts.get(&at) else {
+            return Err(ApiError::unauthenticated(
+                "the account has no state; log in again",
+            ));
+        };
+        let api_token = entry.spec.tokens.iter().any(|t| t.jti == claims.jti);
+        if !api_token && claims.iat < entry.spec.password_mtime {
+            return Err(ApiError::unauthenticated(
+                "the password was changed since this session began; log in again",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Logs in with a password: a session token.
+    pub async fn login(&self, username: &str, password: &str) -> ApiResult<String> {
+        let refused = || ApiError::unauthenticated("invalid username or password");
+        if let Err(wait) = self
+            .inner
+            .limiter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .check(username, Instant::now())
+        {
+            return Err(ApiError::new(
+                Code::ResourceExhausted,
+                format!(
+                    "too many failed logins for {username:?}; try again in {} s",
+                    wait.as_secs().max(1)
+                ),
+            ));
+        }
+        let config = self
+            .inner
+            .config
+            .account(username)
+            .filter(|a| a.enabled && a.can(Capability::Login));
+        let at = ObjectRef::new(self.inner.config.namespace.as_str(), username);
+        // Read the store, not the mirror: a password just changed on another replica counts.
+        let state = match config {
+            Some(_) => TypedStore::<Accounts>::new(self.inner.store.clone())
+                .get(&at)
+                .await?
+                .map(|o| o.spec.value),
+            None => None,
+        };
+        let hash = state
+            .as_ref()
+            .map(|s| s.password_hash.clone())
+            .unwrap_or_default();
+        let good = verify_password(password, hash).await && state.is_some();
+        let mut limiter = self
+            .inner
+            .limiter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !good {
+            limiter.failed(username, Instant::now());
+            warn!(user = username, "login refused");
+            return Err(refused());
+        }
+        limiter.succeeded(username);
+        drop(limiter);
+        let (token, _) = self
+            .inner
+            .keys
+            .issue(
+                username,
+                &[],
+                Some(self.inner.config.session_ttl),
+                SystemTime::now(),
+            )
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        info!(user = username, "logged in");
+        Ok(token)
+    }
+
+    /// Logs out: the caller's token is revoked everywhere.
+    pub async fn logout(&self, caller: &Caller) -> ApiResult<()> {
+        self.revoke(&caller.token_id, caller.expires_at).await?;
+        info!(user = %caller.subject.user, "logged out");
+        Ok(())
+    }
+
+    pub(crate) async fn revoke(&self, jti: &str, expires_at: Option<u64>) -> ApiResult<()> {
+        let revocations = TypedStore::<crate::accounts::Revocations>::new(self.inner.store.clone());
+        let at = ObjectRef::new(self.inner.config.namespace.as_str(), jti);
+        let revision = match revocations
+            .create(&at, &crate::accounts::Revoked { expires_at })
+            .await
+        {
+            Ok(revision) => revision,
+            Err(StoreError::Conflict { .. }) => return Ok(()),
+            Err(other) => return Err(other.into()),
+        };
+        // This replica refuses the token from the moment the call returns.
+        self.inner
+            .revoked
+            .wait_for_revision(revision, std::time::Duration::from_secs(5))
+            .await;
+        Ok(())
+    }
+
+    /// Who the caller is.
+    pub fn user_info(&self, caller: &Caller) -> crate::service::accounts::UserInfo {
+        crate::service::accounts::UserInfo {
+            logged_in: true,
+            username: caller.subject.user.clone(),
+            iss: crate::auth::sessions::ISSUER.to_owned(),
+            groups: caller.subject.groups.clone(),
+        }
+    }
+
+    pub(crate) fn keys(&self) -> &SessionKeys {
+        &self.inner.keys
+    }
+
+    pub(crate) fn account_mirror(&self) -> &crate::mirror::Mirror<Accounts> {
+        &self.inner.accounts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_round_trip_through_hex() {
+        let secret = SessionKeys::generate_secret();
+        assert_eq!(unhex(&hex(&secret)).expect("hex"), secret);
+        assert_eq!(unhex("abc"), None);
+        assert_eq!(unhex("zz"), None);
+    }
+}
