@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the real tools Capstan's tests and demo run against, at the versions pinned in
-# tools/versions, from the package registries (Go module proxy, Debian packages).
+# tools/versions, from the package registries (Go module proxy, PyPI, Debian packages).
 #
 # Idempotent: each tool lands in $CAPSTAN_TOOLS_DIR/<name>-<version>/bin and is marked
 # complete only after a successful build, so a second run only checks markers (seconds).
@@ -34,6 +34,8 @@ command -v redis-cli >/dev/null || need_apt+=(redis-tools)
 command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
 command -v git >/dev/null || need_apt+=(git)
 command -v curl >/dev/null || need_apt+=(curl)
+command -v python3 >/dev/null || need_apt+=(python3)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if ((${#need_apt[@]})); then
     [[ "${CAPSTAN_SKIP_APT:-}" == 1 ]] && die "missing ${need_apt[*]} and CAPSTAN_SKIP_APT=1"
     command -v apt-get >/dev/null || die "missing ${need_apt[*]}; install them with your package manager"
@@ -188,5 +190,26 @@ if [[ ! -s "$KWOK_STAGES" ]]; then
         || die "rendering kwok stages failed"
     mv "$KWOK_STAGES.tmp" "$KWOK_STAGES"
 fi
+
+# --- Python tools ----------------------------------------------------------------------------
+# install_python_tool NAME VERSION: `pip install NAME==VERSION` into its own virtual
+# environment, $TOOLS_DIR/NAME-VERSION (its executables in bin/).
+install_python_tool() {
+    local name=$1 version=$2
+    local dest="$TOOLS_DIR/$name-$version"
+    if [[ -f "$dest/.complete" ]]; then
+        say "$name $version: cached in $dest"
+        return 0
+    fi
+    say "$name $version: installing from PyPI"
+    rm -rf "$dest"
+    python3 -m venv "$dest" || die "creating a Python virtual environment for $name failed"
+    "$dest/bin/pip" install --quiet --disable-pip-version-check "$name==$version" \
+        || die "pip install $name==$version failed: is PyPI reachable?"
+    touch "$dest/.complete"
+}
+
+# schemathesis: fuzzes the REST API from its OpenAPI document.
+install_python_tool schemathesis "$SCHEMATHESIS_VERSION"
 
 say "all tools ready in $TOOLS_DIR ($((SECONDS - START))s)"

@@ -11,9 +11,11 @@
 //! [`controller::run`] need a kube-apiserver, which the testkit starts); the helpers they
 //! share are [`stats`] (medians, percentiles), [`clock`] (on-CPU time), [`fixtures`]
 //! (generated repositories, charts and YAML), [`direct`] (running a tool or `git` directly,
-//! timed) and [`grpc`] (the repo-server's gRPC service on loopback).
+//! timed) and [`grpc`] (the repo-server's gRPC service on loopback). [`api::run`] needs
+//! nothing outside the process.
 
 mod alloc;
+mod api;
 mod clock;
 mod controller;
 mod direct;
@@ -53,6 +55,10 @@ enum Scenario {
     /// The controller: 1,000 Applications of 5 resources to Synced and Healthy, a sweep with
     /// nothing changed, memory of the all-in-one's parts, vs `kubectl apply --server-side`.
     Controller,
+    /// The API: webhook-to-refresh latency for a push touching 1 of 10,000 Applications of a
+    /// monorepo (vs reading and matching every Application), first list page latency and
+    /// bytes (vs listing everything).
+    Api,
 }
 
 /// The unit of a figure, as printed.
@@ -126,5 +132,6 @@ fn main() -> anyhow::Result<()> {
         Scenario::Repo => runtime.block_on(repo::run(cli.quick)),
         Scenario::Engine => runtime.block_on(engine::run(cli.quick)),
         Scenario::Controller => runtime.block_on(controller::run(cli.quick)),
+        Scenario::Api => runtime.block_on(api::run(cli.quick)),
     }
 }

@@ -113,10 +113,14 @@ pub struct AccountState {
     /// The argon2id PHC string of the password; empty: no password set.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub password_hash: String,
-    /// When the password was last set (seconds since the epoch); sessions issued before are
-    /// refused, so changing a password logs out everyone using the old one.
+    /// When the password was last set (seconds since the epoch).
     #[serde(default)]
     pub password_mtime: u64,
+    /// Bumped by every password change; a session names the generation it began at and is
+    /// refused once it is not the current one, so changing a password logs out everyone
+    /// using the old one (exactly: no clock involved).
+    #[serde(default)]
+    pub password_generation: u64,
     /// The account's API tokens.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tokens: Vec<TokenRecord>,

@@ -123,6 +123,10 @@ impl From<StoreError> for ApiError {
                 Code::Aborted,
                 format!("{error}; it was changed meanwhile: read it again and retry"),
             ),
+            StoreError::Compacted { .. } | StoreError::FutureRevision { .. } => ApiError::new(
+                Code::FailedPrecondition,
+                format!("{error}: list again, then watch from the list's resourceVersion"),
+            ),
             // A name too long for a key, an object over the value limit: the caller's to fix.
             StoreError::InvalidKey { .. }
             | StoreError::ValueTooLarge { .. }

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod error;
 pub mod grpc;
 pub mod mirror;
+pub mod openapi;
 pub mod query;
 pub mod rbac;
 pub mod rest;

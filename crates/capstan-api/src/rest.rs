@@ -32,6 +32,10 @@ use crate::webhook::MAX_BODY_BYTES;
 pub fn router(api: Api) -> Router {
     Router::new()
         .route("/api/version", get(version))
+        .route(
+            "/api/openapi.json",
+            get(|| async { axum::Json(crate::openapi::document()) }),
+        )
         .route("/api/v1/session", post(login).delete(logout))
         .route("/api/v1/session/userinfo", get(user_info))
         .route("/api/v1/account", get(list_accounts))
@@ -163,6 +167,16 @@ impl QueryParams {
     }
 }
 
+/// `null` reads as the field's default, as in proto3 JSON (Argo CD's UI sends
+/// `"resources": null` to sync everything).
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
 fn decode<T: for<'de> Deserialize<'de>>(body: &[u8]) -> ApiResult<T> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid(format!("the body is not the JSON expected: {e}")))
@@ -237,7 +251,7 @@ async fn get_account(
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct PasswordBody {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     name: String,
     current_password: String,
     new_password: String,
@@ -262,9 +276,9 @@ async fn update_password(
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct TokenBody {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     expires_in: i64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     id: String,
 }
 
@@ -400,9 +414,9 @@ async fn update_application(
 #[serde(rename_all = "camelCase")]
 struct PatchBody {
     patch: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     patch_type: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     app_namespace: String,
 }
 
@@ -438,29 +452,29 @@ async fn delete_application(
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct SyncBody {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     app_namespace: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     revision: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     revisions: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     prune: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     dry_run: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     strategy: Option<capstan_model::SyncStrategy>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     resources: Vec<SyncOperationResource>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     sync_options: Option<SyncOptionsBody>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     retry_strategy: Option<capstan_model::RetryStrategy>,
 }
 
 #[derive(Deserialize, Default)]
 struct SyncOptionsBody {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     items: Vec<String>,
 }
 
@@ -499,11 +513,11 @@ async fn sync_application(
 #[serde(rename_all = "camelCase")]
 struct RollbackBody {
     id: i64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     prune: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     dry_run: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     app_namespace: String,
 }
 

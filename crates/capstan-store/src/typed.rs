@@ -565,6 +565,39 @@ impl<R: Resource> TypedStore<R> {
             None => keys::kind_prefix(R::KIND)?,
         };
         let page = self.store.list_all(&prefix, LIST_PAGE).await?;
+        Self::objects(page)
+    }
+
+    /// Lists the objects of the kind as they were at a past `revision` (at least the
+    /// compaction point): what a client that listed at that revision saw.
+    pub async fn list_at(
+        &self,
+        namespace: Option<&str>,
+        revision: Revision,
+    ) -> Result<ObjectList<R>> {
+        let prefix = match namespace {
+            Some(namespace) => keys::namespace_prefix(R::KIND, namespace)?,
+            None => keys::kind_prefix(R::KIND)?,
+        };
+        let mut options = ListOptions::new().limit(LIST_PAGE).at_revision(revision);
+        let mut entries = Vec::new();
+        loop {
+            let page = self.store.list(&prefix, options.clone()).await?;
+            entries.extend(page.entries);
+            match page.continue_token {
+                Some(token) => options.continue_token = Some(token),
+                None => {
+                    return Self::objects(crate::types::ListPage {
+                        entries,
+                        revision: page.revision,
+                        continue_token: None,
+                    });
+                }
+            }
+        }
+    }
+
+    fn objects(page: crate::types::ListPage) -> Result<ObjectList<R>> {
         let mut items = group::<R>(page.entries)?;
         // Key order is not (namespace, name) order: "a-b/" sorts before "a/".
         items.sort_by(|a, b| a.object.cmp(&b.object));

@@ -8,7 +8,8 @@ use anyhow::{Result, anyhow};
 /// `tools/versions`, compiled in so the testkit and the build script agree on one place.
 const VERSIONS: &str = include_str!("../../../tools/versions");
 
-/// The pinned version of a tool (`KUBERNETES`, `ETCD`, `HELM`, `KUSTOMIZE`, `KWOK`).
+/// The pinned version of a tool (`KUBERNETES`, `ETCD`, `HELM`, `KUSTOMIZE`, `KWOK`,
+/// `SCHEMATHESIS`).
 pub fn version(tool: &str) -> Option<&'static str> {
     let key = format!("{tool}_VERSION=");
     VERSIONS
@@ -64,6 +65,11 @@ pub fn helm() -> Result<PathBuf> {
 /// `kustomize`.
 pub fn kustomize() -> Result<PathBuf> {
     binary("KUSTOMIZE", "kustomize", "kustomize")
+}
+
+/// schemathesis' `st` (a Python tool in its own virtual environment).
+pub fn schemathesis() -> Result<PathBuf> {
+    binary("SCHEMATHESIS", "schemathesis", "st")
 }
 
 /// `kwok`.

@@ -35,6 +35,10 @@ pub struct Claims {
     pub exp: Option<u64>,
     /// The token's id, for revocation.
     pub jti: String,
+    /// For a local account's session: the account's password generation when it began
+    /// (a password change makes every older session invalid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pwd: Option<u64>,
 }
 
 /// Why a token is refused (never the token itself).
@@ -106,6 +110,19 @@ impl SessionKeys {
         ttl: Option<Duration>,
         now: SystemTime,
     ) -> Result<(String, Claims), SessionError> {
+        self.issue_session(subject, groups, ttl, now, None)
+    }
+
+    /// As [`SessionKeys::issue`], for a session of a local account whose password is at
+    /// `password_generation` ([`Claims::pwd`]).
+    pub fn issue_session(
+        &self,
+        subject: &str,
+        groups: &[String],
+        ttl: Option<Duration>,
+        now: SystemTime,
+        password_generation: Option<u64>,
+    ) -> Result<(String, Claims), SessionError> {
         let iat = seconds(now);
         let claims = Claims {
             iss: ISSUER.to_owned(),
@@ -115,6 +132,7 @@ impl SessionKeys {
             nbf: iat,
             exp: ttl.map(|t| iat.saturating_add(t.as_secs())),
             jti: random_hex(16),
+            pwd: password_generation,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| SessionError::Invalid(e.to_string()))?;

@@ -174,6 +174,7 @@ impl Api {
         self.update_account(name, |state| {
             state.password_hash = hash.clone();
             state.password_mtime = mtime;
+            state.password_generation += 1;
             Ok(())
         })
         .await?;

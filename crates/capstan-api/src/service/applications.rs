@@ -11,6 +11,7 @@
 //! does: the controller that owns the Application's cluster picks them up from its watch,
 //! whichever API replica wrote them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use capstan_model::{
@@ -162,15 +163,42 @@ impl Api {
         })
     }
 
+    /// A missing Application is "not found" only to a caller who could `action` an
+    /// Application of that name in some project; to others it is "permission denied", as for
+    /// one that exists: a denial must not tell which names exist.
+    fn hide_missing(
+        &self,
+        caller: &Caller,
+        action: &str,
+        at: &ObjectRef,
+        error: ApiError,
+    ) -> ApiError {
+        let object = self.rbac_object(at, "*");
+        if error.code == Code::NotFound && !self.can(caller, "applications", action, &object) {
+            ApiError::denied("applications", action, &object)
+        } else {
+            error
+        }
+    }
+
     /// Reads, checks and rewrites an Application's spec, retrying when it changed meanwhile.
     /// `change` sees the current Application (status included) and edits it.
+    /// `asked` names the caller and the action they need, so that a missing Application is
+    /// reported to them as [`Api::hide_missing`] says (`None`: the API's own request).
     async fn modify(
         &self,
         at: &ObjectRef,
+        asked: Option<(&Caller, &str)>,
         mut change: impl FnMut(&mut Application, Revision) -> ApiResult<()>,
     ) -> ApiResult<Application> {
         for _ in 0..ATTEMPTS {
-            let Current { mut app, revision } = self.current(at).await?;
+            let Current { mut app, revision } = match (self.current(at).await, asked) {
+                (Ok(current), _) => current,
+                (Err(e), Some((caller, action))) => {
+                    return Err(self.hide_missing(caller, action, at, e));
+                }
+                (Err(e), None) => return Err(e),
+            };
             change(&mut app, revision)?;
             let status = app.status.take();
             match self
@@ -285,7 +313,10 @@ impl Api {
         at: &ObjectRef,
         refresh: Option<Refresh>,
     ) -> ApiResult<Application> {
-        let Current { app, revision } = self.current(at).await?;
+        let Current { app, revision } = self
+            .current(at)
+            .await
+            .map_err(|e| self.hide_missing(caller, "get", at, e))?;
         self.enforce(
             caller,
             "applications",
@@ -300,7 +331,7 @@ impl Api {
 
     /// Writes the refresh annotation (a hard refresh is not weakened to a normal one).
     pub async fn request_refresh(&self, at: &ObjectRef, kind: Refresh) -> ApiResult<Application> {
-        self.modify(at, |app, _| {
+        self.modify(at, None, |app, _| {
             let current = app.metadata.annotations.get(REFRESH_ANNOTATION);
             if current.map(String::as_str) != Some(Refresh::Hard.as_str()) {
                 app.metadata
@@ -403,7 +434,7 @@ impl Api {
         let new_object = self.rbac_object(&at, app.spec.project_or_default());
         self.enforce(caller, "applications", "update", &new_object)?;
         let written = self
-            .modify(&at, |current, revision| {
+            .modify(&at, Some((caller, "update")), |current, revision| {
                 let old_object = self.rbac_object(&at, current.spec.project_or_default());
                 // Moving an Application between projects needs update in both.
                 self.enforce(caller, "applications", "update", &old_object)?;
@@ -439,7 +470,10 @@ impl Api {
     ) -> ApiResult<Application> {
         let patch: Value = serde_json::from_str(patch)
             .map_err(|e| ApiError::invalid(format!("the patch is not JSON: {e}")))?;
-        let Current { mut app, revision } = self.current(at).await?;
+        let Current { mut app, revision } = self
+            .current(at)
+            .await
+            .map_err(|e| self.hide_missing(caller, "update", at, e))?;
         self.enforce(
             caller,
             "applications",
@@ -496,7 +530,10 @@ impl Api {
                 )));
             }
         };
-        let Current { app, .. } = self.current(at).await?;
+        let Current { app, .. } = self
+            .current(at)
+            .await
+            .map_err(|e| self.hide_missing(caller, "delete", at, e))?;
         self.enforce(
             caller,
             "applications",
@@ -518,7 +555,7 @@ impl Api {
             info!(user = %caller.subject.user, app = %at, cascade, "application deleted");
             return Ok(());
         }
-        self.modify(at, |app, _| {
+        self.modify(at, Some((caller, "delete")), |app, _| {
             app.metadata
                 .finalizers
                 .retain(|f| !f.starts_with(RESOURCES_FINALIZER));
@@ -586,7 +623,7 @@ impl Api {
             (s, _) => s,
         };
         let app = self
-            .modify(at, |app, _| {
+            .modify(at, Some((caller, "sync")), |app, _| {
                 self.enforce(
                     caller,
                     "applications",
@@ -658,7 +695,7 @@ impl Api {
         dry_run: bool,
     ) -> ApiResult<Application> {
         let app = self
-            .modify(at, |app, _| {
+            .modify(at, Some((caller, "sync")), |app, _| {
                 self.enforce(
                     caller,
                     "applications",
@@ -703,7 +740,7 @@ impl Api {
 
     /// Asks the controller to terminate the running operation.
     pub async fn terminate(&self, caller: &Caller, at: &ObjectRef) -> ApiResult<()> {
-        self.modify(at, |app, _| {
+        self.modify(at, Some((caller, "sync")), |app, _| {
             self.enforce(
                 caller,
                 "applications",
@@ -757,7 +794,29 @@ impl Api {
         tokio::spawn(async move {
             let mut sent: std::collections::HashSet<ObjectRef> = Default::default();
             let start = match from {
-                Some(from) => from,
+                Some(from) => {
+                    // What the caller saw at `from` (a list's revision): changes to those
+                    // are MODIFIED, and their deletion DELETED, as if this stream had sent them.
+                    match api.typed_apps().list_at(None, from).await {
+                        Ok(listed) => {
+                            for object in listed.items {
+                                let entry = Entry {
+                                    spec: Arc::new(object.spec.value),
+                                    spec_revision: object.spec.mod_revision,
+                                    status: object.status.map(|s| Arc::new(s.value)),
+                                };
+                                if api.watched(&caller, &params, &object.object, &entry) {
+                                    sent.insert(object.object);
+                                }
+                            }
+                        }
+                        Err(error) => {
+                            let _ = tx.send(Err(error.into())).await;
+                            return;
+                        }
+                    }
+                    from
+                }
                 None => {
                     let (snapshot, revision) = {
                         let state = api.apps().read();

@@ -4,7 +4,7 @@
 //! A token is accepted when this API signed it (any replica: the secret is in the store), it
 //! has not expired, it is not revoked, and — for a local account — the account is still
 //! configured and enabled, and the token is an API token the account still lists or a
-//! session issued after the password was last set.
+//! session begun with the account's current password.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -98,6 +98,7 @@ pub(crate) async fn create_admin_if_missing(
     let state = AccountState {
         password_hash: passwords::hash(&password).map_err(|e| ApiError::internal(e.to_string()))?,
         password_mtime: now_seconds(),
+        password_generation: 1,
         tokens: Vec::new(),
     };
     match accounts.create(&at, &state).await {
@@ -172,7 +173,7 @@ impl Api {
             ));
         };
         let api_token = entry.spec.tokens.iter().any(|t| t.jti == claims.jti);
-        if !api_token && claims.iat < entry.spec.password_mtime {
+        if !api_token && claims.pwd != Some(entry.spec.password_generation) {
             return Err(ApiError::unauthenticated(
                 "the password was changed since this session began; log in again",
             ));
@@ -212,6 +213,7 @@ impl Api {
                 .map(|o| o.spec.value),
             None => None,
         };
+        let generation = state.as_ref().map(|s| s.password_generation);
         let hash = state
             .as_ref()
             .map(|s| s.password_hash.clone())
@@ -232,11 +234,12 @@ impl Api {
         let (token, _) = self
             .inner
             .keys
-            .issue(
+            .issue_session(
                 username,
                 &[],
                 Some(self.inner.config.session_ttl),
                 SystemTime::now(),
+                generation,
             )
             .map_err(|e| ApiError::internal(e.to_string()))?;
         info!(user = username, "logged in");
