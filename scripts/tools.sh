@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the real tools Capstan's tests and demo run against, at the versions pinned in
-# tools/versions, from the package registries (Go module proxy, PyPI, Debian packages).
+# tools/versions, from the package registries (Go module proxy, PyPI, npm, Debian packages).
 #
 # Idempotent: each tool lands in $CAPSTAN_TOOLS_DIR/<name>-<version>/bin and is marked
 # complete only after a successful build, so a second run only checks markers (seconds).
@@ -36,6 +36,8 @@ command -v git >/dev/null || need_apt+=(git)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v python3 >/dev/null || need_apt+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
 if ((${#need_apt[@]})); then
     [[ "${CAPSTAN_SKIP_APT:-}" == 1 ]] && die "missing ${need_apt[*]} and CAPSTAN_SKIP_APT=1"
     command -v apt-get >/dev/null || die "missing ${need_apt[*]}; install them with your package manager"
@@ -211,5 +213,21 @@ install_python_tool() {
 
 # schemathesis: fuzzes the REST API from its OpenAPI document.
 install_python_tool schemathesis "$SCHEMATHESIS_VERSION"
+
+# --- npm tools -------------------------------------------------------------------------------
+# oidc-provider: a real OpenID Connect provider for the SSO tests, run by node with the
+# script tools/oidc-provider.mjs (copied next to its node_modules, where ESM imports look).
+OIDC_DEST="$TOOLS_DIR/oidc-provider-$OIDC_PROVIDER_VERSION"
+if [[ -f "$OIDC_DEST/.complete" ]] && cmp -s "$ROOT/tools/oidc-provider.mjs" "$OIDC_DEST/provider.mjs"; then
+    say "oidc-provider $OIDC_PROVIDER_VERSION: cached in $OIDC_DEST"
+else
+    say "oidc-provider $OIDC_PROVIDER_VERSION: installing from npm"
+    rm -rf "$OIDC_DEST"
+    mkdir -p "$OIDC_DEST"
+    npm install --prefix "$OIDC_DEST" --no-audit --no-fund --silent "oidc-provider@$OIDC_PROVIDER_VERSION" \
+        || die "npm install oidc-provider@$OIDC_PROVIDER_VERSION failed: is the npm registry reachable?"
+    cp "$ROOT/tools/oidc-provider.mjs" "$OIDC_DEST/provider.mjs"
+    touch "$OIDC_DEST/.complete"
+fi
 
 say "all tools ready in $TOOLS_DIR ($((SECONDS - START))s)"

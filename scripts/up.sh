@@ -173,16 +173,17 @@ into the simulated cluster. In another terminal, from $ROOT:
   # what Capstan deployed (one namespace per app)
   $KC get deployments,services,configmaps -A -l '!kubernetes.io/bootstrapping'
 
-  # the API (REST on $API; gRPC on the same port): log in as admin with the password
-  # generated at the first start, then list the apps
-  TOKEN=\$(curl -s $API/api/v1/session -d '{"username":"admin","password":"'\$(cat $WORK/data/initial-admin-password)'"}' | sed 's/.*"token":"\([^"]*\)".*/\1/')
-  curl -s -H "Authorization: Bearer \$TOKEN" '$API/api/v1/applications?fields=metadata.name,status.sync.status,status.health.status'
+  # the API (REST and gRPC on https://$API, its CA in $WORK/data/tls/ca.crt): log in as
+  # admin with the password generated at the first start, then list the apps
+  CURL="curl -s --cacert $WORK/data/tls/ca.crt"
+  TOKEN=\$(\$CURL https://$API/api/v1/session -d '{"username":"admin","password":"'\$(cat $WORK/data/initial-admin-password)'"}' | sed 's/.*"token":"\([^"]*\)".*/\1/')
+  \$CURL -H "Authorization: Bearer \$TOKEN" 'https://$API/api/v1/applications?fields=metadata.name,status.sync.status,status.health.status'
 
   # deploy a change: commit in the demo repo; Capstan notices it within about 30 seconds,
   # or at once when the Git host calls the webhook (here, by hand, as GitHub would)
   sed -i 's/replicas: 2/replicas: 3/' $WORK/demo-repo/guestbook/deployment.yaml
   git -C $WORK/demo-repo commit -qam 'three replicas'
-  curl -s $API/api/webhook -H 'X-GitHub-Event: push' -d '{"ref":"refs/heads/main","repository":{"html_url":"$REPO_URL","default_branch":"main"}}'
+  \$CURL https://$API/api/webhook -H 'X-GitHub-Event: push' -d '{"ref":"refs/heads/main","repository":{"html_url":"$REPO_URL","default_branch":"main"}}'
 
   # self-heal: change it by hand, and watch Capstan put it back
   $KC -n guestbook scale deployment guestbook-ui --replicas=5

@@ -13,6 +13,9 @@ use tonic::{Request, Response, Status};
 
 use crate::error::{ApiError, ApiResult};
 use crate::service::applications::{ListParams, Refresh, SyncParams};
+use crate::service::clusters::{ClusterId, cluster_from_json};
+use crate::service::projects::project_from_json;
+use crate::service::repositories::{RepoAccess, repository_from_json};
 use crate::service::{Api, Caller};
 
 /// The gRPC routes, ready to merge into the HTTP router.
@@ -24,6 +27,15 @@ pub fn routes(api: Api) -> tonic::service::Routes {
         api.clone(),
     )))
     .add_service(pb::account_service_server::AccountServiceServer::new(Grpc(
+        api.clone(),
+    )))
+    .add_service(pb::project_service_server::ProjectServiceServer::new(Grpc(
+        api.clone(),
+    )))
+    .add_service(pb::repository_service_server::RepositoryServiceServer::new(
+        Grpc(api.clone()),
+    ))
+    .add_service(pb::cluster_service_server::ClusterServiceServer::new(Grpc(
         api.clone(),
     )))
     .add_service(pb::version_service_server::VersionServiceServer::new(Grpc(
@@ -57,6 +69,28 @@ impl Grpc {
 fn json<T: serde::Serialize>(value: &T) -> ApiResult<Response<pb::Json>> {
     let json = serde_json::to_string(value).map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(Response::new(pb::Json { json }))
+}
+
+/// A JSON document from a request field.
+fn parse_json(text: &str, what: &str) -> ApiResult<serde_json::Value> {
+    serde_json::from_str(text)
+        .map_err(|e| ApiError::invalid(format!("the {what} is not the JSON expected: {e}")))
+}
+
+/// `{"items": [...]}`.
+fn items<T: serde::Serialize>(items: &[T]) -> ApiResult<Response<pb::Json>> {
+    json(&serde_json::json!({ "items": items }))
+}
+
+fn ttl(expires_in: i64) -> Option<Duration> {
+    u64::try_from(expires_in)
+        .ok()
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs)
+}
+
+fn app_project(project: String) -> Option<String> {
+    Some(project).filter(|p| !p.is_empty())
 }
 
 fn list_params(q: pb::ApplicationQuery) -> ApiResult<ListParams> {
@@ -322,13 +356,9 @@ impl pb::account_service_server::AccountService for Grpc {
     ) -> Result<Response<pb::SessionToken>, Status> {
         let caller = self.caller(&request)?;
         let r = request.into_inner();
-        let expires_in = u64::try_from(r.expires_in)
-            .ok()
-            .filter(|s| *s > 0)
-            .map(Duration::from_secs);
         let token = self
             .0
-            .create_token(&caller, &r.name, expires_in, &r.id)
+            .create_token(&caller, &r.name, ttl(r.expires_in), &r.id)
             .await?;
         Ok(Response::new(pb::SessionToken { token }))
     }
@@ -362,5 +392,224 @@ impl pb::account_service_server::AccountService for Grpc {
 impl pb::version_service_server::VersionService for Grpc {
     async fn version(&self, _: Request<pb::Empty>) -> Result<Response<pb::Json>, Status> {
         Ok(json(&crate::rest::version_info())?)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::project_service_server::ProjectService for Grpc {
+    async fn list(&self, request: Request<pb::Empty>) -> Result<Response<pb::Json>, Status> {
+        let caller = self.caller(&request)?;
+        Ok(items(&self.0.list_projects(&caller))?)
+    }
+
+    async fn get(&self, request: Request<pb::ProjectRef>) -> Result<Response<pb::Json>, Status> {
+        let caller = self.caller(&request)?;
+        let name = request.into_inner().name;
+        Ok(json(&self.0.get_project(&caller, &name).await?)?)
+    }
+
+    async fn create(
+        &self,
+        request: Request<pb::ProjectCreateRequest>,
+    ) -> Result<Response<pb::Json>, Status> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let project = project_from_json(parse_json(&r.project, "project")?)?;
+        Ok(json(
+            &self.0.create_project(&caller, project, r.upsert).await?,
+        )?)
+    }
+
+    async fn update(
+        &self,
+        request: Request<pb::ProjectUpdateRequest>,
+    ) -> Result<Response<pb::Json>, Status> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let project = project_from_json(parse_json(&r.project, "project")?)?;
+        Ok(json(&self.0.update_project(&caller, project).await?)?)
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::ProjectRef>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let caller = self.caller(&request)?;
+        let name = request.into_inner().name;
+        self.0.delete_project(&caller, &name).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn get_sync_windows(
+        &self,
+        request: Request<pb::ProjectRef>,
+    ) -> Result<Response<pb::Json>, Status> {
+        let caller = self.caller(&request)?;
+        let name = request.into_inner().name;
+        let windows = self.0.project_sync_windows(&caller, &name).await?;
+        Ok(json(&serde_json::json!({ "windows": windows }))?)
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<pb::ProjectTokenCreateRequest>,
+    ) -> Result<Response<pb::SessionToken>, Status> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let token = self
+            .0
+            .create_project_token(&caller, &r.project, &r.role, ttl(r.expires_in), &r.id)
+            .await?;
+        Ok(Response::new(pb::SessionToken { token }))
+    }
+
+    async fn delete_token(
+        &self,
+        request: Request<pb::ProjectTokenDeleteRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        self.0
+            .delete_project_token(&caller, &r.project, &r.role, r.iat, &r.id)
+            .await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::repository_service_server::RepositoryService for Grpc {
+    async fn list(
+        &self,
+        request: Request<pb::RepositoryQuery>,
+    ) -> Result<Response<pb::Json>, Status> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        Ok(items(
+            &self.0.list_repositories(&caller, r.force_refresh).await?,
+        )?)
+    }
+
+    async fn get(
+        &self,
+        request: Request<pb::RepositoryQuery>,
+    ) -> Result<Response<pb::Json>, Status> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let project = app_project(r.app_project);
+        Ok(json(
+            &self
+                .0
+                .get_repository(&caller, &r.repo, project.as_deref(), r.force_refresh)
+                .await?,
+        )?)
+    }
+
+    async fn create(
+        &self,
+        request: Request<pb::RepositoryCreateRequest>,
+    ) -> Result<Response<pb::Json>, Status> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let repository = repository_from_json(parse_json(&r.repository, "repository")?)?;
+        Ok(json(
+            &self
+                .0
+                .create_repository(&caller, repository, r.upsert)
+                .await?,
+        )?)
+    }
+
+    async fn update(
+        &self,
+        request: Request<pb::RepositoryUpdateRequest>,
+    ) -> Result<Response<pb::Json>, Status> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let repository = repository_from_json(parse_json(&r.repository, "repository")?)?;
+        Ok(json(&self.0.update_repository(&caller, repository).await?)?)
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::RepositoryQuery>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let project = app_project(r.app_project);
+        self.0
+            .delete_repository(&caller, &r.repo, project.as_deref())
+            .await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn validate_access(
+        &self,
+        request: Request<pb::RepositoryAccessRequest>,
+    ) -> Result<Response<pb::Json>, Status> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let access = RepoAccess {
+            project: r.project,
+            username: r.username,
+            password: r.password.into(),
+            bearer_token: r.bearer_token.into(),
+        };
+        let state = self.0.validate_repository(&caller, &r.repo, access).await?;
+        Ok(json(&serde_json::json!({ "connectionState": state }))?)
+    }
+}
+
+fn cluster_id(q: pb::ClusterQuery) -> ApiResult<ClusterId> {
+    if q.server.is_empty() && !q.name.is_empty() {
+        ClusterId::parse(&q.name, "name")
+    } else {
+        ClusterId::parse(&q.server, "server")
+    }
+}
+
+#[tonic::async_trait]
+impl pb::cluster_service_server::ClusterService for Grpc {
+    async fn list(&self, request: Request<pb::Empty>) -> Result<Response<pb::Json>, Status> {
+        let caller = self.caller(&request)?;
+        Ok(items(&self.0.list_clusters(&caller).await?)?)
+    }
+
+    async fn get(&self, request: Request<pb::ClusterQuery>) -> Result<Response<pb::Json>, Status> {
+        let caller = self.caller(&request)?;
+        let id = cluster_id(request.into_inner())?;
+        Ok(json(&self.0.get_cluster(&caller, &id).await?)?)
+    }
+
+    async fn create(
+        &self,
+        request: Request<pb::ClusterCreateRequest>,
+    ) -> Result<Response<pb::Json>, Status> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let cluster = cluster_from_json(parse_json(&r.cluster, "cluster")?)?;
+        Ok(json(
+            &self.0.create_cluster(&caller, cluster, r.upsert).await?,
+        )?)
+    }
+
+    async fn update(
+        &self,
+        request: Request<pb::ClusterUpdateRequest>,
+    ) -> Result<Response<pb::Json>, Status> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let cluster = cluster_from_json(parse_json(&r.cluster, "cluster")?)?;
+        let id = ClusterId::parse(&cluster.spec.server, "server")?;
+        Ok(json(&self.0.update_cluster(&caller, &id, cluster).await?)?)
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::ClusterQuery>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let caller = self.caller(&request)?;
+        let id = cluster_id(request.into_inner())?;
+        self.0.delete_cluster(&caller, &id).await?;
+        Ok(Response::new(pb::Empty {}))
     }
 }

@@ -19,4 +19,5 @@ pub mod rbac;
 pub mod rest;
 pub mod server;
 pub mod service;
+pub mod sso;
 pub mod webhook;

@@ -146,66 +146,11 @@ impl Policy {
 
     fn add_lines(&mut self, csv: &str) -> Result<(), PolicyError> {
         for (index, raw) in csv.lines().enumerate() {
-            let line = index + 1;
-            let text = raw.split('#').next().unwrap_or("").trim();
-            if text.is_empty() {
-                continue;
-            }
-            let fields: Vec<&str> = text.split(',').map(str::trim).collect();
-            let error = |problem: String| PolicyError { line, problem };
-            match fields[0] {
-                "p" => {
-                    let [_, subject, resource, action, object, effect] = fields[..] else {
-                        return Err(error(format!(
-                            "a `p` line has 6 fields (`p, SUBJECT, RESOURCE, ACTION, OBJECT, allow|deny`), this one has {}",
-                            fields.len()
-                        )));
-                    };
-                    if subject.is_empty() || action.is_empty() || object.is_empty() {
-                        return Err(error("subject, action and object must not be empty".into()));
-                    }
-                    if !resource.contains(['*', '?']) && !RESOURCES.contains(&resource) {
-                        return Err(error(format!(
-                            "unknown resource {resource:?}; use one of {}",
-                            RESOURCES.join(", ")
-                        )));
-                    }
-                    let effect = match effect {
-                        "allow" => Effect::Allow,
-                        "deny" => Effect::Deny,
-                        other => {
-                            return Err(error(format!(
-                                "the effect is `allow` or `deny`, not {other:?}"
-                            )));
-                        }
-                    };
-                    self.rules.push(Rule {
-                        subject: subject.to_owned(),
-                        resource: glob(resource).map_err(&error)?,
-                        action: glob(action).map_err(&error)?,
-                        object: glob(object).map_err(&error)?,
-                        effect,
-                    });
-                }
-                "g" => {
-                    let [_, subject, role] = fields[..] else {
-                        return Err(error(format!(
-                            "a `g` line has 3 fields (`g, SUBJECT, ROLE`), this one has {}",
-                            fields.len()
-                        )));
-                    };
-                    if subject.is_empty() || role.is_empty() {
-                        return Err(error("subject and role must not be empty".into()));
-                    }
-                    self.roles
-                        .entry(subject.to_owned())
-                        .or_default()
-                        .push(role.to_owned());
-                }
-                other => {
-                    return Err(error(format!(
-                        "a line starts with `p` (a permission) or `g` (a role assignment), not {other:?}"
-                    )));
+            match parse_line(raw, index + 1)? {
+                None => {}
+                Some(Line::Permission(rule)) => self.rules.push(*rule),
+                Some(Line::Role { subject, role }) => {
+                    self.roles.entry(subject).or_default().push(role);
                 }
             }
         }
@@ -234,9 +179,28 @@ impl Policy {
 
     /// Whether `who` may do `action` on `resource` `object` (see the [module docs](self)).
     pub fn enforce(&self, who: &Subject, resource: &str, action: &str, object: &str) -> bool {
+        self.enforce_with(who, None, resource, action, object)
+    }
+
+    /// As [`Policy::enforce`], with the lines of a project role besides this policy's (for a
+    /// caller holding that role's token): one set of lines, so a `deny` in either wins.
+    pub fn enforce_with(
+        &self,
+        who: &Subject,
+        role: Option<&RolePolicy>,
+        resource: &str,
+        action: &str,
+        object: &str,
+    ) -> bool {
         let subjects = self.subjects_of(who);
+        let role_rules = role.map_or(&[][..], |r| r.rules.as_slice());
         let mut allowed = false;
-        for rule in self.rules.iter().filter(|r| subjects.contains(&r.subject)) {
+        for rule in self
+            .rules
+            .iter()
+            .chain(role_rules)
+            .filter(|r| subjects.contains(&r.subject))
+        {
             if rule.resource.is_match(resource)
                 && rule.action.is_match(action)
                 && rule.object.is_match(object)
@@ -248,6 +212,155 @@ impl Policy {
             }
         }
         allowed
+    }
+}
+
+/// The subject a project role's tokens stand for: `proj:PROJECT:ROLE`.
+pub fn project_role_subject(project: &str, role: &str) -> String {
+    format!("proj:{project}:{role}")
+}
+
+/// The project and role of a `proj:PROJECT:ROLE` subject; `None` for any other subject.
+pub fn parse_project_role_subject(subject: &str) -> Option<(&str, &str)> {
+    let rest = subject.strip_prefix("proj:")?;
+    let (project, role) = rest.split_once(':')?;
+    (!project.is_empty() && !role.is_empty() && !role.contains(':')).then_some((project, role))
+}
+
+/// The permissions a project role's own policy lines give (Argo CD's project roles:
+/// `spec.roles[].policies`, e.g. `p, proj:team-a:ci, applications, sync, team-a/*, allow`).
+///
+/// Argo CD's rule, enforced here and not only when the project is validated: a role may grant
+/// only within its project. Of the role's lines, only `p` lines whose subject is the role
+/// (`proj:PROJECT:ROLE`) count, and an `allow` line counts only when its object pattern starts
+/// with `PROJECT/` (so it can match nothing outside the project: `*/*` or `other/*` grant
+/// nothing). `deny` lines count whatever their object, since they only take away. Lines that
+/// do not parse are ignored (project validation reports them).
+#[derive(Clone, Debug)]
+pub struct RolePolicy {
+    project: String,
+    role: String,
+    /// The lines kept, as written (for equality and debugging).
+    lines: Vec<String>,
+    rules: Vec<Rule>,
+}
+
+impl PartialEq for RolePolicy {
+    fn eq(&self, other: &Self) -> bool {
+        self.project == other.project && self.role == other.role && self.lines == other.lines
+    }
+}
+
+impl Eq for RolePolicy {}
+
+impl RolePolicy {
+    /// The permissions of role `role` of project `project` with policy lines `policies`.
+    pub fn new(project: &str, role: &str, policies: &[String]) -> Self {
+        let subject = project_role_subject(project, role);
+        let inside = format!("{project}/");
+        let mut kept = RolePolicy {
+            project: project.to_owned(),
+            role: role.to_owned(),
+            lines: Vec::new(),
+            rules: Vec::new(),
+        };
+        for (index, line) in policies.iter().enumerate() {
+            let Ok(Some(Line::Permission(rule))) = parse_line(line, index + 1) else {
+                continue;
+            };
+            let within = rule.object.glob().glob().starts_with(&inside);
+            if rule.subject == subject && (within || rule.effect == Effect::Deny) {
+                kept.lines.push(line.trim().to_owned());
+                kept.rules.push(*rule);
+            }
+        }
+        kept
+    }
+
+    /// The project.
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+
+    /// The role.
+    pub fn role(&self) -> &str {
+        &self.role
+    }
+
+    /// The policy lines that count (see the type's docs), as written.
+    pub fn lines(&self) -> &[String] {
+        &self.lines
+    }
+}
+
+/// One line of a policy.
+enum Line {
+    /// `p, SUBJECT, RESOURCE, ACTION, OBJECT, EFFECT`.
+    Permission(Box<Rule>),
+    /// `g, SUBJECT, ROLE`.
+    Role { subject: String, role: String },
+}
+
+/// Parses line number `line` (1-based) of a policy; `None` for a blank or comment line.
+fn parse_line(raw: &str, line: usize) -> Result<Option<Line>, PolicyError> {
+    let text = raw.split('#').next().unwrap_or("").trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let fields: Vec<&str> = text.split(',').map(str::trim).collect();
+    let error = |problem: String| PolicyError { line, problem };
+    match fields[0] {
+        "p" => {
+            let [_, subject, resource, action, object, effect] = fields[..] else {
+                return Err(error(format!(
+                    "a `p` line has 6 fields (`p, SUBJECT, RESOURCE, ACTION, OBJECT, allow|deny`), this one has {}",
+                    fields.len()
+                )));
+            };
+            if subject.is_empty() || action.is_empty() || object.is_empty() {
+                return Err(error("subject, action and object must not be empty".into()));
+            }
+            if !resource.contains(['*', '?']) && !RESOURCES.contains(&resource) {
+                return Err(error(format!(
+                    "unknown resource {resource:?}; use one of {}",
+                    RESOURCES.join(", ")
+                )));
+            }
+            let effect = match effect {
+                "allow" => Effect::Allow,
+                "deny" => Effect::Deny,
+                other => {
+                    return Err(error(format!(
+                        "the effect is `allow` or `deny`, not {other:?}"
+                    )));
+                }
+            };
+            Ok(Some(Line::Permission(Box::new(Rule {
+                subject: subject.to_owned(),
+                resource: glob(resource).map_err(&error)?,
+                action: glob(action).map_err(&error)?,
+                object: glob(object).map_err(&error)?,
+                effect,
+            }))))
+        }
+        "g" => {
+            let [_, subject, role] = fields[..] else {
+                return Err(error(format!(
+                    "a `g` line has 3 fields (`g, SUBJECT, ROLE`), this one has {}",
+                    fields.len()
+                )));
+            };
+            if subject.is_empty() || role.is_empty() {
+                return Err(error("subject and role must not be empty".into()));
+            }
+            Ok(Some(Line::Role {
+                subject: subject.to_owned(),
+                role: role.to_owned(),
+            }))
+        }
+        other => Err(error(format!(
+            "a line starts with `p` (a permission) or `g` (a role assignment), not {other:?}"
+        ))),
     }
 }
 
@@ -407,6 +520,50 @@ g, role:auditor, role:nothing-more
             let err = Policy::parse(csv, None).expect_err(csv);
             assert_eq!(err.line, line, "{csv}: {err}");
             assert!(err.to_string().contains(needle), "{csv}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_project_role_grants_only_within_its_project() {
+        let global =
+            Policy::parse("p, proj:team-a:ci, clusters, get, *, allow\n", None).expect("parses");
+        let lines: Vec<String> = [
+            "p, proj:team-a:ci, applications, sync, team-a/*, allow",
+            "p, proj:team-a:ci, applications, get, team-a/*, allow",
+            "p, proj:team-a:ci, applications, get, team-a/secret, deny",
+            // Outside the project, or for another subject: grant nothing.
+            "p, proj:team-a:ci, applications, *, */*, allow",
+            "p, proj:team-a:ci, applications, delete, team-b/*, allow",
+            "p, proj:team-a:ci, applications, delete, team-a*, allow",
+            "p, proj:team-b:ci, applications, delete, team-a/*, allow",
+            "p, role:admin, applications, delete, team-a/*, allow",
+            // Malformed: ignored.
+            "p, proj:team-a:ci, applications, sync",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let role = RolePolicy::new("team-a", "ci", &lines);
+        assert_eq!(role.lines().len(), 3, "{:?}", role.lines());
+        let who = Subject::user(project_role_subject("team-a", "ci"));
+        let can = |resource: &str, action: &str, object: &str| {
+            global.enforce_with(&who, Some(&role), resource, action, object)
+        };
+        assert!(can("applications", "sync", "team-a/web"));
+        assert!(can("applications", "get", "team-a/ns/web"));
+        assert!(!can("applications", "get", "team-a/secret"));
+        assert!(!can("applications", "delete", "team-a/web"));
+        assert!(!can("applications", "sync", "team-b/web"));
+        assert!(!can("applications", "get", "team-ab/web"));
+        // The global policy still applies to the role's subject.
+        assert!(can("clusters", "get", "https://k8s"));
+        // Without the role's lines, only the global policy.
+        assert!(!global.enforce(&who, "applications", "sync", "team-a/web"));
+        assert_eq!(
+            parse_project_role_subject("proj:team-a:ci"),
+            Some(("team-a", "ci"))
+        );
+        for other in ["admin", "proj:team-a", "proj::ci", "proj:a:b:c", "proj:a:"] {
+            assert_eq!(parse_project_role_subject(other), None, "{other}");
         }
     }
 

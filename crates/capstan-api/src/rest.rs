@@ -24,6 +24,9 @@ use tokio_stream::StreamExt as _;
 
 use crate::error::{ApiError, ApiResult};
 use crate::service::applications::{ListParams, Refresh, SyncParams};
+use crate::service::clusters::{ClusterId, cluster_from_json};
+use crate::service::projects::project_from_json;
+use crate::service::repositories::{RepoAccess, normalized_url, repository_from_json};
 use crate::service::webhooks::WebhookOutcome;
 use crate::service::{Api, Caller};
 use crate::webhook::MAX_BODY_BYTES;
@@ -73,6 +76,42 @@ pub fn router(api: Api) -> Router {
             get(managed_resources),
         )
         .route("/api/v1/stream/applications", get(watch_applications))
+        .route("/api/v1/projects", get(list_projects).post(create_project))
+        .route(
+            "/api/v1/projects/{name}",
+            get(get_project).put(update_project).delete(delete_project),
+        )
+        .route(
+            "/api/v1/projects/{name}/syncwindows",
+            get(project_sync_windows),
+        )
+        .route(
+            "/api/v1/projects/{name}/roles/{role}/token",
+            post(create_project_token),
+        )
+        .route(
+            "/api/v1/projects/{name}/roles/{role}/token/{iat}",
+            delete(delete_project_token),
+        )
+        .route(
+            "/api/v1/repositories",
+            get(list_repositories).post(create_repository),
+        )
+        .route(
+            "/api/v1/repositories/{repo}",
+            get(get_repository)
+                .put(update_repository)
+                .delete(delete_repository),
+        )
+        .route(
+            "/api/v1/repositories/{repo}/validate",
+            post(validate_repository),
+        )
+        .route("/api/v1/clusters", get(list_clusters).post(create_cluster))
+        .route(
+            "/api/v1/clusters/{server}",
+            get(get_cluster).put(update_cluster).delete(delete_cluster),
+        )
         .route(
             "/api/webhook",
             post(webhook).layer(DefaultBodyLimit::max(MAX_BODY_BYTES + 1)),
@@ -293,14 +332,18 @@ async fn create_token(
     } else {
         decode(&body)?
     };
-    let expires_in = u64::try_from(body.expires_in)
-        .ok()
-        .filter(|s| *s > 0)
-        .map(Duration::from_secs);
     let token = api
-        .create_token(&caller, &name, expires_in, &body.id)
+        .create_token(&caller, &name, ttl(body.expires_in), &body.id)
         .await?;
     Ok(axum::Json(json!({ "token": token })).into_response())
+}
+
+/// Seconds from now, as asked for (0 or less: none).
+fn ttl(expires_in: i64) -> Option<Duration> {
+    u64::try_from(expires_in)
+        .ok()
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs)
 }
 
 async fn delete_token(
@@ -620,4 +663,296 @@ async fn webhook(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Api
             Ok(axum::Json(json!({ "refreshed": names })).into_response())
         }
     }
+}
+
+/// `{"items": [...]}`, as Argo CD's lists answer.
+fn items_of<T: serde::Serialize>(items: &[T]) -> Response {
+    axum::Json(json!({ "items": items })).into_response()
+}
+
+async fn list_projects(State(api): State<Api>, Authed(caller): Authed) -> Response {
+    items_of(&api.list_projects(&caller))
+}
+
+/// Argo CD's `ProjectCreateRequest` (and, without `upsert`, `ProjectUpdateRequest`).
+#[derive(Deserialize)]
+struct ProjectBody {
+    project: Value,
+    #[serde(default, deserialize_with = "null_as_default")]
+    upsert: bool,
+}
+
+async fn create_project(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let body: ProjectBody = decode(&body)?;
+    let project = project_from_json(body.project)?;
+    json_of(&api.create_project(&caller, project, body.upsert).await?)
+}
+
+async fn get_project(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    json_of(&api.get_project(&caller, &name).await?)
+}
+
+async fn update_project(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let body: ProjectBody = decode(&body)?;
+    let mut project = project_from_json(body.project)?;
+    if project.metadata.name.is_empty() {
+        project.metadata.name.clone_from(&name);
+    }
+    if project.metadata.name != name {
+        return Err(ApiError::invalid(format!(
+            "the body names {:?}, the path {name:?}",
+            project.metadata.name
+        )));
+    }
+    json_of(&api.update_project(&caller, project).await?)
+}
+
+async fn delete_project(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    api.delete_project(&caller, &name).await?;
+    Ok(axum::Json(json!({})).into_response())
+}
+
+async fn project_sync_windows(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    let windows = api.project_sync_windows(&caller, &name).await?;
+    Ok(axum::Json(json!({ "windows": windows })).into_response())
+}
+
+async fn create_project_token(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    Path((project, role)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let body: TokenBody = if body.is_empty() {
+        TokenBody::default()
+    } else {
+        decode(&body)?
+    };
+    let token = api
+        .create_project_token(&caller, &project, &role, ttl(body.expires_in), &body.id)
+        .await?;
+    Ok(axum::Json(json!({ "token": token })).into_response())
+}
+
+async fn delete_project_token(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    Path((project, role, iat)): Path<(String, String, String)>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let query = QueryParams::parse(raw.as_deref());
+    let iat: i64 = iat.parse().map_err(|_| {
+        ApiError::invalid(format!(
+            "{iat:?} is not a token's issue time (seconds since 1970)"
+        ))
+    })?;
+    let id = query.one("id").unwrap_or_default();
+    api.delete_project_token(&caller, &project, &role, iat, id)
+        .await?;
+    Ok(axum::Json(json!({})).into_response())
+}
+
+/// A JSON object from a request body.
+fn json_body(body: &[u8]) -> ApiResult<Value> {
+    decode(body)
+}
+
+fn app_project(query: &QueryParams) -> Option<&str> {
+    query.one("appProject").filter(|p| !p.is_empty())
+}
+
+async fn list_repositories(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let query = QueryParams::parse(raw.as_deref());
+    let force_refresh = query.flag("forceRefresh")?.unwrap_or(false);
+    Ok(items_of(
+        &api.list_repositories(&caller, force_refresh).await?,
+    ))
+}
+
+async fn create_repository(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let query = QueryParams::parse(raw.as_deref());
+    let upsert = query.flag("upsert")?.unwrap_or(false);
+    let repository = repository_from_json(json_body(&body)?)?;
+    json_of(&api.create_repository(&caller, repository, upsert).await?)
+}
+
+async fn get_repository(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    Path(repo): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let query = QueryParams::parse(raw.as_deref());
+    let force_refresh = query.flag("forceRefresh")?.unwrap_or(false);
+    json_of(
+        &api.get_repository(&caller, &repo, app_project(&query), force_refresh)
+            .await?,
+    )
+}
+
+async fn update_repository(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    Path(repo): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let mut repository = repository_from_json(json_body(&body)?)?;
+    if repository.spec.url.is_empty() {
+        repository.spec.url.clone_from(&repo);
+    }
+    if normalized_url(&repository.spec.url) != normalized_url(&repo) {
+        return Err(ApiError::invalid(format!(
+            "the body is for {:?}, the path for {repo:?}",
+            repository.spec.url
+        )));
+    }
+    json_of(&api.update_repository(&caller, repository).await?)
+}
+
+async fn delete_repository(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    Path(repo): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let query = QueryParams::parse(raw.as_deref());
+    api.delete_repository(&caller, &repo, app_project(&query))
+        .await?;
+    Ok(axum::Json(json!({})).into_response())
+}
+
+/// Argo CD's `RepoAccessQuery`, the fields used (others are ignored).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RepoAccessBody {
+    #[serde(default, deserialize_with = "null_as_default")]
+    username: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    password: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    bearer_token: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    project: String,
+}
+
+async fn validate_repository(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    Path(repo): Path<String>,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let query = QueryParams::parse(raw.as_deref());
+    let body: RepoAccessBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RepoAccessBody::default()
+    } else {
+        decode(&body)?
+    };
+    let project = if body.project.is_empty() {
+        app_project(&query).unwrap_or_default().to_owned()
+    } else {
+        body.project
+    };
+    let access = RepoAccess {
+        project,
+        username: body.username,
+        password: body.password.into(),
+        bearer_token: body.bearer_token.into(),
+    };
+    let state = api.validate_repository(&caller, &repo, access).await?;
+    Ok(axum::Json(json!({ "connectionState": state })).into_response())
+}
+
+async fn list_clusters(State(api): State<Api>, Authed(caller): Authed) -> ApiResult<Response> {
+    Ok(items_of(&api.list_clusters(&caller).await?))
+}
+
+async fn create_cluster(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let query = QueryParams::parse(raw.as_deref());
+    let upsert = query.flag("upsert")?.unwrap_or(false);
+    let cluster = cluster_from_json(json_body(&body)?)?;
+    json_of(&api.create_cluster(&caller, cluster, upsert).await?)
+}
+
+/// The cluster a path names: its server, or with `id.type=name` its name.
+fn cluster_id(query: &QueryParams, value: &str) -> ApiResult<ClusterId> {
+    ClusterId::parse(value, query.one("id.type").unwrap_or_default())
+}
+
+async fn get_cluster(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    Path(server): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let query = QueryParams::parse(raw.as_deref());
+    json_of(
+        &api.get_cluster(&caller, &cluster_id(&query, &server)?)
+            .await?,
+    )
+}
+
+async fn update_cluster(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    Path(server): Path<String>,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let query = QueryParams::parse(raw.as_deref());
+    let id = cluster_id(&query, &server)?;
+    let mut cluster = cluster_from_json(json_body(&body)?)?;
+    if cluster.spec.server.is_empty()
+        && let ClusterId::Server(server) = &id
+    {
+        cluster.spec.server.clone_from(server);
+    }
+    json_of(&api.update_cluster(&caller, &id, cluster).await?)
+}
+
+async fn delete_cluster(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    Path(server): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let query = QueryParams::parse(raw.as_deref());
+    api.delete_cluster(&caller, &cluster_id(&query, &server)?)
+        .await?;
+    Ok(axum::Json(json!({})).into_response())
 }

@@ -61,14 +61,10 @@ async fn schemathesis_finds_no_server_error() -> anyhow::Result<()> {
             // A stream never ends, and logging out would leave the rest unauthenticated.
             .args(["--exclude-operation-id", "ApplicationService_Watch"])
             .args(["--exclude-operation-id", "SessionService_Delete"])
-            .args([
-                "--max-examples",
-                "40",
-                "--seed",
-                "20261127",
-                "--workers",
-                "2",
-            ])
+            .args(["--max-examples", "40", "--seed", "20261127"])
+            // One worker: two parsing at once trip a CPython 3.11 bug (gh-106905) inside
+            // hypothesis — a crash of the tool, not a finding.
+            .args(["--workers", "1"])
             .args(["--generation-database", "none", "--no-color"])
             .arg("--report-dir")
             .arg(&report)

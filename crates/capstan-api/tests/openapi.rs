@@ -89,8 +89,12 @@ async fn every_documented_operation_is_routed_and_guarded_as_documented() -> any
 #[test]
 fn every_routed_path_is_documented() {
     let documented: BTreeSet<&str> = OPERATIONS.iter().map(|o| o.path).collect();
-    // The path literals of the REST router's `.route(` calls.
-    let source = include_str!("../src/rest.rs");
+    // The path literals of the REST and SSO routers' `.route(` calls.
+    let source = [
+        include_str!("../src/rest.rs"),
+        include_str!("../src/sso.rs"),
+    ]
+    .concat();
     let mut routed = BTreeSet::new();
     for piece in source.split(".route(").skip(1) {
         let literal = piece

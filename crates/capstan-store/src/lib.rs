@@ -17,6 +17,8 @@
 //! - `conformance` (feature `conformance`): the test suite every backend must pass, and the
 //!   reference model the property test compares a backend against.
 //! - [`limits`]: key/value/transaction limits every backend enforces identically.
+//! - [`sealed`]: encryption at rest of the values under chosen prefixes (credentials), as a
+//!   wrapper around any backend.
 //!
 //! The etcd backend (a later issue) implements the same trait and passes the same suite.
 //!
@@ -46,6 +48,7 @@ pub mod embedded;
 pub mod error;
 pub mod kinds;
 pub mod limits;
+pub mod sealed;
 pub mod store;
 pub mod typed;
 pub mod types;

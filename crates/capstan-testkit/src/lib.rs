@@ -13,6 +13,7 @@ pub mod etcd;
 pub mod git;
 pub mod git_http;
 pub mod net;
+pub mod oidc;
 pub mod pki;
 pub mod process;
 pub mod redis_cluster;

@@ -33,6 +33,7 @@ use capstan_repo::render::helm::HelmTool;
 use capstan_repo::render::kustomize::KustomizeTool;
 use capstan_repo::service::{RepoServer, RepoServerConfig};
 use capstan_store::kinds::{AppProjects, Applications, Clusters, Repositories};
+use capstan_store::sealed::{CREDENTIAL_PREFIXES, SealedStore};
 use capstan_store::typed::{ObjectRef, Resource, TypedStore};
 use capstan_store::{EmbeddedOptions, EmbeddedStore, Precondition, Store};
 use serde_json::Value;
@@ -169,6 +170,8 @@ pub struct Args {
     listen: SocketAddr,
     #[command(flatten)]
     api: crate::api::ApiArgs,
+    #[command(flatten)]
+    encryption: crate::sealing::EncryptionArgs,
     /// Render with this `capstand repo-server` (`http://HOST:PORT`) instead of in this
     /// process (then --helm, --kustomize and --ref-ttl are the repo-server's business).
     #[arg(long, value_name = "URL", env = "CAPSTAN_REPO_SERVER")]
@@ -263,7 +266,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 store_path.display()
             )
         })?;
-    let store: Arc<dyn Store> = Arc::new(embedded.clone());
+    // Credentials are encrypted in the store file; everything above reads plaintext.
+    let keyring = args.encryption.keyring(&args.data_dir)?;
+    let store: Arc<dyn Store> = Arc::new(SealedStore::new(
+        Arc::new(embedded.clone()),
+        keyring,
+        CREDENTIAL_PREFIXES,
+    ));
     let applications = upsert(&store, objects).await?;
 
     let mut registry = prometheus_client::registry::Registry::default();

@@ -21,9 +21,34 @@ use crate::units::parse_duration;
 /// The file the generated `admin` password is written to, in the data directory.
 pub const INITIAL_ADMIN_PASSWORD_FILE: &str = "initial-admin-password";
 
+/// Where the all-in-one keeps its generated TLS material, in the data directory.
+pub const TLS_DIR: &str = "tls";
+
 /// Flags of the API (shared by every command that serves it).
 #[derive(Debug, clap::Args)]
 pub struct ApiArgs {
+    /// Serve the API over plain HTTP, not TLS: when TLS ends at a proxy in front of it
+    /// (Argo CD's `--insecure`), or for loopback-only use.
+    #[arg(long, env = "CAPSTAN_INSECURE", conflicts_with_all = ["tls_cert", "tls_key"])]
+    insecure: bool,
+    /// The API's TLS certificate chain (PEM). Without --tls-cert and --tls-key the
+    /// all-in-one serves a certificate of its own, signed by a CA it generates on first start
+    /// (DATA_DIR/tls/ca.crt: what clients trust, e.g. `curl --cacert`).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        env = "CAPSTAN_TLS_CERT"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_cert",
+        env = "CAPSTAN_TLS_KEY"
+    )]
+    tls_key: Option<PathBuf>,
     /// RBAC policy in Argo CD's `policy.csv` format (`p, SUBJECT, RESOURCE, ACTION, OBJECT,
     /// allow|deny` and `g, USER-OR-GROUP, ROLE` lines). Built in: `role:admin`,
     /// `role:readonly`, and `g, admin, role:admin`.
@@ -47,6 +72,51 @@ pub struct ApiArgs {
     /// Turn the `admin` account off (once other accounts or SSO can administer).
     #[arg(long, env = "CAPSTAN_ADMIN_DISABLED")]
     admin_disabled: bool,
+    /// Single sign-on: the OpenID Connect provider's issuer URL (its
+    /// `/.well-known/openid-configuration` is read), e.g. `https://dex.example.com`. Users
+    /// then sign in at `/auth/login`; the CLI exchanges its ID token at `/auth/token`.
+    #[arg(long, value_name = "URL", env = "CAPSTAN_OIDC_ISSUER")]
+    oidc_issuer: Option<String>,
+    /// This API's client id at the provider.
+    #[arg(
+        long,
+        value_name = "ID",
+        default_value = "capstan",
+        env = "CAPSTAN_OIDC_CLIENT_ID"
+    )]
+    oidc_client_id: String,
+    /// Its client secret (use the environment variable: flags show in `ps`).
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "CAPSTAN_OIDC_CLIENT_SECRET",
+        hide_env_values = true
+    )]
+    oidc_client_secret: Option<String>,
+    /// The CLI's client id at the provider, when it has its own (its ID tokens are accepted).
+    #[arg(long, value_name = "ID", env = "CAPSTAN_OIDC_CLI_CLIENT_ID")]
+    oidc_cli_client_id: Option<String>,
+    /// Scopes asked for besides `openid`.
+    #[arg(
+        long,
+        value_name = "SCOPES",
+        default_value = "profile,email,groups",
+        value_delimiter = ',',
+        env = "CAPSTAN_OIDC_SCOPES"
+    )]
+    oidc_scopes: Vec<String>,
+    /// The ID token claim holding the user's groups (what `g` lines of the policy name).
+    #[arg(
+        long,
+        value_name = "CLAIM",
+        default_value = "groups",
+        env = "CAPSTAN_OIDC_GROUPS_CLAIM"
+    )]
+    oidc_groups_claim: String,
+    /// The URL users reach the API at (for the provider's redirect back to
+    /// `URL/auth/callback`). Default: from --listen, `https` unless --insecure.
+    #[arg(long, value_name = "URL", env = "CAPSTAN_URL")]
+    url: Option<String>,
     /// How long a login lasts.
     #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration, env = "CAPSTAN_SESSION_TTL")]
     session_ttl: Duration,
@@ -171,20 +241,110 @@ pub async fn start(
             .with_context(|| format!("writing the admin password to {}", path.display()))?;
         info!(file = %path.display(), "the admin account's password is in this file (shown once; change it, then delete the file)");
     }
+    let tls = tls_config(args, data_dir, listen)?;
     let metrics = Arc::new(ApiMetrics::default());
     metrics.register(registry);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen} for the API (--listen)"))?;
     let address = listener.local_addr()?;
-    let router = capstan_api::server::router(started.api, metrics);
-    let task = tokio::spawn(capstan_api::server::serve(listener, router, shutdown));
-    info!(%address, "API listening (REST, gRPC, webhooks)");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let external = args
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("{scheme}://{address}"));
+    let oidc = match &args.oidc_issuer {
+        Some(issuer) => Some(Arc::new(
+            capstan_api::auth::oidc::Oidc::new(capstan_api::auth::oidc::OidcConfig {
+                issuer: issuer.clone(),
+                client_id: args.oidc_client_id.clone(),
+                client_secret: args.oidc_client_secret.clone().unwrap_or_default(),
+                extra_audiences: args.oidc_cli_client_id.iter().cloned().collect(),
+                scopes: args.oidc_scopes.clone(),
+                groups_claim: args.oidc_groups_claim.clone(),
+                redirect_url: format!("{}/auth/callback", external.trim_end_matches('/')),
+            })
+            .map_err(|e| anyhow::anyhow!("--oidc-issuer: {e}"))?,
+        )),
+        None => None,
+    };
+    let sso = capstan_api::sso::Sso::new(started.api.clone(), oidc, tls.is_some());
+    let router = capstan_api::server::router_with_sso(started.api, sso, metrics);
+    let task = match tls {
+        Some(tls) => tokio::spawn(capstan_api::server::serve_tls(
+            listener, router, tls, shutdown,
+        )),
+        None => tokio::spawn(capstan_api::server::serve(listener, router, shutdown)),
+    };
+    info!(url = %format!("{scheme}://{address}"), "API listening (REST, gRPC, webhooks)");
     Ok(ApiHandle { address, task })
 }
 
+/// The listener's TLS: none with --insecure, the given certificate, or one signed by a CA
+/// generated into DATA_DIR/tls on first start.
+fn tls_config(
+    args: &ApiArgs,
+    data_dir: &Path,
+    listen: SocketAddr,
+) -> anyhow::Result<Option<Arc<capstan_api::server::TlsConfig>>> {
+    if args.insecure {
+        return Ok(None);
+    }
+    let (cert, key) = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        _ => generated_tls(&data_dir.join(TLS_DIR), listen)?,
+    };
+    let read =
+        |path: &Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    let config = capstan_api::server::tls_config(&read(&cert)?, &read(&key)?)
+        .map_err(|e| anyhow::anyhow!("TLS from {} and {}: {e}", cert.display(), key.display()))?;
+    Ok(Some(config))
+}
+
+/// A CA and a serving certificate for localhost, the loopback addresses and the listen
+/// address, made once and kept in `dir` (`ca.crt`, `tls.crt`, `tls.key`).
+fn generated_tls(dir: &Path, listen: SocketAddr) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    if cert.exists() && key.exists() {
+        return Ok((cert, key));
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    if !listen.ip().is_unspecified() && !names.contains(&listen.ip().to_string()) {
+        names.push(listen.ip().to_string());
+    }
+    let ca_key = rcgen::KeyPair::generate()?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Capstan all-in-one CA");
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let server_key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(names)?;
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "capstan");
+    let server_cert = params.signed_by(&server_key, &issuer)?;
+    std::fs::write(dir.join("ca.crt"), ca_cert.pem())?;
+    std::fs::write(&cert, format!("{}{}", server_cert.pem(), ca_cert.pem()))?;
+    write_secret(&key, server_key.serialize_pem().trim_end())?;
+    info!(ca = %dir.join("ca.crt").display(), "generated a CA and a TLS certificate for the API");
+    Ok((cert, key))
+}
+
 /// Writes `secret` to a file only its owner can read.
-fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
+pub fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut file = std::fs::OpenOptions::new()

@@ -6,6 +6,7 @@ mod all_in_one;
 mod api;
 mod observe;
 mod repo_server;
+mod sealing;
 mod summary;
 mod units;
 

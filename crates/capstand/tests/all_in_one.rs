@@ -224,6 +224,16 @@ async fn syncs_an_application_from_git_serves_metrics_and_stops_on_sigterm() -> 
             assert!(metrics.contains(family), "missing {family:?} in\n{metrics}");
         }
         assert_eq!(http_get(metrics_port, "/healthz")?.0, 200);
+
+        // The API serves TLS by default, with a certificate from a CA generated into the
+        // data directory: a client trusting that CA gets answers.
+        let ca_pem = std::fs::read(scene.tmp.path().join("data/tls/ca.crt"))?;
+        let version = api_over_tls(scene.api_port, &ca_pem, "/api/version").await?;
+        assert!(version.contains("\"Version\""), "{version}");
+        let key_mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(scene.tmp.path().join("data/tls/tls.key"))?.permissions(),
+        );
+        assert_eq!(key_mode & 0o777, 0o600);
         anyhow::Ok(())
     };
     if let Err(e) = checks.await {
@@ -436,6 +446,23 @@ async fn a_sync_killed_mid_wave_resumes_after_restart_without_rerunning_hooks() 
     Ok(())
 }
 
+/// GET `path` from the API on `port` over TLS, trusting only `ca_pem` (with kube's rustls
+/// client, the TLS client already in the build).
+async fn api_over_tls(port: u16, ca_pem: &[u8], path: &str) -> Result<String> {
+    let text = std::str::from_utf8(ca_pem)?;
+    let der = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        text.lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect::<String>(),
+    )?;
+    let mut config = kube::Config::new(format!("https://127.0.0.1:{port}").parse()?);
+    config.root_cert = Some(vec![der]);
+    let client = kube::Client::try_from(config)?;
+    let request = http::Request::get(path).body(Vec::new())?;
+    Ok(client.request_text(request).await?)
+}
+
 /// `METHOD path` on the API of a scene's process, with a bearer token and a JSON body; the
 /// status and the JSON answer.
 async fn api_call(
@@ -474,7 +501,41 @@ async fn serves_the_api_with_the_generated_admin_password_and_refreshes_on_a_web
     .await?;
     let metrics_port = free_port()?;
     let port = scene.api_port;
-    let mut process = scene.spawn("data", &format!("127.0.0.1:{metrics_port}"), &[])?;
+    // Credentials to find (or rather not find) in the store file afterwards.
+    let credentials = scene.tmp.path().join("credentials.yaml");
+    std::fs::write(
+        &credentials,
+        format!(
+            "apiVersion: capstan.dev/v1alpha1\nkind: Repository\nmetadata: {{name: demo}}\nspec: {{url: '{}', username: git, password: {REPO_PASSWORD}}}\n---\napiVersion: capstan.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: elsewhere}}\nspec: {{server: 'https://127.0.0.1:9', config: {{bearerToken: {CLUSTER_TOKEN}}}}}\n",
+            scene.repo_url
+        ),
+    )?;
+    // Single sign-on wired from the flags to a real provider.
+    let provider = capstan_testkit::oidc::OidcProvider::start(
+        &[capstan_testkit::oidc::OidcClient {
+            id: "capstan".into(),
+            secret: "sso-secret".into(),
+            redirect_uris: vec![format!("http://127.0.0.1:{port}/auth/callback")],
+        }],
+        &[],
+        &[],
+        Duration::from_secs(600),
+    )
+    .await?;
+    let mut process = scene.spawn(
+        "data",
+        &format!("127.0.0.1:{metrics_port}"),
+        &[
+            "--app".as_ref(),
+            credentials.as_os_str(),
+            // Plain HTTP for this test's client; TLS is checked in the first test.
+            "--insecure".as_ref(),
+            "--oidc-issuer".as_ref(),
+            provider.issuer().as_ref(),
+            "--oidc-client-secret".as_ref(),
+            "sso-secret".as_ref(),
+        ],
+    )?;
 
     let checks = async {
         wait_until("capstand ready", DEADLINE, || {
@@ -515,6 +576,26 @@ async fn serves_the_api_with_the_generated_admin_password_and_refreshes_on_a_web
         .await?;
         assert_eq!(code, 200, "{login}");
         let token = login["token"].as_str().context("a token")?.to_owned();
+
+        // SSO: /auth/login sends the browser to the provider, back to this API's callback.
+        let sso = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?
+            .get(format!("http://127.0.0.1:{port}/auth/login"))
+            .send()
+            .await?;
+        assert_eq!(sso.status().as_u16(), 303);
+        let location = sso
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(location.starts_with(provider.issuer()), "{location}");
+        assert!(
+            location.contains(&format!("127.0.0.1%3A{port}%2Fauth%2Fcallback")),
+            "{location}"
+        );
 
         // The Application from the --app file, Synced through the API's eyes.
         wait_until("guestbook Synced in the API", DEADLINE, || {
@@ -583,8 +664,42 @@ async fn serves_the_api_with_the_generated_admin_password_and_refreshes_on_a_web
     process.signal(libc::SIGTERM)?;
     let exit = exit_of(&mut process, DEADLINE).await?;
     assert!(exit.contains("exit status: 0"), "{exit}");
+
+    // Encryption at rest: the store file, read raw, holds no credential in clear — yet the
+    // Repository and Cluster were stored (and read by the controller) under the key.
+    let data = scene.tmp.path().join("data");
+    let key_mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(data.join("encryption.key"))?.permissions(),
+    );
+    assert_eq!(key_mode & 0o777, 0o600);
+    let raw = capstan_store::EmbeddedStore::open(
+        data.join("store.redb"),
+        capstan_store::EmbeddedOptions::default(),
+    )
+    .await?;
+    let everything = capstan_store::Store::list_all(&raw, b"/", 500).await?;
+    let mut sealed = 0;
+    for kv in &everything.entries {
+        let value = String::from_utf8_lossy(&kv.value);
+        let key = String::from_utf8_lossy(&kv.key);
+        for secret in [REPO_PASSWORD, CLUSTER_TOKEN] {
+            assert!(!value.contains(secret), "{secret} in clear under {key}");
+        }
+        if key.starts_with("/capstan/repositories/") || key.starts_with("/capstan/clusters/") {
+            assert!(
+                value.starts_with("capstan:sealed:v1:"),
+                "{key} not sealed: {value}"
+            );
+            sealed += 1;
+        }
+    }
+    assert!(sealed >= 2, "the Repository and the Cluster are stored");
+    raw.close().await?;
     Ok(())
 }
+
+const REPO_PASSWORD: &str = "repo-password-in-clear-would-be-a-bug";
+const CLUSTER_TOKEN: &str = "cluster-token-in-clear-would-be-a-bug";
 
 #[tokio::test]
 async fn a_malformed_app_file_stops_the_start_and_is_named() -> Result<()> {

@@ -164,6 +164,37 @@ impl SessionKeys {
     }
 }
 
+impl SessionKeys {
+    /// Signs a short-lived value of this server's own (the SSO login state a browser carries
+    /// in a cookie between the redirect and the callback), expiring after `ttl`.
+    pub fn sign_value(
+        &self,
+        value: &serde_json::Value,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<String, SessionError> {
+        let mut claims = value.clone();
+        claims["iss"] = serde_json::Value::String(ISSUER.to_owned());
+        claims["exp"] = serde_json::Value::from(seconds(now).saturating_add(ttl.as_secs()));
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| SessionError::Invalid(e.to_string()))
+    }
+
+    /// The value [`SessionKeys::sign_value`] signed, if unexpired and untouched.
+    pub fn verify_value(&self, token: &str) -> Result<serde_json::Value, SessionError> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_required_spec_claims(&["iss", "exp"]);
+        validation.leeway = 0;
+        jsonwebtoken::decode::<serde_json::Value>(token, &self.decoding, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => SessionError::Expired,
+                _ => SessionError::Invalid(e.to_string()),
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

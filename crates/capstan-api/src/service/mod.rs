@@ -8,6 +8,9 @@
 
 pub mod accounts;
 pub mod applications;
+pub mod clusters;
+pub mod projects;
+pub mod repositories;
 pub mod session;
 pub mod webhooks;
 
@@ -16,7 +19,7 @@ use std::time::Duration;
 
 use capstan_repo::client::ManifestSource;
 use capstan_store::Store;
-use capstan_store::kinds::Applications;
+use capstan_store::kinds::{AppProjects, Applications};
 use capstan_store::typed::TypedStore;
 use tracing::info;
 
@@ -25,7 +28,7 @@ use crate::auth::limits::LoginLimiter;
 use crate::auth::sessions::SessionKeys;
 use crate::error::{ApiError, ApiResult};
 use crate::mirror::Mirror;
-use crate::rbac::{Policy, Subject};
+use crate::rbac::{Policy, RolePolicy, Subject};
 use crate::webhook::{AppIndex, WebhookSecrets};
 
 /// How the API is set up (flags of `capstand api` and the all-in-one).
@@ -89,6 +92,10 @@ pub struct Caller {
     pub token_id: String,
     /// The token's expiry, if any.
     pub expires_at: Option<u64>,
+    /// For a project role's token (subject `proj:PROJECT:ROLE`): the role's policy lines
+    /// that count, read from the project when the token was checked. RBAC judges the caller
+    /// by them and the global policy together ([`Policy::enforce_with`]).
+    pub role: Option<Arc<RolePolicy>>,
 }
 
 /// The API: shared state of every method. Cheap to clone.
@@ -110,6 +117,7 @@ struct Inner {
     config: ApiConfig,
     keys: SessionKeys,
     apps: Mirror<Applications, AppIndex>,
+    projects: Mirror<AppProjects>,
     accounts: Mirror<Accounts>,
     revoked: Mirror<Revocations>,
     manifests: Option<Arc<dyn ManifestSource>>,
@@ -135,6 +143,9 @@ pub struct Started {
     pub initial_admin_password: Option<String>,
 }
 
+/// Argo CD's control-plane namespace: objects written for Argo CD name it, meaning ours.
+const ARGOCD_NAMESPACE: &str = "argocd";
+
 /// How long a start waits for the first listing of the store.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -154,10 +165,12 @@ impl Api {
             None
         };
         let (apps, apps_task) = Mirror::start(TypedStore::new(store.clone()));
+        let (projects, projects_task) = Mirror::start(TypedStore::new(store.clone()));
         let (accounts, accounts_task) = Mirror::start(TypedStore::new(store.clone()));
         let (revoked, revoked_task) = Mirror::start(TypedStore::new(store.clone()));
         for synced in [
             apps.wait_synced(SYNC_TIMEOUT).await,
+            projects.wait_synced(SYNC_TIMEOUT).await,
             accounts.wait_synced(SYNC_TIMEOUT).await,
             revoked.wait_synced(SYNC_TIMEOUT).await,
         ] {
@@ -180,11 +193,12 @@ impl Api {
                     config,
                     keys,
                     apps,
+                    projects,
                     accounts,
                     revoked,
                     manifests,
                     limiter: Mutex::new(LoginLimiter::default()),
-                    tasks: vec![apps_task, accounts_task, revoked_task],
+                    tasks: vec![apps_task, projects_task, accounts_task, revoked_task],
                 }),
             },
             initial_admin_password,
@@ -211,6 +225,28 @@ impl Api {
         &self.inner.apps
     }
 
+    /// The mirrored AppProjects (what authentication reads for project role tokens).
+    pub fn projects(&self) -> &Mirror<AppProjects> {
+        &self.inner.projects
+    }
+
+    /// Projects, repositories and clusters live in the control plane's namespace: a body
+    /// (of a `kind`) may name it, Argo CD's (`argocd`), or none.
+    pub(crate) fn check_control_plane_namespace(
+        &self,
+        kind: &str,
+        namespace: &str,
+    ) -> ApiResult<()> {
+        let ours = self.inner.config.namespace.as_str();
+        if namespace.is_empty() || namespace == ARGOCD_NAMESPACE || namespace == ours {
+            Ok(())
+        } else {
+            Err(ApiError::invalid(format!(
+                "{kind} live in the control plane's namespace {ours:?}, not {namespace:?}"
+            )))
+        }
+    }
+
     /// Allowed, or a PermissionDenied naming the permission.
     pub fn enforce(
         &self,
@@ -219,23 +255,22 @@ impl Api {
         action: &str,
         object: &str,
     ) -> ApiResult<()> {
-        if self
-            .inner
-            .config
-            .policy
-            .enforce(&caller.subject, resource, action, object)
-        {
+        if self.can(caller, resource, action, object) {
             Ok(())
         } else {
             Err(ApiError::denied(resource, action, object))
         }
     }
 
-    /// Whether allowed.
+    /// Whether allowed: by the global policy, and for a project role's token also by the
+    /// role's own policy lines ([`Caller::role`]).
     pub fn can(&self, caller: &Caller, resource: &str, action: &str, object: &str) -> bool {
-        self.inner
-            .config
-            .policy
-            .enforce(&caller.subject, resource, action, object)
+        self.inner.config.policy.enforce_with(
+            &caller.subject,
+            caller.role.as_deref(),
+            resource,
+            action,
+            object,
+        )
     }
 }

@@ -4,11 +4,13 @@
 //! A token is accepted when this API signed it (any replica: the secret is in the store), it
 //! has not expired, it is not revoked, and — for a local account — the account is still
 //! configured and enabled, and the token is an API token the account still lists or a
-//! session begun with the account's current password.
+//! session begun with the account's current password; — for a project role
+//! (`proj:PROJECT:ROLE`) — the project still has the role and the role still lists the token.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use capstan_model::JwtToken;
 use capstan_store::typed::{ObjectRef, TypedStore};
 use capstan_store::{Store, StoreError};
 use tracing::{info, warn};
@@ -18,7 +20,7 @@ use crate::accounts::{ADMIN, AccountState, Accounts, ApiSettings, ApiSettingsKin
 use crate::auth::passwords;
 use crate::auth::sessions::{Claims, SessionKeys};
 use crate::error::{ApiError, ApiResult, Code};
-use crate::rbac::Subject;
+use crate::rbac::{RolePolicy, Subject, parse_project_role_subject};
 
 /// The settings object holding the session secret.
 const SESSION_SETTINGS: &str = "session";
@@ -143,7 +145,10 @@ impl Api {
                     .contains_key(&ObjectRef::new(namespace.as_str(), jti))
             })
             .map_err(|e| ApiError::unauthenticated(e.to_string()))?;
-        self.check_account(&claims)?;
+        let role = self.check_project_role(&claims)?;
+        if role.is_none() {
+            self.check_account(&claims)?;
+        }
         Ok(Caller {
             subject: Subject {
                 user: claims.sub,
@@ -151,13 +156,58 @@ impl Api {
             },
             token_id: claims.jti,
             expires_at: claims.exp,
+            role,
         })
+    }
+
+    /// For tokens of project roles (`proj:PROJECT:ROLE`): the project (in this replica's
+    /// copy) still has the role, and the role lists the token — by its id (the token's
+    /// `jti`), or by its issue time for a record without id (Argo CD's older records). The
+    /// role's policy lines that count, for RBAC; `None` for other subjects.
+    fn check_project_role(&self, claims: &Claims) -> ApiResult<Option<Arc<RolePolicy>>> {
+        let Some((project, role)) = parse_project_role_subject(&claims.sub) else {
+            return Ok(None);
+        };
+        let refused = |why: &str| {
+            Err(ApiError::unauthenticated(format!(
+                "the token of project role {role:?} of project {project:?} is no longer valid: {why}"
+            )))
+        };
+        let at = ObjectRef::new(self.inner.config.namespace.as_str(), project);
+        let Some(entry) = self.inner.projects.get(&at) else {
+            return refused("the project does not exist");
+        };
+        let Some(found) = entry.spec.spec.roles.iter().find(|r| r.name == role) else {
+            return refused("the project has no such role");
+        };
+        let iat = i64::try_from(claims.iat).unwrap_or(i64::MAX);
+        let listed = |t: &JwtToken| {
+            if t.id.is_empty() {
+                t.issued_at == iat
+            } else {
+                t.id == claims.jti
+            }
+        };
+        let in_status = entry
+            .spec
+            .status
+            .as_ref()
+            .and_then(|s| s.jwt_tokens_by_role.get(role))
+            .is_some_and(|tokens| tokens.items.iter().any(listed));
+        if !found.jwt_tokens.iter().any(listed) && !in_status {
+            return refused("the role does not list it (it was deleted)");
+        }
+        Ok(Some(Arc::new(RolePolicy::new(
+            project,
+            role,
+            &found.policies,
+        ))))
     }
 
     /// For tokens of local accounts: still configured, enabled, and the token still good.
     fn check_account(&self, claims: &Claims) -> ApiResult<()> {
         let Some(config) = self.inner.config.account(&claims.sub) else {
-            // Not a local account (SSO users and project roles arrive later): nothing to check.
+            // Not a local account (an SSO user or a project role): nothing to check here.
             return Ok(());
         };
         if !config.enabled {

@@ -1,0 +1,386 @@
+//! Single sign-on end to end against a real OpenID Connect provider (oidc-provider, started
+//! by the testkit): a browser's login through `/auth/login` and `/auth/callback` (code flow
+//! with PKCE), the CLI's exchange of an ID token it obtained itself, group claims mapped to
+//! RBAC roles, and the refusals — a tampered or foreign ID token, a forged state, an SSO
+//! identity named like a local account.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use capstan_api::auth::oidc::{Oidc, OidcConfig};
+use capstan_api::rbac::Policy;
+use capstan_api::server::ApiMetrics;
+use capstan_api::service::{Api, ApiConfig};
+use capstan_api::sso::Sso;
+use capstan_store::{EmbeddedOptions, EmbeddedStore, Store};
+use capstan_testkit::oidc::{OidcClient, OidcProvider};
+use reqwest::redirect::Policy as Redirects;
+
+const POLICY: &str =
+    "p, role:deployers, applications, sync, */*, allow\ng, platform-team, role:deployers\n";
+
+struct Setup {
+    base: String,
+    provider: OidcProvider,
+    config: OidcConfig,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup() -> Result<Setup> {
+    let port = capstan_testkit::net::free_port()?;
+    let base = format!("http://127.0.0.1:{port}");
+    let provider = OidcProvider::start(
+        &[OidcClient {
+            id: "capstan".into(),
+            secret: "capstan-client-secret".into(),
+            redirect_uris: vec![format!("{base}/auth/callback")],
+        }],
+        &[("alice", &["platform-team"]), ("admin", &[])],
+        &["admin"],
+        Duration::from_secs(600),
+    )
+    .await?;
+    let dir = tempfile::tempdir()?;
+    let store: Arc<dyn Store> =
+        Arc::new(EmbeddedStore::open(dir.path().join("s.redb"), EmbeddedOptions::default()).await?);
+    let api = Api::start(store, None, ApiConfig::new(Policy::parse(POLICY, None)?))
+        .await?
+        .api;
+    let config = OidcConfig {
+        issuer: provider.issuer().to_owned(),
+        client_id: "capstan".into(),
+        client_secret: "capstan-client-secret".into(),
+        extra_audiences: Vec::new(),
+        scopes: vec!["email".into(), "groups".into()],
+        groups_claim: "groups".into(),
+        redirect_url: format!("{base}/auth/callback"),
+    };
+    let oidc = Oidc::new(config.clone())?;
+    let sso = Sso::new(api.clone(), Some(Arc::new(oidc)), false);
+    let router = capstan_api::server::router_with_sso(api, sso, Arc::new(ApiMetrics::default()));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    tokio::spawn(capstan_api::server::serve(
+        listener,
+        router,
+        std::future::pending(),
+    ));
+    Ok(Setup {
+        base,
+        provider,
+        config,
+        _dir: dir,
+    })
+}
+
+/// A browser: follows redirects itself, keeps cookies per host, fills in forms.
+struct Browser {
+    http: reqwest::Client,
+    cookies: HashMap<String, HashMap<String, String>>,
+}
+
+impl Browser {
+    fn new() -> Result<Self> {
+        Ok(Browser {
+            http: reqwest::Client::builder()
+                .redirect(Redirects::none())
+                .build()?,
+            cookies: HashMap::new(),
+        })
+    }
+
+    fn host(url: &str) -> String {
+        url.split('/').nth(2).unwrap_or_default().to_owned()
+    }
+
+    fn cookie_header(&self, url: &str) -> String {
+        self.cookies
+            .get(&Self::host(url))
+            .map(|jar| {
+                jar.iter()
+                    .filter(|(_, v)| !v.is_empty())
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_default()
+    }
+
+    fn keep_cookies(&mut self, url: &str, response: &reqwest::Response) {
+        let jar = self.cookies.entry(Self::host(url)).or_default();
+        for value in response.headers().get_all("set-cookie") {
+            let Ok(value) = value.to_str() else { continue };
+            let pair = value.split(';').next().unwrap_or_default();
+            if let Some((name, value)) = pair.split_once('=') {
+                jar.insert(name.trim().to_owned(), value.trim().to_owned());
+            }
+        }
+    }
+
+    /// One request; the status, the Location resolved against `url`, and the body.
+    async fn request(
+        &mut self,
+        method: reqwest::Method,
+        url: &str,
+        form: Option<String>,
+    ) -> Result<(u16, Option<String>, String)> {
+        let mut request = self
+            .http
+            .request(method, url)
+            .header("cookie", self.cookie_header(url));
+        if let Some(form) = form {
+            request = request
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("requesting {url}"))?;
+        self.keep_cookies(url, &response);
+        let status = response.status().as_u16();
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(|l| {
+                if l.starts_with("http") {
+                    l.to_owned()
+                } else {
+                    format!("http://{}{l}", Self::host(url))
+                }
+            });
+        Ok((status, location, response.text().await?))
+    }
+
+    /// Logs `user` in at the provider, starting from `start` (Capstan's `/auth/login`), until
+    /// the provider sends the browser back to `callback_prefix`; that URL.
+    async fn sign_in(&mut self, start: &str, user: &str, callback_prefix: &str) -> Result<String> {
+        let mut url = start.to_owned();
+        let mut form: Option<String> = None;
+        for _ in 0..20 {
+            let method = if form.is_some() {
+                reqwest::Method::POST
+            } else {
+                reqwest::Method::GET
+            };
+            let (status, location, body) = self.request(method, &url, form.take()).await?;
+            if let Some(next) = location {
+                if next.starts_with(callback_prefix) {
+                    return Ok(next);
+                }
+                url = next;
+                continue;
+            }
+            if status != 200 {
+                bail!("{url} answered {status}: {body}");
+            }
+            // A page with a form: the login form or the consent form.
+            let action = attribute(&body, "action").context("a form on the page")?;
+            let mut fields = form_urlencoded::Serializer::new(String::new());
+            for input in body.split("<input").skip(1) {
+                let input = input.split('>').next().unwrap_or_default();
+                if input.contains("type=\"hidden\"")
+                    && let (Some(name), Some(value)) =
+                        (attribute(input, "name"), attribute(input, "value"))
+                {
+                    fields.append_pair(&name, &value);
+                }
+            }
+            if body.contains("name=\"login\"") {
+                fields
+                    .append_pair("login", user)
+                    .append_pair("password", "any");
+            }
+            url = if action.starts_with("http") {
+                action
+            } else {
+                format!("http://{}{action}", Self::host(&url))
+            };
+            form = Some(fields.finish());
+        }
+        bail!("no redirect back to {callback_prefix} after 20 steps")
+    }
+}
+
+/// The first `name="..."` attribute value in `html`.
+fn attribute(html: &str, name: &str) -> Option<String> {
+    let start = html.find(&format!("{name}=\""))? + name.len() + 2;
+    let end = html[start..].find('"')? + start;
+    Some(html[start..end].replace("&amp;", "&"))
+}
+
+async fn userinfo(base: &str, token: &str) -> Result<(u16, serde_json::Value)> {
+    let response = reqwest::Client::new()
+        .get(format!("{base}/api/v1/session/userinfo"))
+        .bearer_auth(token)
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    Ok((
+        status,
+        serde_json::from_str(&response.text().await?).unwrap_or_default(),
+    ))
+}
+
+#[tokio::test]
+async fn a_browser_signs_in_with_the_provider_and_its_groups_reach_rbac() -> Result<()> {
+    let setup = setup().await?;
+    let base = &setup.base;
+    let mut browser = Browser::new()?;
+    let start = format!("{base}/auth/login?return_url=/applications");
+    let callback = browser
+        .sign_in(&start, "alice", &format!("{base}/auth/callback"))
+        .await
+        .with_context(|| setup.provider.log_tail(30))?;
+
+    // A forged state is refused, and so is the callback without the login's cookie.
+    let forged = callback.replace("state=", "state=x");
+    let (status, _, _) = browser.request(reqwest::Method::GET, &forged, None).await?;
+    assert_eq!(status, 401);
+    let (status, _, _) = Browser::new()?
+        .request(reqwest::Method::GET, &callback, None)
+        .await?;
+    assert_eq!(status, 401);
+
+    let (status, location, body) = browser
+        .request(reqwest::Method::GET, &callback, None)
+        .await?;
+    assert_eq!(status, 303, "{body}");
+    assert_eq!(
+        location.as_deref(),
+        Some(format!("{base}/applications").as_str())
+    );
+    let token = browser.cookies[&Browser::host(base)]["argocd.token"].clone();
+    let (status, info) = userinfo(base, &token).await?;
+    assert_eq!(status, 200, "{info}");
+    assert_eq!(info["username"], "alice@example.com");
+    assert_eq!(info["groups"], serde_json::json!(["platform-team"]));
+
+    // The group maps to role:deployers through `g, platform-team, role:deployers`.
+    let can = reqwest::Client::new()
+        .get(format!(
+            "{base}/api/v1/account/can-i/applications/sync/team-a/web"
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(can.contains("yes"), "{can}");
+    let cannot = reqwest::Client::new()
+        .get(format!(
+            "{base}/api/v1/account/can-i/applications/delete/team-a/web"
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(cannot.contains("no"), "{cannot}");
+
+    // The code was used once; replaying the callback fails at the provider.
+    let (status, _, _) = browser
+        .request(reqwest::Method::GET, &callback, None)
+        .await?;
+    assert_eq!(status, 401);
+    Ok(())
+}
+
+/// An ID token for `user`, obtained as the CLI does: its own code flow with PKCE (here with
+/// Capstan's relying-party code), the code exchanged at the provider's token endpoint.
+async fn id_token_for(setup: &Setup, user: &str) -> Result<String> {
+    let cli = Oidc::new(setup.config.clone())?;
+    let (verifier, challenge) = capstan_api::auth::oidc::pkce_pair();
+    let url = cli
+        .authorization_url("cli-state", "cli-nonce", &challenge)
+        .await?;
+    let mut browser = Browser::new()?;
+    let back = browser
+        .sign_in(&url, user, &setup.config.redirect_url)
+        .await
+        .with_context(|| setup.provider.log_tail(30))?;
+    let code = back
+        .split(['?', '&'])
+        .find_map(|p| p.strip_prefix("code="))
+        .context("a code in the redirect")?;
+    let code: String = form_urlencoded::parse(format!("c={code}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    Ok(cli.exchange(&code, &verifier).await?)
+}
+
+async fn exchange(base: &str, body: String) -> Result<(u16, serde_json::Value)> {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/auth/token"))
+        .body(body)
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    Ok((
+        status,
+        serde_json::from_str(&response.text().await?).unwrap_or_default(),
+    ))
+}
+
+#[tokio::test]
+async fn an_id_token_is_exchanged_for_a_session_and_tampered_or_local_names_are_refused()
+-> Result<()> {
+    let setup = setup().await?;
+    let base = &setup.base;
+    let id_token = id_token_for(&setup, "alice").await?;
+    let (status, answer) =
+        exchange(base, serde_json::json!({"idToken": id_token}).to_string()).await?;
+    assert_eq!(status, 200, "{answer}");
+    let session = answer["token"].as_str().context("a session")?.to_owned();
+    let (status, info) = userinfo(base, &session).await?;
+    assert_eq!(
+        (status, info["username"].clone()),
+        (200, "alice@example.com".into())
+    );
+
+    // Tampered: one character of the payload changed, so the signature no longer holds.
+    let mut parts: Vec<String> = id_token.split('.').map(str::to_owned).collect();
+    let middle = parts[1].len() / 2;
+    let flipped = if &parts[1][middle..=middle] == "A" {
+        "B"
+    } else {
+        "A"
+    };
+    parts[1].replace_range(middle..=middle, flipped);
+    let tampered = parts.join(".");
+    let (status, answer) =
+        exchange(base, serde_json::json!({"idToken": tampered}).to_string()).await?;
+    assert_eq!(status, 401, "{answer}");
+    // Not a JWT, not JSON, and a Capstan session (HMAC-signed: never accepted as an ID token).
+    assert_eq!(
+        exchange(base, r#"{"idToken":"not-a-jwt"}"#.into()).await?.0,
+        401
+    );
+    assert_eq!(exchange(base, "not json".into()).await?.0, 400);
+    assert_eq!(
+        exchange(base, serde_json::json!({"idToken": session}).to_string())
+            .await?
+            .0,
+        401
+    );
+
+    // An identity named like a local account (no email, so its `sub`, "admin") is refused.
+    let admin_token = id_token_for(&setup, "admin").await?;
+    let (status, answer) = exchange(
+        base,
+        serde_json::json!({"idToken": admin_token}).to_string(),
+    )
+    .await?;
+    assert_eq!(status, 401, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("local account"),
+        "{answer}"
+    );
+    Ok(())
+}
