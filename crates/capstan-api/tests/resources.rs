@@ -6,32 +6,31 @@
 //! The [`Client`] keeps every answer it receives, so a test can check that a credential it
 //! sent never came back in any of them.
 
-use std::sync::{Arc, Mutex};
+mod common;
+
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use capstan_api::accounts::AccountConfig;
 use capstan_api::rbac::Policy;
-use capstan_api::server::ApiMetrics;
-use capstan_api::service::{Api, ApiConfig, Started};
+use capstan_api::service::ApiConfig;
 use capstan_model::{AppProject, ClusterStatus, ConnectionState, Timestamp};
 use capstan_proto::api::v1 as pb;
+use capstan_store::Precondition;
 use capstan_store::kinds::{AppProjects, Clusters, Repositories};
 use capstan_store::typed::{ObjectRef, StatusWrite, TypedStore};
-use capstan_store::{EmbeddedOptions, EmbeddedStore, Precondition, Store};
-use pb::account_service_client::AccountServiceClient;
-use pb::application_service_client::ApplicationServiceClient;
+use common::{
+    Answer, Client, DEADLINE, Harness, Kind, NS, assert_refused, names, open_store,
+    over_rest_and_grpc,
+};
 use pb::cluster_service_client::ClusterServiceClient;
 use pb::project_service_client::ProjectServiceClient;
 use pb::repository_service_client::RepositoryServiceClient;
-use pb::session_service_client::SessionServiceClient;
 use reqwest::Method;
 use serde_json::{Value, json};
 use tonic::Code;
 use tonic::transport::Channel;
 
-/// The control plane's namespace.
-const NS: &str = "capstan";
 /// alice runs project team-a (and its Applications, and reads its repositories); rita runs
 /// repositories and clusters; bob has no role at all.
 const POLICY: &str = "\
@@ -48,102 +47,19 @@ const REPO_URL: &str = "https://git.example.com/team-a/deploy.git";
 const REPO_PASSWORD: &str = "the-repository-password-3f9a";
 const SERVER: &str = "https://10.1.2.3:6443";
 const CLUSTER_TOKEN: &str = "the-cluster-bearer-token-77c1";
-/// How long any awaited condition may take.
-const DEADLINE: Duration = Duration::from_secs(10);
-
-fn password_of(user: &str) -> String {
-    format!("{user}-password-1")
-}
-
-/// An API server on loopback over a fresh store (no repo-server), with the passwords of
-/// alice, rita and bob set.
-struct Harness {
-    store: Arc<dyn Store>,
-    admin_password: String,
-    base: String,
-    http: reqwest::Client,
-    channel: Channel,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
-}
 
 impl Harness {
+    /// An API server on loopback over a fresh store (no repo-server), with the passwords of
+    /// alice, rita and bob set.
     async fn start() -> Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let store: Arc<dyn Store> = Arc::new(
-            EmbeddedStore::open(dir.path().join("store.redb"), EmbeddedOptions::default()).await?,
-        );
+        let (dir, store) = open_store().await?;
         let mut config = ApiConfig::new(Policy::parse(POLICY, None)?);
         config.accounts = USERS
             .iter()
             .map(|u| format!("{u}=login").parse::<AccountConfig>())
             .collect::<Result<_, _>>()
             .map_err(anyhow::Error::msg)?;
-        let Started {
-            api,
-            initial_admin_password,
-        } = Api::start(store.clone(), None, config).await?;
-        let admin_password =
-            initial_admin_password.context("the first start generates admin's password")?;
-        let router = capstan_api::server::router(api, Arc::new(ApiMetrics::default()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let base = format!("http://{}", listener.local_addr()?);
-        let server = tokio::spawn(capstan_api::server::serve(
-            listener,
-            router,
-            std::future::pending(),
-        ));
-        let channel = tonic::transport::Endpoint::from_shared(base.clone())?.connect_lazy();
-        let harness = Harness {
-            store,
-            admin_password,
-            base,
-            http: reqwest::Client::new(),
-            channel,
-            server,
-            _dir: dir,
-        };
-        let admin = harness.login(Kind::Rest, "admin").await?;
-        for user in USERS {
-            let body = json!({
-                "name": user,
-                "currentPassword": harness.admin_password,
-                "newPassword": password_of(user),
-            });
-            admin
-                .rest(Method::PUT, "/api/v1/account/password", Some(&body))
-                .await?;
-        }
-        Ok(harness)
-    }
-
-    /// A client without a token.
-    fn client(&self, kind: Kind) -> Client {
-        Client {
-            kind,
-            base: self.base.clone(),
-            http: self.http.clone(),
-            channel: self.channel.clone(),
-            token: None,
-            answers: Arc::default(),
-        }
-    }
-
-    /// A client with a session of `user`, logged in over `kind`.
-    async fn login(&self, kind: Kind, user: &str) -> Result<Client> {
-        let password = if user == "admin" {
-            self.admin_password.clone()
-        } else {
-            password_of(user)
-        };
-        let token = self.client(kind).login(user, &password).await?;
-        Ok(self.client(kind).with_token(&token))
+        Harness::serve(dir, store, config, &USERS).await
     }
 
     /// Sessions of admin, alice, rita and bob.
@@ -166,52 +82,6 @@ impl Harness {
     }
 }
 
-/// Which transport a [`Client`] speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Rest,
-    Grpc,
-}
-
-/// A refused call: its gRPC code (for REST, read from the error body).
-#[derive(Debug)]
-struct Refused {
-    code: Code,
-    message: String,
-}
-
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "refused with {:?}: {}", self.code, self.message)
-    }
-}
-
-impl std::error::Error for Refused {}
-
-/// The HTTP status the API answers a refusal of `code` with.
-fn http_status(code: Code) -> u16 {
-    match code {
-        Code::InvalidArgument | Code::FailedPrecondition => 400,
-        Code::Unauthenticated => 401,
-        Code::PermissionDenied => 403,
-        Code::NotFound => 404,
-        Code::AlreadyExists | Code::Aborted => 409,
-        Code::ResourceExhausted => 429,
-        Code::Unavailable => 503,
-        _ => 500,
-    }
-}
-
-#[track_caller]
-fn assert_refused<T: std::fmt::Debug>(result: Result<T, Refused>, code: Code) {
-    match result {
-        Err(refused) if refused.code == code => {}
-        other => panic!("expected a refusal with {code:?}, got {other:?}"),
-    }
-}
-
-type Answer<T> = Result<T, Refused>;
-
 /// A path segment: `text` percent-encoded (a URL in a path).
 fn segment(text: &str) -> String {
     form_urlencoded::byte_serialize(text.as_bytes()).collect()
@@ -225,120 +95,10 @@ fn items(answer: &Value) -> Vec<Value> {
         .unwrap_or_else(|| panic!("no items in {answer}"))
 }
 
-fn names(list: &[Value]) -> Vec<String> {
-    list.iter()
-        .map(|v| {
-            v["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .collect()
-}
-
-/// An API client over one transport, with or without a token, keeping every answer.
-#[derive(Clone)]
-struct Client {
-    kind: Kind,
-    base: String,
-    http: reqwest::Client,
-    channel: Channel,
-    token: Option<String>,
-    answers: Arc<Mutex<Vec<String>>>,
-}
-
 impl Client {
-    fn with_token(&self, token: &str) -> Client {
-        Client {
-            token: Some(token.to_owned()),
-            ..self.clone()
-        }
-    }
-
-    fn keep(&self, text: &str) {
-        self.answers
-            .lock()
-            .expect("not poisoned")
-            .push(text.to_owned());
-    }
-
     /// Every answer (bodies, error messages) this client and its clones received.
     fn transcript(&self) -> String {
         self.answers.lock().expect("not poisoned").join("\n")
-    }
-
-    /// `METHOD path` with the token and a JSON body; the JSON answer, or the refusal (its
-    /// HTTP status checked against its code).
-    async fn rest(&self, method: Method, path: &str, body: Option<&Value>) -> Answer<Value> {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(body.to_string());
-        }
-        let response = request.send().await.expect("the API answers");
-        let status = response.status().as_u16();
-        let text = response.text().await.expect("the answer is read");
-        self.keep(&text);
-        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        if (200..300).contains(&status) {
-            return Ok(json);
-        }
-        let code = json["code"]
-            .as_i64()
-            .and_then(|c| i32::try_from(c).ok())
-            .map_or(Code::Unknown, Code::from);
-        assert_eq!(
-            status,
-            http_status(code),
-            "HTTP {status} for {code:?}: {json}"
-        );
-        Err(Refused {
-            code,
-            message: json["message"].as_str().unwrap_or_default().to_owned(),
-        })
-    }
-
-    /// A gRPC answer, kept.
-    fn grpc<T: std::fmt::Debug>(
-        &self,
-        result: Result<tonic::Response<T>, tonic::Status>,
-    ) -> Answer<T> {
-        match result {
-            Ok(response) => {
-                let answer = response.into_inner();
-                self.keep(&format!("{answer:?}"));
-                Ok(answer)
-            }
-            Err(status) => {
-                self.keep(status.message());
-                Err(Refused {
-                    code: status.code(),
-                    message: status.message().to_owned(),
-                })
-            }
-        }
-    }
-
-    /// A gRPC `Json` answer, decoded.
-    fn grpc_json(&self, result: Result<tonic::Response<pb::Json>, tonic::Status>) -> Answer<Value> {
-        let text = self.grpc(result)?.json;
-        Ok(serde_json::from_str(&text).expect("the gRPC answer holds JSON"))
-    }
-
-    /// A gRPC request carrying the token.
-    fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        if let Some(token) = &self.token {
-            let value = format!("Bearer {token}")
-                .parse()
-                .expect("a token fits in metadata");
-            request.metadata_mut().insert("authorization", value);
-        }
-        request
     }
 
     fn projects(&self) -> ProjectServiceClient<Channel> {
@@ -353,116 +113,19 @@ impl Client {
         ClusterServiceClient::new(self.channel.clone())
     }
 
-    async fn login(&self, username: &str, password: &str) -> Answer<String> {
-        match self.kind {
-            Kind::Rest => {
-                let body = json!({"username": username, "password": password});
-                let answer = self
-                    .rest(Method::POST, "/api/v1/session", Some(&body))
-                    .await?;
-                Ok(answer["token"].as_str().expect("a token").to_owned())
-            }
-            Kind::Grpc => {
-                let request = self.request(pb::LoginRequest {
-                    username: username.to_owned(),
-                    password: password.to_owned(),
-                });
-                let sessions = SessionServiceClient::new(self.channel.clone());
-                Ok(self.grpc(sessions.clone().create(request).await)?.token)
-            }
-        }
-    }
-
-    /// The user name the token stands for.
-    async fn user_info(&self) -> Answer<String> {
-        match self.kind {
-            Kind::Rest => {
-                let info = self
-                    .rest(Method::GET, "/api/v1/session/userinfo", None)
-                    .await?;
-                Ok(info["username"].as_str().unwrap_or_default().to_owned())
-            }
-            Kind::Grpc => {
-                let mut sessions = SessionServiceClient::new(self.channel.clone());
-                let info = self.grpc(sessions.get_user_info(self.request(pb::Empty {})).await)?;
-                Ok(info.username)
-            }
-        }
-    }
-
-    /// `yes` or `no`.
-    async fn can_i(&self, resource: &str, action: &str, object: &str) -> Answer<String> {
-        match self.kind {
-            Kind::Rest => {
-                let path = format!("/api/v1/account/can-i/{resource}/{action}/{object}");
-                let answer = self.rest(Method::GET, &path, None).await?;
-                Ok(answer["value"].as_str().unwrap_or_default().to_owned())
-            }
-            Kind::Grpc => {
-                let request = self.request(pb::CanIRequest {
-                    resource: resource.to_owned(),
-                    action: action.to_owned(),
-                    subresource: object.to_owned(),
-                });
-                let mut accounts = AccountServiceClient::new(self.channel.clone());
-                Ok(self.grpc(accounts.can_i(request).await)?.value)
-            }
-        }
-    }
-
     // Applications (only what the scenarios need).
 
     async fn create_app(&self, app: &Value) -> Answer<Value> {
-        match self.kind {
-            Kind::Rest => {
-                self.rest(Method::POST, "/api/v1/applications", Some(app))
-                    .await
-            }
-            Kind::Grpc => {
-                let request = self.request(pb::ApplicationCreateRequest {
-                    application: app.to_string(),
-                    upsert: false,
-                });
-                let mut apps = ApplicationServiceClient::new(self.channel.clone());
-                self.grpc_json(apps.create(request).await)
-            }
-        }
+        self.create(app, false).await
     }
 
     async fn get_app(&self, name: &str) -> Answer<Value> {
-        match self.kind {
-            Kind::Rest => {
-                self.rest(Method::GET, &format!("/api/v1/applications/{name}"), None)
-                    .await
-            }
-            Kind::Grpc => {
-                let request = self.request(pb::ApplicationRef {
-                    name: name.to_owned(),
-                    ..pb::ApplicationRef::default()
-                });
-                let mut apps = ApplicationServiceClient::new(self.channel.clone());
-                self.grpc_json(apps.get(request).await)
-            }
-        }
+        self.get(name, "").await
     }
 
     /// Deletes an Application at once (no cascade).
     async fn delete_app(&self, name: &str) -> Answer<()> {
-        match self.kind {
-            Kind::Rest => {
-                let path = format!("/api/v1/applications/{name}?cascade=false");
-                self.rest(Method::DELETE, &path, None).await.map(drop)
-            }
-            Kind::Grpc => {
-                let request = self.request(pb::ApplicationDeleteRequest {
-                    name: name.to_owned(),
-                    cascade: Some(false),
-                    ..pb::ApplicationDeleteRequest::default()
-                });
-                let mut apps = ApplicationServiceClient::new(self.channel.clone());
-                self.grpc(apps.delete(request).await).map(drop)
-            }
-        }
+        self.delete(name, Some(false)).await
     }
 
     // Projects.
@@ -865,23 +528,6 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     bail!("timed out waiting until {what}")
-}
-
-/// Runs each scenario as two tests, `SCENARIO::rest` and `SCENARIO::grpc`.
-macro_rules! over_rest_and_grpc {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            #[tokio::test]
-            async fn rest() -> anyhow::Result<()> {
-                super::$scenario(super::Kind::Rest).await
-            }
-
-            #[tokio::test]
-            async fn grpc() -> anyhow::Result<()> {
-                super::$scenario(super::Kind::Grpc).await
-            }
-        }
-    )*};
 }
 
 over_rest_and_grpc!(

@@ -22,23 +22,23 @@
 //!
 //! The status (`connectionState`, server version, ...) is the controller's, read from the
 //! store; a cluster the controller has not reported on yet answers `Unknown`.
+//!
+//! The steps this shares with repositories (reading, creating, updating and deleting a
+//! registration) are in the `registry` module; what is particular to clusters is here.
 
-use capstan_model::{
-    Cluster, ClusterConfig, ClusterStatus, ConnectionState, Object, Validate as _,
-};
+use capstan_model::{Cluster, ClusterConfig, ClusterSpec, ClusterStatus, ConnectionState, Object};
+use capstan_store::Revision;
 use capstan_store::kinds::Clusters;
-use capstan_store::typed::{ObjectRef, TypedStore};
-use capstan_store::{Precondition, Revision, StoreError};
 use serde_json::Value;
-use sha2::Digest as _;
 use tracing::info;
 
-use super::projects::with_kind;
+pub use super::registry::rbac_object as cluster_rbac_object;
+use super::registry::{
+    Found, Registering, Registration, check_stored_name, digest_hex, keep_stored, registering,
+    registration_fields,
+};
 use super::{Api, Caller};
-use crate::error::{ApiError, ApiResult, Code};
-
-/// Attempts at a read-modify-write that keeps meeting concurrent changes.
-const ATTEMPTS: usize = 5;
+use crate::error::{ApiError, ApiResult};
 
 /// Which cluster a request means.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,31 +74,12 @@ impl ClusterId {
 
 /// A Cluster from JSON; `apiVersion` and `kind` may be left out.
 pub fn cluster_from_json(value: Value) -> ApiResult<Cluster> {
-    let value = with_kind(value, capstan_model::CAPSTAN_API_VERSION, Cluster::KIND)?;
-    match capstan_model::parse_object_json(&value.to_string()) {
-        Ok(Object::Cluster(cluster)) => Ok(*cluster),
-        Ok(other) => Err(ApiError::invalid(format!(
-            "the body is a {}, not a Cluster",
-            other.kind()
-        ))),
-        Err(e) => Err(ApiError::invalid(format!(
-            "the Cluster does not parse: {e}"
-        ))),
-    }
+    super::registry::from_json(value)
 }
 
 /// A server URL as compared: trimmed, without trailing `/`.
 fn normalized_server(server: &str) -> &str {
     server.trim().trim_end_matches('/')
-}
-
-/// The RBAC object of a cluster: its server, or `PROJECT/SERVER` when scoped to a project.
-pub fn cluster_rbac_object(server: &str, project: &str) -> String {
-    if project.is_empty() {
-        server.to_owned()
-    } else {
-        format!("{project}/{server}")
-    }
 }
 
 /// The store name of a cluster registered without `metadata.name` (see the module docs).
@@ -121,8 +102,7 @@ pub fn cluster_store_name(server: &str) -> String {
         .take(200)
         .collect();
     let host = host.trim_matches('-');
-    let digest = sha2::Sha256::digest(server.as_bytes());
-    let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let hex = digest_hex(server, 4);
     if host.is_empty() {
         format!("cluster-{hex}")
     } else {
@@ -136,88 +116,88 @@ fn keep_credentials(new: &mut ClusterConfig, old: &ClusterConfig) {
     let other_method = !new.username.is_empty()
         || new.aws_auth_config.is_some()
         || new.exec_provider_config.is_some();
-    if new.bearer_token.is_empty() && !other_method {
-        new.bearer_token = old.bearer_token.clone();
-    }
-    if new.password.is_empty() && !new.username.is_empty() && new.username == old.username {
-        new.password = old.password.clone();
-    }
+    let same_user = !new.username.is_empty() && new.username == old.username;
     let (tls, old_tls) = (&mut new.tls_client_config, &old.tls_client_config);
-    if tls.key_data.is_empty() && !tls.cert_data.is_empty() && tls.cert_data == old_tls.cert_data {
-        tls.key_data = old_tls.key_data.clone();
-    }
+    let same_cert = !tls.cert_data.is_empty() && tls.cert_data == old_tls.cert_data;
+    keep_stored([
+        (&mut new.bearer_token, &old.bearer_token, !other_method),
+        (&mut new.password, &old.password, same_user),
+        (&mut tls.key_data, &old_tls.key_data, same_cert),
+    ]);
     if let (Some(exec), Some(old_exec)) = (
         new.exec_provider_config.as_mut(),
         old.exec_provider_config.as_ref(),
     ) {
-        for (name, value) in &mut exec.env {
-            if value.is_empty()
-                && let Some(stored) = old_exec.env.get(name)
-            {
-                *value = stored.clone();
-            }
-        }
+        keep_stored(
+            exec.env
+                .iter_mut()
+                .filter_map(|(name, value)| Some((value, old_exec.env.get(name)?, true))),
+        );
     }
 }
 
-/// A registered cluster as read.
-struct Found {
-    at: ObjectRef,
-    cluster: Cluster,
-    revision: Revision,
-    status: Option<ClusterStatus>,
+impl Registration for Cluster {
+    type Kind = Clusters;
+    type Spec = ClusterSpec;
+    const KIND: &'static str = Cluster::KIND;
+    const RESOURCE: &'static str = "clusters";
+    const NOUN: &'static str = "cluster";
+    const TARGET: &'static str = "server";
+
+    fn from_object(object: Object) -> Result<Self, Object> {
+        match object {
+            Object::Cluster(cluster) => Ok(*cluster),
+            other => Err(other),
+        }
+    }
+
+    registration_fields!(ClusterSpec);
+
+    fn target(&self) -> &str {
+        &self.spec.server
+    }
+
+    fn store_name(&self) -> String {
+        cluster_store_name(&self.spec.server)
+    }
+
+    fn keep_credentials(new: &mut ClusterSpec, old: &ClusterSpec) {
+        keep_credentials(&mut new.config, &old.config);
+    }
 }
 
 impl Api {
-    fn typed_clusters(&self) -> TypedStore<Clusters> {
-        TypedStore::new(self.store().clone())
-    }
-
-    /// The registered clusters, from the store (lists are small; reads see every write).
-    async fn registered_clusters(&self) -> ApiResult<Vec<Found>> {
-        let listed = self
-            .typed_clusters()
-            .list(Some(self.config().namespace.as_str()))
-            .await?;
-        Ok(listed
-            .items
-            .into_iter()
-            .map(|o| Found {
-                at: o.object,
-                cluster: o.spec.value,
-                revision: o.spec.mod_revision,
-                status: o.status.map(|s| s.value),
-            })
-            .collect())
-    }
-
-    async fn find_cluster(&self, id: &ClusterId) -> ApiResult<Option<Found>> {
+    async fn find_cluster(&self, id: &ClusterId) -> ApiResult<Option<Found<Cluster>>> {
         Ok(self
-            .registered_clusters()
+            .registered::<Cluster>()
             .await?
             .into_iter()
             .find(|f| match id {
                 ClusterId::Server(server) => {
-                    normalized_server(&f.cluster.spec.server) == normalized_server(server)
+                    normalized_server(&f.object.spec.server) == normalized_server(server)
                 }
                 ClusterId::Name(name) => {
-                    f.cluster.display_name() == name || f.cluster.metadata.name == *name
+                    f.object.display_name() == name || f.object.metadata.name == *name
                 }
             }))
     }
 
-    /// A missing cluster is "not found" only to a caller who could `action` it (for a name:
-    /// any cluster); to others it is "permission denied", as for one that exists.
-    fn missing_cluster(&self, caller: &Caller, action: &str, id: &ClusterId) -> ApiError {
-        let object = match id {
-            ClusterId::Server(server) => server.as_str(),
-            ClusterId::Name(_) => "*",
-        };
-        if self.can(caller, "clusters", action, object) {
-            ApiError::not_found(id.describe())
-        } else {
-            ApiError::denied("clusters", action, object)
-        }
+    /// The cluster `id` names. A missing one is "not found" only to a caller who could
+    /// `action` it (for a name: any cluster); to others it is "permission denied", as for one
+    /// that exists.
+    async fn found_cluster(
+        &self,
+        caller: &Caller,
+        action: &str,
+        id: &ClusterId,
+    ) -> ApiResult<Found<Cluster>> {
+        self.find_cluster(id).await?.ok_or_else(|| {
+            let object = match id {
+                ClusterId::Server(server) => server.as_str(),
+                ClusterId::Name(_) => "*",
+            };
+            self.missing::<Cluster>(caller, action, object, id.describe())
+        })
     }
 
     /// The cluster as answered: no credentials, its namespace and revision, its status.
@@ -227,9 +207,7 @@ impl Api {
         revision: Revision,
         status: Option<ClusterStatus>,
     ) -> Cluster {
-        let mut answer = cluster.redacted();
-        answer.metadata.namespace = self.config().namespace.clone();
-        answer.metadata.resource_version = revision.to_string();
+        let mut answer = self.answered(cluster, revision);
         let mut status = status.unwrap_or_default();
         if status.connection_state.status.is_empty() {
             status.connection_state = ConnectionState {
@@ -245,36 +223,18 @@ impl Api {
     /// Every cluster the caller may `get`.
     pub async fn list_clusters(&self, caller: &Caller) -> ApiResult<Vec<Cluster>> {
         Ok(self
-            .registered_clusters()
+            .visible::<Cluster>(caller)
             .await?
             .into_iter()
-            .filter(|f| {
-                let spec = &f.cluster.spec;
-                self.can(
-                    caller,
-                    "clusters",
-                    "get",
-                    &cluster_rbac_object(&spec.server, &spec.project),
-                )
-            })
-            .map(|f| self.answer_cluster(&f.cluster, f.revision, f.status))
+            .map(|f| self.answer_cluster(&f.object, f.revision, f.status))
             .collect())
     }
 
     /// One cluster.
     pub async fn get_cluster(&self, caller: &Caller, id: &ClusterId) -> ApiResult<Cluster> {
-        let found = self
-            .find_cluster(id)
-            .await?
-            .ok_or_else(|| self.missing_cluster(caller, "get", id))?;
-        let spec = &found.cluster.spec;
-        self.enforce(
-            caller,
-            "clusters",
-            "get",
-            &cluster_rbac_object(&spec.server, &spec.project),
-        )?;
-        Ok(self.answer_cluster(&found.cluster, found.revision, found.status))
+        let found = self.found_cluster(caller, "get", id).await?;
+        self.enforce_on(caller, "get", &found.object)?;
+        Ok(self.answer_cluster(&found.object, found.revision, found.status))
     }
 
     /// Registers a cluster. One registered already for the server is answered when it is
@@ -286,61 +246,18 @@ impl Api {
         mut cluster: Cluster,
         upsert: bool,
     ) -> ApiResult<Cluster> {
-        if cluster.spec.server.trim().is_empty() {
-            return Err(ApiError::invalid("the cluster's server is missing"));
-        }
-        let object = cluster_rbac_object(&cluster.spec.server, &cluster.spec.project);
-        self.enforce(caller, "clusters", "create", &object)?;
-        self.check_control_plane_namespace("clusters", &cluster.metadata.namespace)?;
-        cluster.status = None;
-        cluster.metadata.resource_version.clear();
-        cluster.metadata.deletion_timestamp = None;
+        self.admit(caller, &mut cluster)?;
         let id = ClusterId::Server(cluster.spec.server.clone());
-        if let Some(found) = self.find_cluster(&id).await? {
-            let mut merged = cluster.spec.clone();
-            keep_credentials(&mut merged.config, &found.cluster.spec.config);
-            let same = merged == found.cluster.spec
-                && cluster.metadata.labels == found.cluster.metadata.labels
-                && cluster.metadata.annotations == found.cluster.metadata.annotations;
-            if same {
-                return Ok(self.answer_cluster(&found.cluster, found.revision, found.status));
+        match registering(cluster, self.find_cluster(&id).await?, upsert)? {
+            Registering::Same(found) => {
+                Ok(self.answer_cluster(&found.object, found.revision, found.status))
             }
-            if !upsert {
-                return Err(ApiError::new(
-                    Code::AlreadyExists,
-                    format!(
-                        "cluster {:?} is registered with a different spec; update it, or create with upsert",
-                        cluster.spec.server
-                    ),
-                ));
-            }
-            cluster.metadata.name.clear();
-            return self.update_cluster(caller, &id, cluster).await;
-        }
-        if cluster.metadata.name.is_empty() {
-            cluster.metadata.name = cluster_store_name(&cluster.spec.server);
-        }
-        cluster.metadata.namespace = self.config().namespace.clone();
-        cluster
-            .validate()
-            .map_err(|e| ApiError::invalid(format!("the cluster is invalid: {e}")))?;
-        let at = ObjectRef::new(
-            self.config().namespace.as_str(),
-            cluster.metadata.name.as_str(),
-        );
-        match self.typed_clusters().create(&at, &cluster).await {
-            Ok(revision) => {
+            Registering::Update(cluster) => self.update_cluster(caller, &id, cluster).await,
+            Registering::New(mut cluster) => {
+                let (at, revision) = self.store_new(&mut cluster).await?;
                 info!(user = %caller.subject.user, server = %cluster.spec.server, name = %at.name, "cluster registered");
                 Ok(self.answer_cluster(&cluster, revision, None))
             }
-            Err(StoreError::Conflict { .. }) => Err(ApiError::new(
-                Code::AlreadyExists,
-                format!(
-                    "a cluster named {:?} is registered already; choose another metadata.name or leave it empty",
-                    at.name
-                ),
-            )),
-            Err(other) => Err(other.into()),
         }
     }
 
@@ -353,114 +270,36 @@ impl Api {
         id: &ClusterId,
         cluster: Cluster,
     ) -> ApiResult<Cluster> {
-        self.enforce(
-            caller,
-            "clusters",
-            "update",
-            &cluster_rbac_object(&cluster.spec.server, &cluster.spec.project),
-        )?;
-        self.check_control_plane_namespace("clusters", &cluster.metadata.namespace)?;
-        let expected = match cluster.metadata.resource_version.as_str() {
-            "" => None,
-            v => Some(v.parse::<Revision>().map_err(|_| {
-                ApiError::invalid(format!("metadata.resourceVersion {v:?} is not a revision"))
-            })?),
-        };
-        for _ in 0..ATTEMPTS {
-            let found = self
-                .find_cluster(id)
-                .await?
-                .ok_or_else(|| self.missing_cluster(caller, "update", id))?;
-            let old = &found.cluster;
-            self.enforce(
-                caller,
-                "clusters",
-                "update",
-                &cluster_rbac_object(&old.spec.server, &old.spec.project),
-            )?;
+        let what = id.describe();
+        let check = |found: &Found<Cluster>| {
+            let old = &found.object;
             if normalized_server(&cluster.spec.server) != normalized_server(&old.spec.server) {
                 return Err(ApiError::invalid(format!(
-                    "the server of {} cannot change (to {:?}); register the new server as another cluster",
-                    id.describe(),
+                    "the server of {what} cannot change (to {:?}); register the new server as another cluster",
                     cluster.spec.server
                 )));
             }
-            if !cluster.metadata.name.is_empty() && cluster.metadata.name != found.at.name {
-                return Err(ApiError::invalid(format!(
-                    "{} is stored as {:?}, not {:?}",
-                    id.describe(),
-                    found.at.name,
-                    cluster.metadata.name
-                )));
-            }
-            if let Some(expected) = expected
-                && expected != found.revision
-            {
-                return Err(ApiError::new(
-                    Code::Aborted,
-                    format!(
-                        "{} was changed since resourceVersion {expected}; read it again and retry",
-                        id.describe()
-                    ),
-                ));
-            }
-            let mut updated = old.clone();
-            updated.spec = cluster.spec.clone();
-            keep_credentials(&mut updated.spec.config, &old.spec.config);
-            updated.metadata.labels = cluster.metadata.labels.clone();
-            updated.metadata.annotations = cluster.metadata.annotations.clone();
-            updated.metadata.namespace = found.at.namespace.clone();
-            updated.metadata.resource_version.clear();
-            updated.status = None;
-            updated
-                .validate()
-                .map_err(|e| ApiError::invalid(format!("the cluster is invalid: {e}")))?;
-            match self
-                .typed_clusters()
-                .update_spec(
-                    &found.at,
-                    &updated,
-                    Precondition::ModRevision(found.revision),
-                )
-                .await
-            {
-                Ok(revision) => {
-                    info!(user = %caller.subject.user, server = %updated.spec.server, name = %found.at.name, "cluster updated");
-                    return Ok(self.answer_cluster(&updated, revision, found.status));
-                }
-                Err(StoreError::Conflict { .. } | StoreError::NotFound { .. }) => continue,
-                Err(other) => return Err(other.into()),
-            }
-        }
-        Err(ApiError::new(
-            Code::Aborted,
-            format!("{} kept changing; try again", id.describe()),
-        ))
+            check_stored_name(&what, &cluster.metadata.name, &found.at)
+        };
+        let (found, updated, revision) = self
+            .update_registered(
+                caller,
+                &cluster,
+                &what,
+                || self.found_cluster(caller, "update", id),
+                check,
+            )
+            .await?;
+        info!(user = %caller.subject.user, server = %updated.spec.server, name = %found.at.name, "cluster updated");
+        Ok(self.answer_cluster(&updated, revision, found.status))
     }
 
     /// Unregisters a cluster (its spec and status).
     pub async fn delete_cluster(&self, caller: &Caller, id: &ClusterId) -> ApiResult<()> {
-        let found = self
-            .find_cluster(id)
-            .await?
-            .ok_or_else(|| self.missing_cluster(caller, "delete", id))?;
-        let spec = &found.cluster.spec;
-        self.enforce(
-            caller,
-            "clusters",
-            "delete",
-            &cluster_rbac_object(&spec.server, &spec.project),
-        )?;
-        match self
-            .typed_clusters()
-            .delete(&found.at, Precondition::None)
-            .await?
-        {
-            Some(_) => {
-                info!(user = %caller.subject.user, server = %spec.server, name = %found.at.name, "cluster deleted");
-                Ok(())
-            }
-            None => Err(ApiError::not_found(id.describe())),
-        }
+        let found = self.found_cluster(caller, "delete", id).await?;
+        self.delete_registered(caller, &found, &id.describe())
+            .await?;
+        info!(user = %caller.subject.user, server = %found.object.spec.server, name = %found.at.name, "cluster deleted");
+        Ok(())
     }
 }

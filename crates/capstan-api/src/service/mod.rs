@@ -10,6 +10,7 @@ pub mod accounts;
 pub mod applications;
 pub mod clusters;
 pub mod projects;
+mod registry;
 pub mod repositories;
 pub mod session;
 pub mod webhooks;

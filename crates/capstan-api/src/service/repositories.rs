@@ -25,27 +25,30 @@
 //! resolves `HEAD` of the repository with its credentials, bypassing its cache; the answer
 //! is a `connectionState` (`Successful`, `Failed` with the reason, or `Unknown` when no
 //! repo-server is configured or the type is not Git).
+//!
+//! The steps this shares with clusters (reading, creating, updating and deleting a
+//! registration) are in the `registry` module; what is particular to repositories is here.
 
 use std::time::{Duration, SystemTime};
 
 use capstan_model::{
     ConnectionState, Object, Repository, RepositorySpec, RepositoryStatus, RepositoryType,
-    Sensitive, Timestamp, Validate as _,
+    Sensitive, Timestamp,
 };
+use capstan_store::Revision;
 use capstan_store::kinds::Repositories;
-use capstan_store::typed::{ObjectRef, TypedStore};
-use capstan_store::{Precondition, Revision, StoreError};
 use futures::StreamExt as _;
 use serde_json::Value;
-use sha2::Digest as _;
 use tracing::info;
 
-use super::projects::with_kind;
+pub use super::registry::rbac_object as repository_rbac_object;
+use super::registry::{
+    Found, Registering, Registration, check_stored_name, digest_hex, keep_stored, registering,
+    registration_fields,
+};
 use super::{Api, Caller};
-use crate::error::{ApiError, ApiResult, Code};
+use crate::error::{ApiError, ApiResult};
 
-/// Attempts at a read-modify-write that keeps meeting concurrent changes.
-const ATTEMPTS: usize = 5;
 /// How long a connection test may take.
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connection tests run at once for a list with `forceRefresh`.
@@ -67,17 +70,7 @@ pub struct RepoAccess {
 
 /// A Repository from JSON; `apiVersion` and `kind` may be left out.
 pub fn repository_from_json(value: Value) -> ApiResult<Repository> {
-    let value = with_kind(value, capstan_model::CAPSTAN_API_VERSION, Repository::KIND)?;
-    match capstan_model::parse_object_json(&value.to_string()) {
-        Ok(Object::Repository(repository)) => Ok(*repository),
-        Ok(other) => Err(ApiError::invalid(format!(
-            "the body is a {}, not a Repository",
-            other.kind()
-        ))),
-        Err(e) => Err(ApiError::invalid(format!(
-            "the Repository does not parse: {e}"
-        ))),
-    }
+    super::registry::from_json(value)
 }
 
 /// The normal form of a repository URL (see the module docs); the trimmed URL for what does
@@ -91,48 +84,38 @@ pub fn normalized_url(url: &str) -> String {
 
 /// The store name of a repository registered without `metadata.name` (see the module docs).
 pub fn repository_store_name(url: &str, project: &str) -> String {
-    let digest = sha2::Sha256::digest(format!("{}\n{project}", normalized_url(url)).as_bytes());
-    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let hex = digest_hex(&format!("{}\n{project}", normalized_url(url)), 8);
     format!("repo-{hex}")
-}
-
-/// The RBAC object of a repository: its URL, or `PROJECT/URL` when scoped to a project.
-pub fn repository_rbac_object(url: &str, project: &str) -> String {
-    if project.is_empty() {
-        url.to_owned()
-    } else {
-        format!("{project}/{url}")
-    }
 }
 
 /// `new` with the stored credentials of `old` where `new` leaves them empty (see the module
 /// docs for when they are kept).
 fn keep_credentials(new: &mut RepositorySpec, old: &RepositorySpec) {
     let same_user = new.username == old.username;
-    if new.password.is_empty() && !new.username.is_empty() && same_user {
-        new.password = old.password.clone();
-    }
-    if new.bearer_token.is_empty() && same_user {
-        new.bearer_token = old.bearer_token.clone();
-    }
-    if new.ssh_private_key.is_empty() {
-        new.ssh_private_key = old.ssh_private_key.clone();
-    }
-    if new.tls_client_cert_key.is_empty()
-        && !new.tls_client_cert_data.is_empty()
-        && new.tls_client_cert_data == old.tls_client_cert_data
-    {
-        new.tls_client_cert_key = old.tls_client_cert_key.clone();
-    }
-    if new.github_app_private_key.is_empty()
-        && new.github_app_id != 0
-        && new.github_app_id == old.github_app_id
-    {
-        new.github_app_private_key = old.github_app_private_key.clone();
-    }
-    if new.gcp_service_account_key.is_empty() {
-        new.gcp_service_account_key = old.gcp_service_account_key.clone();
-    }
+    let password_user = !new.username.is_empty() && same_user;
+    let same_cert = !new.tls_client_cert_data.is_empty()
+        && new.tls_client_cert_data == old.tls_client_cert_data;
+    let same_app = new.github_app_id != 0 && new.github_app_id == old.github_app_id;
+    keep_stored([
+        (&mut new.password, &old.password, password_user),
+        (&mut new.bearer_token, &old.bearer_token, same_user),
+        (&mut new.ssh_private_key, &old.ssh_private_key, true),
+        (
+            &mut new.tls_client_cert_key,
+            &old.tls_client_cert_key,
+            same_cert,
+        ),
+        (
+            &mut new.github_app_private_key,
+            &old.github_app_private_key,
+            same_app,
+        ),
+        (
+            &mut new.gcp_service_account_key,
+            &old.gcp_service_account_key,
+            true,
+        ),
+    ]);
 }
 
 /// `message` with every credential of `spec` replaced (an error may quote what it was given).
@@ -157,47 +140,53 @@ pub(crate) fn now_timestamp() -> Timestamp {
     Timestamp::new(humantime::format_rfc3339_seconds(SystemTime::now()).to_string())
 }
 
-/// A registered repository as read.
-struct Found {
-    at: ObjectRef,
-    repository: Repository,
-    revision: Revision,
+impl Registration for Repository {
+    type Kind = Repositories;
+    type Spec = RepositorySpec;
+    const KIND: &'static str = Repository::KIND;
+    const RESOURCE: &'static str = "repositories";
+    const NOUN: &'static str = "repository";
+    const TARGET: &'static str = "url";
+
+    fn from_object(object: Object) -> Result<Self, Object> {
+        match object {
+            Object::Repository(repository) => Ok(*repository),
+            other => Err(other),
+        }
+    }
+
+    registration_fields!(RepositorySpec);
+
+    fn target(&self) -> &str {
+        &self.spec.url
+    }
+
+    fn store_name(&self) -> String {
+        repository_store_name(&self.spec.url, &self.spec.project)
+    }
+
+    fn keep_credentials(new: &mut RepositorySpec, old: &RepositorySpec) {
+        keep_credentials(new, old);
+    }
 }
 
 impl Api {
-    fn typed_repositories(&self) -> TypedStore<Repositories> {
-        TypedStore::new(self.store().clone())
-    }
-
-    /// The registered repositories, from the store (lists are small; reads see every write).
-    async fn registered_repositories(&self) -> ApiResult<Vec<Found>> {
-        let listed = self
-            .typed_repositories()
-            .list(Some(self.config().namespace.as_str()))
-            .await?;
-        Ok(listed
-            .items
-            .into_iter()
-            .map(|o| Found {
-                at: o.object,
-                repository: o.spec.value,
-                revision: o.spec.mod_revision,
-            })
-            .collect())
-    }
-
     /// The repository registered for `url` and `project` (`None`: the one without project
     /// if any, else the first for any project).
-    async fn find_repository(&self, url: &str, project: Option<&str>) -> ApiResult<Option<Found>> {
+    async fn find_repository(
+        &self,
+        url: &str,
+        project: Option<&str>,
+    ) -> ApiResult<Option<Found<Repository>>> {
         let wanted = normalized_url(url);
-        let mut candidates: Vec<Found> = self
-            .registered_repositories()
+        let mut candidates: Vec<Found<Repository>> = self
+            .registered::<Repository>()
             .await?
             .into_iter()
-            .filter(|f| normalized_url(&f.repository.spec.url) == wanted)
-            .filter(|f| project.is_none_or(|p| f.repository.spec.project == p))
+            .filter(|f| normalized_url(&f.object.spec.url) == wanted)
+            .filter(|f| project.is_none_or(|p| f.object.spec.project == p))
             .collect();
-        candidates.sort_by_key(|f| !f.repository.spec.project.is_empty());
+        candidates.sort_by_key(|f| !f.object.spec.project.is_empty());
         Ok(candidates.into_iter().next())
     }
 
@@ -211,11 +200,37 @@ impl Api {
         project: &str,
     ) -> ApiError {
         let object = repository_rbac_object(url, project);
-        if self.can(caller, "repositories", action, &object) {
-            ApiError::not_found(format!("repository {url:?}"))
-        } else {
-            ApiError::denied("repositories", action, &object)
-        }
+        self.missing::<Repository>(caller, action, &object, format!("repository {url:?}"))
+    }
+
+    /// The repository registered for `url` (for `project`, when given), or
+    /// [`Api::missing_repository`].
+    async fn found_repository(
+        &self,
+        caller: &Caller,
+        action: &str,
+        url: &str,
+        project: Option<&str>,
+    ) -> ApiResult<Found<Repository>> {
+        self.find_repository(url, project).await?.ok_or_else(|| {
+            self.missing_repository(caller, action, url, project.unwrap_or_default())
+        })
+    }
+
+    /// The repository an update for `url` and `project` replaces: the one for this project,
+    /// else (moving it into a project) the one for none.
+    async fn repository_to_update(
+        &self,
+        caller: &Caller,
+        url: &str,
+        project: &str,
+    ) -> ApiResult<Found<Repository>> {
+        let found = match self.find_repository(url, Some(project)).await? {
+            Some(found) => Some(found),
+            None if !project.is_empty() => self.find_repository(url, Some("")).await?,
+            None => None,
+        };
+        found.ok_or_else(|| self.missing_repository(caller, "update", url, project))
     }
 
     /// The repository as answered: no credentials, its namespace and revision, and the
@@ -226,9 +241,7 @@ impl Api {
         revision: Revision,
         state: Option<ConnectionState>,
     ) -> Repository {
-        let mut answer = repository.redacted();
-        answer.metadata.namespace = self.config().namespace.clone();
-        answer.metadata.resource_version = revision.to_string();
+        let mut answer = self.answered(repository, revision);
         answer.status = state.map(|connection_state| RepositoryStatus {
             connection_state,
             inherited_creds: false,
@@ -283,33 +296,20 @@ impl Api {
         caller: &Caller,
         force_refresh: bool,
     ) -> ApiResult<Vec<Repository>> {
-        let visible: Vec<Found> = self
-            .registered_repositories()
-            .await?
-            .into_iter()
-            .filter(|f| {
-                let spec = &f.repository.spec;
-                self.can(
-                    caller,
-                    "repositories",
-                    "get",
-                    &repository_rbac_object(&spec.url, &spec.project),
-                )
-            })
-            .collect();
+        let visible = self.visible::<Repository>(caller).await?;
         if !force_refresh {
             return Ok(visible
                 .iter()
-                .map(|f| self.answer_repository(&f.repository, f.revision, None))
+                .map(|f| self.answer_repository(&f.object, f.revision, None))
                 .collect());
         }
         let answers = futures::stream::iter(visible)
             .map(|f| async move {
-                let state = self.test_repository_connection(&f.repository.spec).await;
+                let state = self.test_repository_connection(&f.object.spec).await;
                 (f, state)
             })
             .buffered(PARALLEL_TESTS)
-            .map(|(f, state)| self.answer_repository(&f.repository, f.revision, Some(state)))
+            .map(|(f, state)| self.answer_repository(&f.object, f.revision, Some(state)))
             .collect()
             .await;
         Ok(answers)
@@ -324,22 +324,15 @@ impl Api {
         project: Option<&str>,
         force_refresh: bool,
     ) -> ApiResult<Repository> {
-        let found = self.find_repository(url, project).await?.ok_or_else(|| {
-            self.missing_repository(caller, "get", url, project.unwrap_or_default())
-        })?;
-        let spec = &found.repository.spec;
-        self.enforce(
-            caller,
-            "repositories",
-            "get",
-            &repository_rbac_object(&spec.url, &spec.project),
-        )?;
+        let found = self.found_repository(caller, "get", url, project).await?;
+        self.enforce_on(caller, "get", &found.object)?;
+        let spec = &found.object.spec;
         let state = if force_refresh {
             Some(self.test_repository_connection(spec).await)
         } else {
             None
         };
-        Ok(self.answer_repository(&found.repository, found.revision, state))
+        Ok(self.answer_repository(&found.object, found.revision, state))
     }
 
     /// Registers a repository. One registered already for the URL and project is answered
@@ -351,64 +344,20 @@ impl Api {
         mut repository: Repository,
         upsert: bool,
     ) -> ApiResult<Repository> {
-        if repository.spec.url.trim().is_empty() {
-            return Err(ApiError::invalid("the repository's url is missing"));
-        }
-        let object = repository_rbac_object(&repository.spec.url, &repository.spec.project);
-        self.enforce(caller, "repositories", "create", &object)?;
-        self.check_control_plane_namespace("repositories", &repository.metadata.namespace)?;
-        repository.status = None;
-        repository.metadata.resource_version.clear();
-        repository.metadata.deletion_timestamp = None;
+        self.admit(caller, &mut repository)?;
         let existing = self
             .find_repository(&repository.spec.url, Some(&repository.spec.project))
             .await?;
-        if let Some(found) = existing {
-            let mut merged = repository.spec.clone();
-            keep_credentials(&mut merged, &found.repository.spec);
-            let same = merged == found.repository.spec
-                && repository.metadata.labels == found.repository.metadata.labels
-                && repository.metadata.annotations == found.repository.metadata.annotations;
-            if same {
-                return Ok(self.answer_repository(&found.repository, found.revision, None));
+        match registering(repository, existing, upsert)? {
+            Registering::Same(found) => {
+                Ok(self.answer_repository(&found.object, found.revision, None))
             }
-            if !upsert {
-                return Err(ApiError::new(
-                    Code::AlreadyExists,
-                    format!(
-                        "repository {:?} is registered with a different spec; update it, or create with upsert",
-                        repository.spec.url
-                    ),
-                ));
-            }
-            repository.metadata.name.clear();
-            return self.update_repository(caller, repository).await;
-        }
-        if repository.metadata.name.is_empty() {
-            repository.metadata.name =
-                repository_store_name(&repository.spec.url, &repository.spec.project);
-        }
-        repository.metadata.namespace = self.config().namespace.clone();
-        repository
-            .validate()
-            .map_err(|e| ApiError::invalid(format!("the repository is invalid: {e}")))?;
-        let at = ObjectRef::new(
-            self.config().namespace.as_str(),
-            repository.metadata.name.as_str(),
-        );
-        match self.typed_repositories().create(&at, &repository).await {
-            Ok(revision) => {
+            Registering::Update(repository) => self.update_repository(caller, repository).await,
+            Registering::New(mut repository) => {
+                let (at, revision) = self.store_new(&mut repository).await?;
                 info!(user = %caller.subject.user, repository = %repository.spec.url, name = %at.name, "repository registered");
                 Ok(self.answer_repository(&repository, revision, None))
             }
-            Err(StoreError::Conflict { .. }) => Err(ApiError::new(
-                Code::AlreadyExists,
-                format!(
-                    "a repository named {:?} is registered already; choose another metadata.name or leave it empty",
-                    at.name
-                ),
-            )),
-            Err(other) => Err(other.into()),
         }
     }
 
@@ -425,83 +374,24 @@ impl Api {
             return Err(ApiError::invalid("the repository's url is missing"));
         }
         let project = repository.spec.project.clone();
-        self.enforce(
-            caller,
-            "repositories",
-            "update",
-            &repository_rbac_object(&url, &project),
-        )?;
-        self.check_control_plane_namespace("repositories", &repository.metadata.namespace)?;
-        let expected = match repository.metadata.resource_version.as_str() {
-            "" => None,
-            v => Some(v.parse::<Revision>().map_err(|_| {
-                ApiError::invalid(format!("metadata.resourceVersion {v:?} is not a revision"))
-            })?),
-        };
-        for _ in 0..ATTEMPTS {
-            // The one for this project, else (moving it into a project) the one for none.
-            let found = match self.find_repository(&url, Some(&project)).await? {
-                Some(found) => Some(found),
-                None if !project.is_empty() => self.find_repository(&url, Some("")).await?,
-                None => None,
-            };
-            let found =
-                found.ok_or_else(|| self.missing_repository(caller, "update", &url, &project))?;
-            let old = &found.repository;
-            self.enforce(
+        let what = format!("repository {url:?}");
+        let (found, updated, revision) = self
+            .update_registered(
                 caller,
-                "repositories",
-                "update",
-                &repository_rbac_object(&old.spec.url, &old.spec.project),
-            )?;
-            if !repository.metadata.name.is_empty() && repository.metadata.name != found.at.name {
-                return Err(ApiError::invalid(format!(
-                    "the repository for {url:?} is stored as {:?}, not {:?}",
-                    found.at.name, repository.metadata.name
-                )));
-            }
-            if let Some(expected) = expected
-                && expected != found.revision
-            {
-                return Err(ApiError::new(
-                    Code::Aborted,
-                    format!(
-                        "repository {url:?} was changed since resourceVersion {expected}; read it again and retry"
-                    ),
-                ));
-            }
-            let mut updated = old.clone();
-            updated.spec = repository.spec.clone();
-            keep_credentials(&mut updated.spec, &old.spec);
-            updated.metadata.labels = repository.metadata.labels.clone();
-            updated.metadata.annotations = repository.metadata.annotations.clone();
-            updated.metadata.namespace = found.at.namespace.clone();
-            updated.metadata.resource_version.clear();
-            updated.status = None;
-            updated
-                .validate()
-                .map_err(|e| ApiError::invalid(format!("the repository is invalid: {e}")))?;
-            match self
-                .typed_repositories()
-                .update_spec(
-                    &found.at,
-                    &updated,
-                    Precondition::ModRevision(found.revision),
-                )
-                .await
-            {
-                Ok(revision) => {
-                    info!(user = %caller.subject.user, repository = %url, name = %found.at.name, "repository updated");
-                    return Ok(self.answer_repository(&updated, revision, None));
-                }
-                Err(StoreError::Conflict { .. } | StoreError::NotFound { .. }) => continue,
-                Err(other) => return Err(other.into()),
-            }
-        }
-        Err(ApiError::new(
-            Code::Aborted,
-            format!("repository {url:?} kept changing; try again"),
-        ))
+                &repository,
+                &what,
+                || self.repository_to_update(caller, &url, &project),
+                |found| {
+                    check_stored_name(
+                        &format!("the repository for {url:?}"),
+                        &repository.metadata.name,
+                        &found.at,
+                    )
+                },
+            )
+            .await?;
+        info!(user = %caller.subject.user, repository = %url, name = %found.at.name, "repository updated");
+        Ok(self.answer_repository(&updated, revision, None))
     }
 
     /// Unregisters the repository for `url` (for `project`, when given).
@@ -511,27 +401,13 @@ impl Api {
         url: &str,
         project: Option<&str>,
     ) -> ApiResult<()> {
-        let found = self.find_repository(url, project).await?.ok_or_else(|| {
-            self.missing_repository(caller, "delete", url, project.unwrap_or_default())
-        })?;
-        let spec = &found.repository.spec;
-        self.enforce(
-            caller,
-            "repositories",
-            "delete",
-            &repository_rbac_object(&spec.url, &spec.project),
-        )?;
-        match self
-            .typed_repositories()
-            .delete(&found.at, Precondition::None)
-            .await?
-        {
-            Some(_) => {
-                info!(user = %caller.subject.user, repository = %spec.url, name = %found.at.name, "repository deleted");
-                Ok(())
-            }
-            None => Err(ApiError::not_found(format!("repository {url:?}"))),
-        }
+        let found = self
+            .found_repository(caller, "delete", url, project)
+            .await?;
+        self.delete_registered(caller, &found, &format!("repository {url:?}"))
+            .await?;
+        info!(user = %caller.subject.user, repository = %found.object.spec.url, name = %found.at.name, "repository deleted");
+        Ok(())
     }
 
     /// Tests a connection to `url`: with the registered repository's credentials, replaced
@@ -555,7 +431,7 @@ impl Api {
         let mut spec = self
             .find_repository(url, Some(&access.project))
             .await?
-            .map(|f| f.repository.spec)
+            .map(|f| f.object.spec)
             .unwrap_or_else(|| RepositorySpec {
                 url: url.to_owned(),
                 project: access.project.clone(),
