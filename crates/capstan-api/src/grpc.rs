@@ -39,8 +39,11 @@ pub fn routes(api: Api) -> tonic::service::Routes {
         api.clone(),
     )))
     .add_service(pb::version_service_server::VersionServiceServer::new(Grpc(
-        api,
+        api.clone(),
     )))
+    .add_service(pb::settings_service_server::SettingsServiceServer::new(
+        Grpc(api),
+    ))
 }
 
 /// The services over one [`Api`].
@@ -392,6 +395,13 @@ impl pb::account_service_server::AccountService for Grpc {
 impl pb::version_service_server::VersionService for Grpc {
     async fn version(&self, _: Request<pb::Empty>) -> Result<Response<pb::Json>, Status> {
         Ok(json(&crate::rest::version_info())?)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::settings_service_server::SettingsService for Grpc {
+    async fn get(&self, _: Request<pb::Empty>) -> Result<Response<pb::Json>, Status> {
+        Ok(json(&self.0.settings())?)
     }
 }
 

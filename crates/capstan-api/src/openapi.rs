@@ -149,6 +149,15 @@ pub const OPERATIONS: &[Operation] = &[
     },
     Operation {
         method: "get",
+        path: "/api/v1/settings",
+        id: "SettingsService_Get",
+        summary: "What clients need before logging in: the URL and single sign-on",
+        auth: false,
+        params: &[],
+        body: None,
+    },
+    Operation {
+        method: "get",
         path: "/api/openapi.json",
         id: "OpenApi",
         summary: "This document",

@@ -36,6 +36,10 @@ pub fn router(api: Api) -> Router {
     Router::new()
         .route("/api/version", get(version))
         .route(
+            "/api/v1/settings",
+            get(|State(api): State<Api>| async move { axum::Json(api.settings()) }),
+        )
+        .route(
             "/api/openapi.json",
             get(|| async { axum::Json(crate::openapi::document()) }),
         )

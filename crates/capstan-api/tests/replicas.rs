@@ -172,3 +172,30 @@ async fn two_replicas_over_one_store_behave_as_one() -> Result<()> {
     until_status(&b, "/api/v1/session/userinfo", &admin, 401).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn settings_answer_alike_over_rest_and_grpc_without_a_login() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store: Arc<dyn Store> =
+        Arc::new(EmbeddedStore::open(dir.path().join("s.redb"), EmbeddedOptions::default()).await?);
+    let (base, _) = replica(store).await?;
+    let (status, rest) = call(
+        reqwest::Method::GET,
+        &format!("{base}/api/v1/settings"),
+        None,
+        None,
+    )
+    .await?;
+    assert_eq!(status, 200, "{rest}");
+    assert_eq!(rest["controllerNamespace"], "capstan");
+    assert_eq!(rest["userLoginsDisabled"], false);
+    let mut client =
+        capstan_proto::api::v1::settings_service_client::SettingsServiceClient::connect(base)
+            .await?;
+    let grpc = client
+        .get(capstan_proto::api::v1::Empty {})
+        .await?
+        .into_inner();
+    assert_eq!(serde_json::from_str::<Value>(&grpc.json)?, rest);
+    Ok(())
+}

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use capstan_api::accounts::AccountConfig;
 use capstan_api::rbac::Policy;
 use capstan_api::server::ApiMetrics;
-use capstan_api::service::{Api, ApiConfig};
+use capstan_api::service::{Api, ApiConfig, PublicOidc, PublicSettings};
 use capstan_api::webhook::WebhookSecrets;
 use capstan_repo::client::ManifestSource;
 use capstan_store::Store;
@@ -231,19 +231,9 @@ pub async fn start(
     registry: &mut prometheus_client::registry::Registry,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<ApiHandle> {
-    let config = args.config()?;
-    let started = Api::start(store, manifests, config)
-        .await
-        .map_err(|e| anyhow::anyhow!("starting the API: {e}"))?;
-    if let Some(password) = started.initial_admin_password {
-        let path = data_dir.join(INITIAL_ADMIN_PASSWORD_FILE);
-        write_secret(&path, &password)
-            .with_context(|| format!("writing the admin password to {}", path.display()))?;
-        info!(file = %path.display(), "the admin account's password is in this file (shown once; change it, then delete the file)");
-    }
+    let mut config = args.config()?;
+    // Bound first: the settings name the URL, whose port may have been chosen just now.
     let tls = tls_config(args, data_dir, listen)?;
-    let metrics = Arc::new(ApiMetrics::default());
-    metrics.register(registry);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen} for the API (--listen)"))?;
@@ -268,6 +258,26 @@ pub async fn start(
         )),
         None => None,
     };
+    config.public = PublicSettings {
+        url: external.clone(),
+        oidc: args.oidc_issuer.as_ref().map(|issuer| PublicOidc {
+            issuer: issuer.clone(),
+            client_id: args.oidc_client_id.clone(),
+            cli_client_id: args.oidc_cli_client_id.clone().unwrap_or_default(),
+            scopes: args.oidc_scopes.clone(),
+        }),
+    };
+    let started = Api::start(store, manifests, config)
+        .await
+        .map_err(|e| anyhow::anyhow!("starting the API: {e}"))?;
+    if let Some(password) = started.initial_admin_password {
+        let path = data_dir.join(INITIAL_ADMIN_PASSWORD_FILE);
+        write_secret(&path, &password)
+            .with_context(|| format!("writing the admin password to {}", path.display()))?;
+        info!(file = %path.display(), "the admin account's password is in this file (shown once; change it, then delete the file)");
+    }
+    let metrics = Arc::new(ApiMetrics::default());
+    metrics.register(registry);
     let sso = capstan_api::sso::Sso::new(started.api.clone(), oidc, tls.is_some());
     let router = capstan_api::server::router_with_sso(started.api, sso, metrics);
     let task = match tls {

@@ -596,6 +596,14 @@ async fn serves_the_api_with_the_generated_admin_password_and_refreshes_on_a_web
             location.contains(&format!("127.0.0.1%3A{port}%2Fauth%2Fcallback")),
             "{location}"
         );
+        // The settings tell a client (the CLI's `login --sso`) where to sign in.
+        let (code, settings) =
+            api_call(port, reqwest::Method::GET, "/api/v1/settings", None, None).await?;
+        assert_eq!(code, 200);
+        assert_eq!(settings["url"], format!("http://127.0.0.1:{port}"));
+        assert_eq!(settings["oidcConfig"]["issuer"], provider.issuer());
+        assert_eq!(settings["oidcConfig"]["clientID"], "capstan");
+        assert!(!settings.to_string().contains("sso-secret"), "{settings}");
 
         // The Application from the --app file, Synced through the API's eyes.
         wait_until("guestbook Synced in the API", DEADLINE, || {

@@ -49,6 +49,8 @@ pub struct ApiConfig {
     pub policy: Arc<Policy>,
     /// Webhook secrets per provider.
     pub webhook: WebhookSecrets,
+    /// What the settings method tells clients before they log in.
+    pub public: PublicSettings,
 }
 
 impl ApiConfig {
@@ -61,6 +63,7 @@ impl ApiConfig {
             admin_enabled: true,
             policy: Arc::new(policy),
             webhook: WebhookSecrets::default(),
+            public: PublicSettings::default(),
         }
     }
 
@@ -81,6 +84,56 @@ impl ApiConfig {
         let mut all: Vec<AccountConfig> = self.account(ADMIN).into_iter().collect();
         all.extend(self.accounts.iter().filter(|a| a.name != ADMIN).cloned());
         all
+    }
+}
+
+/// What clients may know before logging in (`GET /api/v1/settings`): where the API is, and
+/// how to sign in by SSO (the CLI's `login --sso` reads this).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PublicSettings {
+    /// The URL users reach the API at.
+    pub url: String,
+    /// Single sign-on, when configured.
+    pub oidc: Option<PublicOidc>,
+}
+
+/// The public part of the single sign-on configuration (never the client secret).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PublicOidc {
+    /// The provider's issuer URL.
+    pub issuer: String,
+    /// The API's client id.
+    pub client_id: String,
+    /// The CLI's client id (the API's when empty).
+    pub cli_client_id: String,
+    /// Scopes to ask for besides `openid`.
+    pub scopes: Vec<String>,
+}
+
+impl Api {
+    /// The settings answer, in Argo CD's field names.
+    pub fn settings(&self) -> serde_json::Value {
+        let config = self.config();
+        let public = &config.public;
+        let logins = config
+            .all_accounts()
+            .iter()
+            .any(|a| a.enabled && a.can(Capability::Login));
+        let mut settings = serde_json::json!({
+            "url": public.url,
+            "controllerNamespace": config.namespace,
+            "userLoginsDisabled": !logins,
+        });
+        if let Some(oidc) = &public.oidc {
+            settings["oidcConfig"] = serde_json::json!({
+                "name": "SSO",
+                "issuer": oidc.issuer,
+                "clientID": oidc.client_id,
+                "cliClientID": if oidc.cli_client_id.is_empty() { &oidc.client_id } else { &oidc.cli_client_id },
+                "scopes": oidc.scopes,
+            });
+        }
+        settings
     }
 }
 
