@@ -272,6 +272,21 @@ impl pb::application_service_server::ApplicationService for Grpc {
         Ok(json(&self.0.managed_resources(&caller, &at).await?)?)
     }
 
+    async fn manifests(
+        &self,
+        request: Request<pb::ApplicationManifestsRequest>,
+    ) -> Result<Response<pb::ManifestList>, Status> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let at = self.0.app_ref(&r.app_namespace, &r.name)?;
+        let answer = self.0.manifests(&caller, &at, &r.revision).await?;
+        Ok(Response::new(pb::ManifestList {
+            manifests: answer.manifests.iter().map(ToString::to_string).collect(),
+            revision: answer.revision,
+            source_types: answer.source_types,
+        }))
+    }
+
     type WatchStream = EventStream;
 
     async fn watch(

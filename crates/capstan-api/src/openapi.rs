@@ -383,6 +383,24 @@ pub const OPERATIONS: &[Operation] = &[
     },
     Operation {
         method: "get",
+        path: "/api/v1/applications/{name}/manifests",
+        id: "ApplicationService_GetManifests",
+        summary: "The manifests the Application renders to, at its target revision or another",
+        auth: true,
+        params: &[
+            NAME,
+            APP_NS,
+            (
+                "revision",
+                In::Query,
+                "string",
+                "a revision (single-source Applications)",
+            ),
+        ],
+        body: None,
+    },
+    Operation {
+        method: "get",
         path: "/api/v1/applications/{name}/managed-resources",
         id: "ApplicationService_ManagedResources",
         summary: "The resources the Application manages, with sync and health",

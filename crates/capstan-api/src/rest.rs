@@ -75,6 +75,7 @@ pub fn router(api: Api) -> Router {
             delete(terminate_operation),
         )
         .route("/api/v1/applications/{name}/history", get(history))
+        .route("/api/v1/applications/{name}/manifests", get(manifests))
         .route(
             "/api/v1/applications/{name}/managed-resources",
             get(managed_resources),
@@ -602,6 +603,31 @@ async fn history(
     let query = QueryParams::parse(raw.as_deref());
     let items = api.history(&caller, &at(&api, &query, &name)?).await?;
     Ok(axum::Json(json!({ "items": items })).into_response())
+}
+
+/// Argo CD's answer: each manifest as a JSON string.
+async fn manifests(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let query = QueryParams::parse(raw.as_deref());
+    let answer = api
+        .manifests(
+            &caller,
+            &at(&api, &query, &name)?,
+            query.one("revision").unwrap_or_default(),
+        )
+        .await?;
+    let manifests: Vec<String> = answer.manifests.iter().map(ToString::to_string).collect();
+    Ok(axum::Json(json!({
+        "manifests": manifests,
+        "revision": answer.revision,
+        "sourceType": answer.source_types.first().cloned().unwrap_or_default(),
+        "sourceTypes": answer.source_types,
+    }))
+    .into_response())
 }
 
 async fn managed_resources(

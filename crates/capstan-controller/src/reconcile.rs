@@ -22,9 +22,8 @@ use capstan_model::{
     OperationPhase, OperationState, RevisionHistory, SyncOperationResult, SyncStatus,
     SyncStatusCode, Timestamp,
 };
+use capstan_repo::application::Rendered;
 use capstan_repo::client::ManifestSource;
-use capstan_repo::render::env::AppContext;
-use capstan_repo::service::{ManifestRequest, RefSourceSpec};
 use capstan_store::StoreError;
 use capstan_store::kinds::{AppProjects, Applications, Repositories};
 use capstan_store::typed::{ObjectRef, StatusWrite, TypedStore};
@@ -916,86 +915,15 @@ impl Reconciler {
     }
 
     async fn render(&self, app: &Application, hard: bool) -> Result<Rendered, String> {
-        let mut manifests = Vec::new();
-        let mut revisions = Vec::new();
-        let mut source_types = Vec::new();
-        let sources = app.spec.effective_sources();
-        if sources.is_empty() {
-            return Err("the application has no source".to_owned());
-        }
         let repositories = self
             .repositories
             .list(None)
             .await
             .map(|l| l.items)
             .unwrap_or_default();
-        let credentials_for = |url: &str| {
-            registered_repository(&repositories, url)
-                .map(capstan_repo::registered::git_credentials)
-                .unwrap_or_default()
-        };
-        // Sources with a `ref` lend their files to the others' Helm value files
-        // (`$name/values.yaml`).
-        let ref_sources: Vec<RefSourceSpec> = sources
-            .iter()
-            .filter(|s| !s.reference.is_empty())
-            .map(|s| RefSourceSpec {
-                name: s.reference.clone(),
-                repo_url: s.repo_url.clone(),
-                target_revision: s.target_revision.clone(),
-                credentials: credentials_for(&s.repo_url),
-            })
-            .collect();
-        for source in sources {
-            // A `ref` source with nothing to render is only there for its files (Argo CD's
-            // rule); its revision is still reported.
-            if !source.reference.is_empty() && source.path.is_empty() && source.chart.is_empty() {
-                let commit = self
-                    .repo
-                    .resolve_commit(
-                        &source.repo_url,
-                        &credentials_for(&source.repo_url),
-                        &source.target_revision,
-                        hard,
-                    )
-                    .await
-                    .map_err(|e| format!("resolving {}: {}", source.repo_url, e.message))?;
-                revisions.push(commit);
-                continue;
-            }
-            let registered = registered_repository(&repositories, &source.repo_url);
-            let request = ManifestRequest {
-                source: source.clone(),
-                app: AppContext {
-                    name: app.metadata.name.clone(),
-                    namespace: app.spec.destination.namespace.clone(),
-                    project: app.spec.project_or_default().to_owned(),
-                    ..AppContext::default()
-                },
-                credentials: registered
-                    .map(capstan_repo::registered::git_credentials)
-                    .unwrap_or_default(),
-                helm_credentials: registered
-                    .map(capstan_repo::registered::helm_credentials)
-                    .unwrap_or_default(),
-                ref_sources: ref_sources.clone(),
-                no_cache: hard,
-            };
-            let generated = self
-                .repo
-                .generate(request)
-                .await
-                .map_err(|e| format!("rendering {}: {}", source.repo_url, e.message))?;
-            manifests.extend(generated.manifests.manifests.iter().cloned());
-            revisions.push(generated.manifests.revision.clone());
-            source_types.push(generated.manifests.source_type);
-        }
-        Ok(Rendered {
-            manifests,
-            revision: revisions.join(","),
-            revisions,
-            source_types,
-        })
+        let registered: Vec<&capstan_model::RepositorySpec> =
+            repositories.iter().map(|r| &r.spec.value.spec).collect();
+        capstan_repo::application::render(&*self.repo, app, &registered, hard).await
     }
 
     /// Places manifests in the destination namespace and stamps them with tracking.
@@ -1271,23 +1199,6 @@ fn replace_conditions(
         }
         status.conditions.push(c);
     }
-}
-
-/// The registered repository for `url`.
-fn registered_repository<'a>(
-    repositories: &'a [capstan_store::typed::Object<Repositories>],
-    url: &str,
-) -> Option<&'a capstan_model::RepositorySpec> {
-    capstan_repo::registered::find(repositories.iter().map(|r| &r.spec.value.spec), url)
-}
-
-struct Rendered {
-    manifests: Vec<Value>,
-    /// Every source's revision, comma-joined: the identity automated sync compares.
-    revision: String,
-    /// Each source's revision, in order (`ref`-only sources included).
-    revisions: Vec<String>,
-    source_types: Vec<capstan_model::SourceType>,
 }
 
 /// How often, and how far apart, a successful sync's result is compared again while the

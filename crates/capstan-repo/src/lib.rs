@@ -34,6 +34,7 @@
 //! # }
 //! ```
 
+pub mod application;
 pub mod checkout;
 pub mod client;
 pub mod git;

@@ -928,3 +928,67 @@ pub struct AppEvent {
     /// The store revision of the change (resume after it).
     pub revision: Revision,
 }
+
+/// An Application's manifests as the API shows them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ManifestsAnswer {
+    /// One JSON document per manifest.
+    pub manifests: Vec<Value>,
+    /// The revision rendered (comma-joined for several sources).
+    pub revision: String,
+    /// Each rendered source's type.
+    pub source_types: Vec<String>,
+}
+
+impl Api {
+    /// The manifests the Application's sources render to, at its target revision or at
+    /// `revision` (single-source Applications), through the repo-server.
+    pub async fn manifests(
+        &self,
+        caller: &Caller,
+        at: &ObjectRef,
+        revision: &str,
+    ) -> ApiResult<ManifestsAnswer> {
+        let mut app = self.get(caller, at, None).await?;
+        let source = self.manifest_source().cloned().ok_or_else(|| {
+            // The server's configuration, not a passing outage: no 503.
+            ApiError::new(
+                Code::FailedPrecondition,
+                "this API has no repo-server to render with",
+            )
+        })?;
+        if !revision.is_empty() {
+            match app.spec.source.as_mut() {
+                Some(single) if app.spec.sources.is_empty() => {
+                    single.target_revision = revision.to_owned();
+                }
+                _ => {
+                    return Err(ApiError::invalid(
+                        "a revision can only be given for an application with one source",
+                    ));
+                }
+            }
+        }
+        let repositories =
+            TypedStore::<capstan_store::kinds::Repositories>::new(self.store().clone())
+                .list(None)
+                .await?;
+        let registered: Vec<&capstan_model::RepositorySpec> = repositories
+            .items
+            .iter()
+            .map(|r| &r.spec.value.spec)
+            .collect();
+        let rendered = capstan_repo::application::render(&*source, &app, &registered, false)
+            .await
+            .map_err(|message| ApiError::new(Code::FailedPrecondition, message))?;
+        Ok(ManifestsAnswer {
+            manifests: rendered.manifests,
+            revision: rendered.revision,
+            source_types: rendered
+                .source_types
+                .iter()
+                .map(|t| t.as_str().to_owned())
+                .collect(),
+        })
+    }
+}

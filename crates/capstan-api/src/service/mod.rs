@@ -270,7 +270,7 @@ impl Api {
     }
 
     /// What renders Applications (the repo-server), if any.
-    pub fn manifests(&self) -> Option<&Arc<dyn ManifestSource>> {
+    pub fn manifest_source(&self) -> Option<&Arc<dyn ManifestSource>> {
         self.inner.manifests.as_ref()
     }
 

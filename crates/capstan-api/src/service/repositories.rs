@@ -257,7 +257,7 @@ impl Api {
             message,
             attempted_at: Some(now_timestamp()),
         };
-        let Some(manifests) = self.manifests() else {
+        let Some(manifests) = self.manifest_source() else {
             return state(
                 "Unknown",
                 "no repo-server is configured, so connections cannot be tested".to_owned(),

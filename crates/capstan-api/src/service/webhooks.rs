@@ -98,7 +98,7 @@ impl Api {
     /// failure is logged, and the refresh then sees the new commit once the cached listing
     /// expires.
     async fn refresh_refs(&self, push: &crate::webhook::Push) {
-        let Some(manifests) = self.manifests() else {
+        let Some(manifests) = self.manifest_source() else {
             return;
         };
         let registered: Vec<Repository> =
