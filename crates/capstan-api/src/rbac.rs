@@ -19,6 +19,7 @@
 //! Start reading at [`Policy::parse`] and [`Policy::enforce`].
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use globset::{Glob, GlobMatcher};
 
@@ -179,7 +180,7 @@ impl Policy {
 
     /// Whether `who` may do `action` on `resource` `object` (see the [module docs](self)).
     pub fn enforce(&self, who: &Subject, resource: &str, action: &str, object: &str) -> bool {
-        self.enforce_with(who, None, resource, action, object)
+        self.enforce_with(who, &[], resource, action, object)
     }
 
     /// As [`Policy::enforce`], with the lines of a project role besides this policy's (for a
@@ -187,13 +188,13 @@ impl Policy {
     pub fn enforce_with(
         &self,
         who: &Subject,
-        role: Option<&RolePolicy>,
+        roles: &[Arc<RolePolicy>],
         resource: &str,
         action: &str,
         object: &str,
     ) -> bool {
         let subjects = self.subjects_of(who);
-        let role_rules = role.map_or(&[][..], |r| r.rules.as_slice());
+        let role_rules = roles.iter().flat_map(|r| r.rules.iter());
         let mut allowed = false;
         for rule in self
             .rules
@@ -255,6 +256,11 @@ impl Eq for RolePolicy {}
 
 impl RolePolicy {
     /// The permissions of role `role` of project `project` with policy lines `policies`.
+    /// The role's subject in policy lines: `proj:PROJECT:ROLE`.
+    pub fn subject(&self) -> String {
+        project_role_subject(&self.project, &self.role)
+    }
+
     pub fn new(project: &str, role: &str, policies: &[String]) -> Self {
         let subject = project_role_subject(project, role);
         let inside = format!("{project}/");
@@ -542,11 +548,12 @@ g, role:auditor, role:nothing-more
         ]
         .map(str::to_owned)
         .to_vec();
-        let role = RolePolicy::new("team-a", "ci", &lines);
+        let role = Arc::new(RolePolicy::new("team-a", "ci", &lines));
         assert_eq!(role.lines().len(), 3, "{:?}", role.lines());
+        let roles = [role.clone()];
         let who = Subject::user(project_role_subject("team-a", "ci"));
         let can = |resource: &str, action: &str, object: &str| {
-            global.enforce_with(&who, Some(&role), resource, action, object)
+            global.enforce_with(&who, &roles, resource, action, object)
         };
         assert!(can("applications", "sync", "team-a/web"));
         assert!(can("applications", "get", "team-a/ns/web"));

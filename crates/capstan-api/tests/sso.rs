@@ -25,6 +25,7 @@ struct Setup {
     base: String,
     provider: OidcProvider,
     config: OidcConfig,
+    store: Arc<dyn Store>,
     _dir: tempfile::TempDir,
 }
 
@@ -45,9 +46,13 @@ async fn setup() -> Result<Setup> {
     let dir = tempfile::tempdir()?;
     let store: Arc<dyn Store> =
         Arc::new(EmbeddedStore::open(dir.path().join("s.redb"), EmbeddedOptions::default()).await?);
-    let api = Api::start(store, None, ApiConfig::new(Policy::parse(POLICY, None)?))
-        .await?
-        .api;
+    let api = Api::start(
+        store.clone(),
+        None,
+        ApiConfig::new(Policy::parse(POLICY, None)?),
+    )
+    .await?
+    .api;
     let config = OidcConfig {
         issuer: provider.issuer().to_owned(),
         client_id: "capstan".into(),
@@ -70,6 +75,7 @@ async fn setup() -> Result<Setup> {
         base,
         provider,
         config,
+        store,
         _dir: dir,
     })
 }
@@ -279,6 +285,45 @@ async fn a_browser_signs_in_with_the_provider_and_its_groups_reach_rbac() -> Res
         .text()
         .await?;
     assert!(cannot.contains("no"), "{cannot}");
+
+    // An SSO group bound to a project role (`roles[].groups`): the user acts in that role,
+    // whose lines count inside its project only.
+    let project = capstan_model::parse_app_project_yaml(
+        "apiVersion: argoproj.io/v1alpha1\nkind: AppProject\nmetadata: {name: team-a}\nspec:\n  roles:\n  - name: releasers\n    groups: [platform-team]\n    policies:\n    - p, proj:team-a:releasers, applications, delete, team-a/*, allow\n    - p, proj:team-a:releasers, applications, delete, team-b/*, allow\n",
+    )?;
+    capstan_store::typed::TypedStore::<capstan_store::kinds::AppProjects>::new(setup.store.clone())
+        .create(
+            &capstan_store::typed::ObjectRef::new("capstan", "team-a"),
+            &project,
+        )
+        .await?;
+    let can_i = |object: &'static str| {
+        let url = format!("{base}/api/v1/account/can-i/applications/delete/{object}");
+        let token = token.clone();
+        async move {
+            let answer = reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await?
+                .text()
+                .await?;
+            anyhow::Ok(answer.contains("yes"))
+        }
+    };
+    capstan_testkit::wait::wait_until(
+        "the group's project role in effect",
+        Duration::from_secs(10),
+        || {
+            let check = can_i("team-a/web");
+            async move { Ok(check.await?.then_some(())) }
+        },
+    )
+    .await?;
+    assert!(
+        !can_i("team-b/web").await?,
+        "a role's line outside its project grants nothing"
+    );
 
     // The code was used once; replaying the callback fails at the provider.
     let (status, _, _) = browser

@@ -146,10 +146,12 @@ pub struct Caller {
     pub token_id: String,
     /// The token's expiry, if any.
     pub expires_at: Option<u64>,
-    /// For a project role's token (subject `proj:PROJECT:ROLE`): the role's policy lines
-    /// that count, read from the project when the token was checked. RBAC judges the caller
-    /// by them and the global policy together ([`Policy::enforce_with`]).
-    pub role: Option<Arc<RolePolicy>>,
+    /// Project roles the caller acts in: for a project role's token (subject
+    /// `proj:PROJECT:ROLE`) that role; for a user, the roles whose `groups` name one of the
+    /// user's groups (SSO groups bound to project roles). Their policy lines that count,
+    /// read from the projects when the token was checked; RBAC judges the caller by them and
+    /// the global policy together ([`Policy::enforce_with`]).
+    pub roles: Vec<Arc<RolePolicy>>,
 }
 
 /// The API: shared state of every method. Cheap to clone.
@@ -317,11 +319,11 @@ impl Api {
     }
 
     /// Whether allowed: by the global policy, and for a project role's token also by the
-    /// role's own policy lines ([`Caller::role`]).
+    /// policy lines of the project roles it acts in ([`Caller::roles`]).
     pub fn can(&self, caller: &Caller, resource: &str, action: &str, object: &str) -> bool {
         self.inner.config.policy.enforce_with(
             &caller.subject,
-            caller.role.as_deref(),
+            &caller.roles,
             resource,
             action,
             object,

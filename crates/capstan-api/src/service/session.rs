@@ -146,18 +146,47 @@ impl Api {
             })
             .map_err(|e| ApiError::unauthenticated(e.to_string()))?;
         let role = self.check_project_role(&claims)?;
-        if role.is_none() {
-            self.check_account(&claims)?;
-        }
+        let mut groups = claims.groups.clone();
+        let roles = match role {
+            Some(role) => vec![role],
+            None => {
+                self.check_account(&claims)?;
+                // SSO groups bound to project roles: the user acts in those roles too.
+                let bound = self.roles_of_groups(&groups);
+                groups.extend(bound.iter().map(|r| r.subject()));
+                bound
+            }
+        };
         Ok(Caller {
             subject: Subject {
                 user: claims.sub,
-                groups: claims.groups,
+                groups,
             },
             token_id: claims.jti,
             expires_at: claims.exp,
-            role,
+            roles,
         })
+    }
+
+    /// The project roles whose `groups` name one of `groups` (Argo CD's `roles[].groups`).
+    fn roles_of_groups(&self, groups: &[String]) -> Vec<Arc<RolePolicy>> {
+        if groups.is_empty() {
+            return Vec::new();
+        }
+        let projects = self.inner.projects.read();
+        let mut roles = Vec::new();
+        for (at, entry) in &projects.objects {
+            for role in &entry.spec.spec.roles {
+                if role.groups.iter().any(|g| groups.contains(g)) {
+                    roles.push(Arc::new(RolePolicy::new(
+                        &at.name,
+                        &role.name,
+                        &role.policies,
+                    )));
+                }
+            }
+        }
+        roles
     }
 
     /// For tokens of project roles (`proj:PROJECT:ROLE`): the project (in this replica's
