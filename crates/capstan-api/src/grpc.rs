@@ -56,16 +56,21 @@ impl Grpc {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
+            .and_then(crate::rest::strip_bearer)
             .ok_or_else(|| {
                 Status::unauthenticated(
                     "no token: log in (SessionService/Create) and send authorization: Bearer TOKEN",
                 )
             })?;
-        Ok(self.0.authenticate(token.trim())?)
+        Ok(self.0.authenticate(token)?)
+    }
+}
+
+impl Grpc {
+    /// The caller and the request's message.
+    fn authenticated<T>(&self, request: Request<T>) -> Result<(Caller, T), Status> {
+        let caller = self.caller(&request)?;
+        Ok((caller, request.into_inner()))
     }
 }
 
@@ -137,8 +142,7 @@ impl pb::application_service_server::ApplicationService for Grpc {
         &self,
         request: Request<pb::ApplicationRef>,
     ) -> Result<Response<pb::Json>, Status> {
-        let caller = self.caller(&request)?;
-        let r = request.into_inner();
+        let (caller, r) = self.authenticated(request)?;
         let refresh = Some(r.refresh.as_str())
             .filter(|s| !s.is_empty())
             .map(str::parse::<Refresh>)
@@ -151,8 +155,7 @@ impl pb::application_service_server::ApplicationService for Grpc {
         &self,
         request: Request<pb::ApplicationCreateRequest>,
     ) -> Result<Response<pb::Json>, Status> {
-        let caller = self.caller(&request)?;
-        let r = request.into_inner();
+        let (caller, r) = self.authenticated(request)?;
         let app = crate::rest::application_from(r.application.as_bytes())?;
         Ok(json(&self.0.create(&caller, app, r.upsert).await?)?)
     }
@@ -170,8 +173,7 @@ impl pb::application_service_server::ApplicationService for Grpc {
         &self,
         request: Request<pb::ApplicationPatchRequest>,
     ) -> Result<Response<pb::Json>, Status> {
-        let caller = self.caller(&request)?;
-        let r = request.into_inner();
+        let (caller, r) = self.authenticated(request)?;
         let at = self.0.app_ref(&r.app_namespace, &r.name)?;
         Ok(json(
             &self.0.patch(&caller, &at, &r.patch, &r.patch_type).await?,
@@ -182,8 +184,7 @@ impl pb::application_service_server::ApplicationService for Grpc {
         &self,
         request: Request<pb::ApplicationDeleteRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
-        let caller = self.caller(&request)?;
-        let r = request.into_inner();
+        let (caller, r) = self.authenticated(request)?;
         let at = self.0.app_ref(&r.app_namespace, &r.name)?;
         self.0
             .delete(
@@ -200,8 +201,7 @@ impl pb::application_service_server::ApplicationService for Grpc {
         &self,
         request: Request<pb::ApplicationSyncRequest>,
     ) -> Result<Response<pb::Json>, Status> {
-        let caller = self.caller(&request)?;
-        let r = request.into_inner();
+        let (caller, r) = self.authenticated(request)?;
         let at = self.0.app_ref(&r.app_namespace, &r.name)?;
         let params = SyncParams {
             revision: r.revision,
@@ -230,8 +230,7 @@ impl pb::application_service_server::ApplicationService for Grpc {
         &self,
         request: Request<pb::ApplicationRollbackRequest>,
     ) -> Result<Response<pb::Json>, Status> {
-        let caller = self.caller(&request)?;
-        let r = request.into_inner();
+        let (caller, r) = self.authenticated(request)?;
         let at = self.0.app_ref(&r.app_namespace, &r.name)?;
         Ok(json(
             &self
@@ -245,8 +244,7 @@ impl pb::application_service_server::ApplicationService for Grpc {
         &self,
         request: Request<pb::ApplicationRef>,
     ) -> Result<Response<pb::Empty>, Status> {
-        let caller = self.caller(&request)?;
-        let r = request.into_inner();
+        let (caller, r) = self.authenticated(request)?;
         let at = self.0.app_ref(&r.app_namespace, &r.name)?;
         self.0.terminate(&caller, &at).await?;
         Ok(Response::new(pb::Empty {}))
@@ -256,8 +254,7 @@ impl pb::application_service_server::ApplicationService for Grpc {
         &self,
         request: Request<pb::ApplicationRef>,
     ) -> Result<Response<pb::Json>, Status> {
-        let caller = self.caller(&request)?;
-        let r = request.into_inner();
+        let (caller, r) = self.authenticated(request)?;
         let at = self.0.app_ref(&r.app_namespace, &r.name)?;
         Ok(json(&self.0.history(&caller, &at).await?)?)
     }
@@ -266,8 +263,7 @@ impl pb::application_service_server::ApplicationService for Grpc {
         &self,
         request: Request<pb::ApplicationRef>,
     ) -> Result<Response<pb::Json>, Status> {
-        let caller = self.caller(&request)?;
-        let r = request.into_inner();
+        let (caller, r) = self.authenticated(request)?;
         let at = self.0.app_ref(&r.app_namespace, &r.name)?;
         Ok(json(&self.0.managed_resources(&caller, &at).await?)?)
     }
@@ -276,8 +272,7 @@ impl pb::application_service_server::ApplicationService for Grpc {
         &self,
         request: Request<pb::ApplicationManifestsRequest>,
     ) -> Result<Response<pb::ManifestList>, Status> {
-        let caller = self.caller(&request)?;
-        let r = request.into_inner();
+        let (caller, r) = self.authenticated(request)?;
         let at = self.0.app_ref(&r.app_namespace, &r.name)?;
         let answer = self.0.manifests(&caller, &at, &r.revision).await?;
         Ok(Response::new(pb::ManifestList {
@@ -360,8 +355,7 @@ impl pb::account_service_server::AccountService for Grpc {
         &self,
         request: Request<pb::PasswordChange>,
     ) -> Result<Response<pb::Empty>, Status> {
-        let caller = self.caller(&request)?;
-        let r = request.into_inner();
+        let (caller, r) = self.authenticated(request)?;
         self.0
             .update_password(&caller, &r.name, &r.current_password, &r.new_password)
             .await?;
@@ -372,8 +366,7 @@ impl pb::account_service_server::AccountService for Grpc {
         &self,
         request: Request<pb::TokenRequest>,
     ) -> Result<Response<pb::SessionToken>, Status> {
-        let caller = self.caller(&request)?;
-        let r = request.into_inner();
+        let (caller, r) = self.authenticated(request)?;
         let token = self
             .0
             .create_token(&caller, &r.name, ttl(r.expires_in), &r.id)
@@ -385,8 +378,7 @@ impl pb::account_service_server::AccountService for Grpc {
         &self,
         request: Request<pb::TokenRef>,
     ) -> Result<Response<pb::Empty>, Status> {
-        let caller = self.caller(&request)?;
-        let r = request.into_inner();
+        let (caller, r) = self.authenticated(request)?;
         self.0.delete_token(&caller, &r.name, &r.id).await?;
         Ok(Response::new(pb::Empty {}))
     }
@@ -395,8 +387,7 @@ impl pb::account_service_server::AccountService for Grpc {
         &self,
         request: Request<pb::CanIRequest>,
     ) -> Result<Response<pb::CanIAnswer>, Status> {
-        let caller = self.caller(&request)?;
-        let r = request.into_inner();
+        let (caller, r) = self.authenticated(request)?;
         Ok(Response::new(pb::CanIAnswer {
             value: self
                 .0
@@ -437,8 +428,7 @@ impl pb::project_service_server::ProjectService for Grpc {
         &self,
         request: Request<pb::ProjectCreateRequest>,
     ) -> Result<Response<pb::Json>, Status> {
-        let caller = self.caller(&request)?;
-        let r = request.into_inner();
+        let (caller, r) = self.authenticated(request)?;
         let project = project_from_json(parse_json(&r.project, "project")?)?;
         Ok(json(
             &self.0.create_project(&caller, project, r.upsert).await?,
@@ -449,8 +439,7 @@ impl pb::project_service_server::ProjectService for Grpc {
         &self,
         request: Request<pb::ProjectUpdateRequest>,
     ) -> Result<Response<pb::Json>, Status> {
-        let caller = self.caller(&request)?;
-        let r = request.into_inner();
+        let (caller, r) = self.authenticated(request)?;
         let project = project_from_json(parse_json(&r.project, "project")?)?;
         Ok(json(&self.0.update_project(&caller, project).await?)?)
     }
@@ -479,8 +468,7 @@ impl pb::project_service_server::ProjectService for Grpc {
         &self,
         request: Request<pb::ProjectTokenCreateRequest>,
     ) -> Result<Response<pb::SessionToken>, Status> {
-        let caller = self.caller(&request)?;
-        let r = request.into_inner();
+        let (caller, r) = self.authenticated(request)?;
         let token = self
             .0
             .create_project_token(&caller, &r.project, &r.role, ttl(r.expires_in), &r.id)
@@ -492,8 +480,7 @@ impl pb::project_service_server::ProjectService for Grpc {
         &self,
         request: Request<pb::ProjectTokenDeleteRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
-        let caller = self.caller(&request)?;
-        let r = request.into_inner();
+        let (caller, r) = self.authenticated(request)?;
         self.0
             .delete_project_token(&caller, &r.project, &r.role, r.iat, &r.id)
             .await?;
@@ -507,8 +494,7 @@ impl pb::repository_service_server::RepositoryService for Grpc {
         &self,
         request: Request<pb::RepositoryQuery>,
     ) -> Result<Response<pb::Json>, Status> {
-        let caller = self.caller(&request)?;
-        let r = request.into_inner();
+        let (caller, r) = self.authenticated(request)?;
         Ok(items(
             &self.0.list_repositories(&caller, r.force_refresh).await?,
         )?)
@@ -518,8 +504,7 @@ impl pb::repository_service_server::RepositoryService for Grpc {
         &self,
         request: Request<pb::RepositoryQuery>,
     ) -> Result<Response<pb::Json>, Status> {
-        let caller = self.caller(&request)?;
-        let r = request.into_inner();
+        let (caller, r) = self.authenticated(request)?;
         let project = app_project(r.app_project);
         Ok(json(
             &self
@@ -533,8 +518,7 @@ impl pb::repository_service_server::RepositoryService for Grpc {
         &self,
         request: Request<pb::RepositoryCreateRequest>,
     ) -> Result<Response<pb::Json>, Status> {
-        let caller = self.caller(&request)?;
-        let r = request.into_inner();
+        let (caller, r) = self.authenticated(request)?;
         let repository = repository_from_json(parse_json(&r.repository, "repository")?)?;
         Ok(json(
             &self
@@ -548,8 +532,7 @@ impl pb::repository_service_server::RepositoryService for Grpc {
         &self,
         request: Request<pb::RepositoryUpdateRequest>,
     ) -> Result<Response<pb::Json>, Status> {
-        let caller = self.caller(&request)?;
-        let r = request.into_inner();
+        let (caller, r) = self.authenticated(request)?;
         let repository = repository_from_json(parse_json(&r.repository, "repository")?)?;
         Ok(json(&self.0.update_repository(&caller, repository).await?)?)
     }
@@ -558,8 +541,7 @@ impl pb::repository_service_server::RepositoryService for Grpc {
         &self,
         request: Request<pb::RepositoryQuery>,
     ) -> Result<Response<pb::Empty>, Status> {
-        let caller = self.caller(&request)?;
-        let r = request.into_inner();
+        let (caller, r) = self.authenticated(request)?;
         let project = app_project(r.app_project);
         self.0
             .delete_repository(&caller, &r.repo, project.as_deref())
@@ -571,8 +553,7 @@ impl pb::repository_service_server::RepositoryService for Grpc {
         &self,
         request: Request<pb::RepositoryAccessRequest>,
     ) -> Result<Response<pb::Json>, Status> {
-        let caller = self.caller(&request)?;
-        let r = request.into_inner();
+        let (caller, r) = self.authenticated(request)?;
         let access = RepoAccess {
             project: r.project,
             username: r.username,
@@ -609,8 +590,7 @@ impl pb::cluster_service_server::ClusterService for Grpc {
         &self,
         request: Request<pb::ClusterCreateRequest>,
     ) -> Result<Response<pb::Json>, Status> {
-        let caller = self.caller(&request)?;
-        let r = request.into_inner();
+        let (caller, r) = self.authenticated(request)?;
         let cluster = cluster_from_json(parse_json(&r.cluster, "cluster")?)?;
         Ok(json(
             &self.0.create_cluster(&caller, cluster, r.upsert).await?,
@@ -621,8 +601,7 @@ impl pb::cluster_service_server::ClusterService for Grpc {
         &self,
         request: Request<pb::ClusterUpdateRequest>,
     ) -> Result<Response<pb::Json>, Status> {
-        let caller = self.caller(&request)?;
-        let r = request.into_inner();
+        let (caller, r) = self.authenticated(request)?;
         let cluster = cluster_from_json(parse_json(&r.cluster, "cluster")?)?;
         let id = ClusterId::parse(&cluster.spec.server, "server")?;
         Ok(json(&self.0.update_cluster(&caller, &id, cluster).await?)?)

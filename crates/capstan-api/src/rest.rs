@@ -130,30 +130,34 @@ pub struct Authed(pub Caller);
 
 /// The bearer token of a request: the Authorization header, else a session cookie.
 pub fn bearer_token(headers: &HeaderMap) -> Option<String> {
-    if let Some(value) = headers.get(header::AUTHORIZATION)
-        && let Ok(value) = value.to_str()
-    {
-        let value = value.trim();
-        if let Some(token) = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-        {
-            return Some(token.trim().to_owned());
-        }
-    }
-    for cookies in headers.get_all(header::COOKIE) {
-        let Ok(cookies) = cookies.to_str() else {
-            continue;
-        };
-        for cookie in cookies.split(';') {
-            if let Some((name, value)) = cookie.trim().split_once('=')
-                && matches!(name, "argocd.token" | "capstan.token")
-            {
-                return Some(value.to_owned());
-            }
-        }
-    }
-    None
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(strip_bearer)
+        .or_else(|| cookie(headers, "argocd.token"))
+        .or_else(|| cookie(headers, "capstan.token"))
+        .map(str::to_owned)
+}
+
+/// The token of an `Authorization: Bearer TOKEN` value (REST header or gRPC metadata).
+pub(crate) fn strip_bearer(value: &str) -> Option<&str> {
+    let value = value.trim();
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+}
+
+/// The value of cookie `name` in a request's `Cookie` headers.
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v)
 }
 
 impl FromRequestParts<Api> for Authed {

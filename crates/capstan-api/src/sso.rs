@@ -165,17 +165,6 @@ struct CallbackQuery {
     error_description: String,
 }
 
-fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v)
-}
-
 async fn callback(
     State(sso): State<Sso>,
     headers: HeaderMap,
@@ -188,7 +177,7 @@ async fn callback(
             query.error, query.error_description
         )));
     }
-    let carried = cookie_value(&headers, STATE_COOKIE)
+    let carried = crate::rest::cookie(&headers, STATE_COOKIE)
         .ok_or_else(|| ApiError::unauthenticated("no sign-in in progress: start at /auth/login"))?;
     let carried =
         sso.api.keys().verify_value(carried).map_err(|e| {

@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use base64::Engine as _;
@@ -536,15 +536,11 @@ fn now_seconds() -> u64 {
 
 /// Waits (polling the clock, within the deadline) until the clock is past second `second`.
 async fn until_after_second(second: u64) -> Result<()> {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while now_seconds() <= second {
-        ensure!(
-            tokio::time::Instant::now() < deadline,
-            "the clock did not pass {second}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
+    capstan_testkit::wait::wait_until(&format!("the clock past {second}"), DEADLINE, || {
+        let past = now_seconds() > second;
+        async move { Ok(past.then_some(())) }
+    })
+    .await
 }
 
 /// `sha256=<hex HMAC-SHA256 of body under secret>`, as GitHub signs deliveries.

@@ -8,9 +8,7 @@
 
 mod common;
 
-use std::time::Duration;
-
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use capstan_api::accounts::AccountConfig;
 use capstan_api::rbac::Policy;
 use capstan_api::service::ApiConfig;
@@ -520,14 +518,11 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<bool>>,
 {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while tokio::time::Instant::now() < deadline {
-        if check().await? {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    bail!("timed out waiting until {what}")
+    capstan_testkit::wait::wait_until(what, DEADLINE, || {
+        let checked = check();
+        async move { Ok(checked.await?.then_some(())) }
+    })
+    .await
 }
 
 over_rest_and_grpc!(

@@ -199,36 +199,17 @@ impl Keyring {
 /// A [`Store`] that seals the values under some prefixes (see the [module docs](self)).
 pub struct SealedStore {
     inner: Arc<dyn Store>,
+    sealing: Sealing,
+}
+
+/// Which keys are sealed, and with what: shared by the store and its watch streams.
+#[derive(Clone)]
+struct Sealing {
     keyring: Arc<Keyring>,
-    prefixes: Vec<Vec<u8>>,
+    prefixes: Arc<[Vec<u8>]>,
 }
 
-impl fmt::Debug for SealedStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SealedStore")
-            .field("inner", &self.inner)
-            .field("keyring", &self.keyring)
-            .finish()
-    }
-}
-
-/// The prefixes holding credentials: clusters, repositories, the API's secrets.
-pub const CREDENTIAL_PREFIXES: &[&str] = &[
-    "/capstan/clusters/",
-    "/capstan/repositories/",
-    "/capstan/apisettings/",
-];
-
-impl SealedStore {
-    /// Seals the values of `inner` under `prefixes` with `keyring`.
-    pub fn new(inner: Arc<dyn Store>, keyring: Keyring, prefixes: &[&str]) -> Self {
-        SealedStore {
-            inner,
-            keyring: Arc::new(keyring),
-            prefixes: prefixes.iter().map(|p| p.as_bytes().to_vec()).collect(),
-        }
-    }
-
+impl Sealing {
     fn sealed(&self, key: &[u8]) -> bool {
         self.prefixes.iter().any(|p| key.starts_with(p))
     }
@@ -245,9 +226,38 @@ impl SealedStore {
     }
 }
 
+impl fmt::Debug for SealedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SealedStore")
+            .field("inner", &self.inner)
+            .field("keyring", &self.sealing.keyring)
+            .finish()
+    }
+}
+
+/// The prefixes holding credentials: clusters, repositories, the API's secrets.
+pub const CREDENTIAL_PREFIXES: &[&str] = &[
+    "/capstan/clusters/",
+    "/capstan/repositories/",
+    "/capstan/apisettings/",
+];
+
+impl SealedStore {
+    /// Seals the values of `inner` under `prefixes` with `keyring`.
+    pub fn new(inner: Arc<dyn Store>, keyring: Keyring, prefixes: &[&str]) -> Self {
+        SealedStore {
+            inner,
+            sealing: Sealing {
+                keyring: Arc::new(keyring),
+                prefixes: prefixes.iter().map(|p| p.as_bytes().to_vec()).collect(),
+            },
+        }
+    }
+}
+
 impl Store for SealedStore {
     fn get<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<Option<KeyValue>>> {
-        Box::pin(async move { self.open_prev(self.inner.get(key).await?) })
+        Box::pin(async move { self.sealing.open_prev(self.inner.get(key).await?) })
     }
 
     fn list<'a>(
@@ -260,7 +270,7 @@ impl Store for SealedStore {
             page.entries = page
                 .entries
                 .into_iter()
-                .map(|kv| self.open_kv(kv))
+                .map(|kv| self.sealing.open_kv(kv))
                 .collect::<Result<_>>()?;
             Ok(page)
         })
@@ -270,7 +280,7 @@ impl Store for SealedStore {
         Box::pin(async move {
             for op in &mut txn.success {
                 if let TxnOp::Put { key, value } = op
-                    && self.sealed(key)
+                    && self.sealing.sealed(key)
                 {
                     if value.len() > MAX_SEALED_PLAINTEXT_BYTES {
                         return Err(StoreError::ValueTooLarge {
@@ -279,14 +289,14 @@ impl Store for SealedStore {
                             limit: MAX_SEALED_PLAINTEXT_BYTES,
                         });
                     }
-                    *value = self.keyring.seal(key, value)?;
+                    *value = self.sealing.keyring.seal(key, value)?;
                 }
             }
             let mut response = self.inner.txn(txn).await?;
             for result in &mut response.results {
                 match result {
                     TxnOpResult::Put { prev } | TxnOpResult::Delete { prev } => {
-                        *prev = self.open_prev(prev.take())?;
+                        *prev = self.sealing.open_prev(prev.take())?;
                     }
                 }
             }
@@ -295,22 +305,13 @@ impl Store for SealedStore {
     }
 
     fn watch(&self, prefix: &[u8], from_revision: Revision) -> WatchStream {
-        let keyring = self.keyring.clone();
-        let prefixes = self.prefixes.clone();
-        let open = move |kv: KeyValue| -> Result<KeyValue> {
-            if prefixes.iter().any(|p| kv.key.starts_with(p)) {
-                let value = keyring.open(&kv.key, kv.value.clone())?;
-                Ok(KeyValue { value, ..kv })
-            } else {
-                Ok(kv)
-            }
-        };
+        let sealing = self.sealing.clone();
         self.inner
             .watch(prefix, from_revision)
             .map(move |event| match event? {
                 WatchEvent::Put { kv, prev } => Ok(WatchEvent::Put {
-                    kv: open(kv)?,
-                    prev: prev.map(&open).transpose()?,
+                    kv: sealing.open_kv(kv)?,
+                    prev: sealing.open_prev(prev)?,
                 }),
                 WatchEvent::Delete {
                     key,
@@ -319,7 +320,7 @@ impl Store for SealedStore {
                 } => Ok(WatchEvent::Delete {
                     key,
                     revision,
-                    prev: prev.map(&open).transpose()?,
+                    prev: sealing.open_prev(prev)?,
                 }),
             })
             .boxed()

@@ -78,7 +78,8 @@ fn random_hex(bytes: usize) -> String {
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn seconds(t: SystemTime) -> u64 {
+/// Seconds since the epoch of `t` (what tokens and account records count in).
+pub(crate) fn seconds(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 

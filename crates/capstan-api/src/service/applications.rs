@@ -163,6 +163,18 @@ impl Api {
         })
     }
 
+    /// Allowed to do `action` on `app` (at `at`), or a PermissionDenied naming it.
+    fn enforce_on_app(
+        &self,
+        caller: &Caller,
+        action: &str,
+        at: &ObjectRef,
+        app: &Application,
+    ) -> ApiResult<()> {
+        let object = self.rbac_object(at, app.spec.project_or_default());
+        self.enforce(caller, "applications", action, &object)
+    }
+
     /// A missing Application is "not found" only to a caller who could `action` an
     /// Application of that name in some project; to others it is "permission denied", as for
     /// one that exists: a denial must not tell which names exist.
@@ -247,10 +259,10 @@ impl Api {
                     .ok_or_else(|| ApiError::invalid(format!("{r:?} is no repository URL")))
             })
             .transpose()?;
-        let (page, revision) = {
-            let state = self.apps().read();
-            let visible =
-                state.objects.iter().filter(|(at, entry)| {
+        let ((entries, continue_token), revision) =
+            {
+                let state = self.apps().read();
+                let visible = state.objects.iter().filter(|(at, entry)| {
                     params
                         .app_namespace
                         .as_deref()
@@ -267,30 +279,22 @@ impl Api {
                             &self.rbac_object(at, entry.spec.spec.project_or_default()),
                         )
                 });
-            let page = params
-                .query
-                .page(visible.map(|(at, entry)| {
-                    (
-                        at,
-                        &*entry.spec,
-                        entry.status.as_deref(),
-                        (at, entry.clone()),
-                    )
-                }))
-                .map_err(|e| ApiError::invalid(e.0))?;
-            let page = crate::query::Page {
-                items: page
+                let page = params
+                    .query
+                    .page(visible.map(|(at, entry)| {
+                        (at, &*entry.spec, entry.status.as_deref(), (at, entry))
+                    }))
+                    .map_err(|e| ApiError::invalid(e.0))?;
+                // Only the page's entries are copied out, to be encoded after the lock is let go.
+                let items: Vec<(ObjectRef, Entry<Applications>)> = page
                     .items
                     .into_iter()
-                    .map(|(at, entry)| (at.clone(), entry))
-                    .collect::<Vec<_>>(),
-                continue_token: page.continue_token,
+                    .map(|(at, entry)| (at.clone(), entry.clone()))
+                    .collect();
+                ((items, page.continue_token), state.revision)
             };
-            (page, state.revision)
-        };
         let fields: Vec<&str> = params.fields.iter().map(String::as_str).collect();
-        let items = page
-            .items
+        let items = entries
             .iter()
             .map(|(at, entry)| {
                 let value = serde_json::to_value(self.entry_app(at, entry))
@@ -300,7 +304,7 @@ impl Api {
             .collect::<ApiResult<Vec<_>>>()?;
         Ok(ListResult {
             items,
-            continue_token: page.continue_token,
+            continue_token,
             revision,
         })
     }
@@ -317,12 +321,7 @@ impl Api {
             .current(at)
             .await
             .map_err(|e| self.hide_missing(caller, "get", at, e))?;
-        self.enforce(
-            caller,
-            "applications",
-            "get",
-            &self.rbac_object(at, app.spec.project_or_default()),
-        )?;
+        self.enforce_on_app(caller, "get", at, &app)?;
         match refresh {
             None => Ok(self.stamp(at, app, revision)),
             Some(kind) => self.request_refresh(at, kind).await,
@@ -474,12 +473,7 @@ impl Api {
             .current(at)
             .await
             .map_err(|e| self.hide_missing(caller, "update", at, e))?;
-        self.enforce(
-            caller,
-            "applications",
-            "update",
-            &self.rbac_object(at, app.spec.project_or_default()),
-        )?;
+        self.enforce_on_app(caller, "update", at, &app)?;
         app.status = None;
         let mut doc = serde_json::to_value(&app)
             .map_err(|e| ApiError::internal(format!("encoding {at}: {e}")))?;
@@ -534,12 +528,7 @@ impl Api {
             .current(at)
             .await
             .map_err(|e| self.hide_missing(caller, "delete", at, e))?;
-        self.enforce(
-            caller,
-            "applications",
-            "delete",
-            &self.rbac_object(at, app.spec.project_or_default()),
-        )?;
+        self.enforce_on_app(caller, "delete", at, &app)?;
         let others = app
             .metadata
             .finalizers
@@ -624,12 +613,7 @@ impl Api {
         };
         let app = self
             .modify(at, Some((caller, "sync")), |app, _| {
-                self.enforce(
-                    caller,
-                    "applications",
-                    "sync",
-                    &self.rbac_object(at, app.spec.project_or_default()),
-                )?;
+                self.enforce_on_app(caller, "sync", at, app)?;
                 if Self::operation_running(app) {
                     return Err(ApiError::new(
                         Code::FailedPrecondition,
@@ -696,12 +680,7 @@ impl Api {
     ) -> ApiResult<Application> {
         let app = self
             .modify(at, Some((caller, "sync")), |app, _| {
-                self.enforce(
-                    caller,
-                    "applications",
-                    "sync",
-                    &self.rbac_object(at, app.spec.project_or_default()),
-                )?;
+                self.enforce_on_app(caller, "sync", at, app)?;
                 if app.spec.sync_policy.as_ref().is_some_and(|p| p.is_automated()) {
                     return Err(ApiError::new(
                         Code::FailedPrecondition,
@@ -741,12 +720,7 @@ impl Api {
     /// Asks the controller to terminate the running operation.
     pub async fn terminate(&self, caller: &Caller, at: &ObjectRef) -> ApiResult<()> {
         self.modify(at, Some((caller, "sync")), |app, _| {
-            self.enforce(
-                caller,
-                "applications",
-                "sync",
-                &self.rbac_object(at, app.spec.project_or_default()),
-            )?;
+            self.enforce_on_app(caller, "sync", at, app)?;
             if !Self::operation_running(app) {
                 return Err(ApiError::new(
                     Code::FailedPrecondition,

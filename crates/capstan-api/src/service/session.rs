@@ -8,7 +8,7 @@
 //! (`proj:PROJECT:ROLE`) — the project still has the role and the role still lists the token.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 use capstan_model::JwtToken;
 use capstan_store::typed::{ObjectRef, TypedStore};
@@ -26,9 +26,7 @@ use crate::rbac::{RolePolicy, Subject, parse_project_role_subject};
 const SESSION_SETTINGS: &str = "session";
 
 pub(crate) fn now_seconds() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    crate::auth::sessions::seconds(SystemTime::now())
 }
 
 fn hex(bytes: &[u8]) -> String {

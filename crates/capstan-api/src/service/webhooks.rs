@@ -98,8 +98,13 @@ impl Api {
     /// failure is logged, and the refresh then sees the new commit once the cached listing
     /// expires.
     async fn refresh_refs(&self, push: &crate::webhook::Push) {
-        let Some(manifests) = self.manifest_source() else {
+        let (Some(manifests), Some(pushed)) = (self.manifest_source(), push.refs.first()) else {
             return;
+        };
+        let revision = if pushed.tag {
+            format!("refs/tags/{}", pushed.name)
+        } else {
+            format!("refs/heads/{}", pushed.name)
         };
         let registered: Vec<Repository> =
             match TypedStore::<Repositories>::new(self.store().clone())
@@ -114,18 +119,10 @@ impl Api {
             };
         let urls: BTreeSet<&String> = push.repo_urls.iter().collect();
         for url in urls {
-            let Some(pushed) = push.refs.first() else {
-                continue;
-            };
             let credentials =
                 capstan_repo::registered::find(registered.iter().map(|r| &r.spec), url)
                     .map(capstan_repo::registered::git_credentials)
                     .unwrap_or_default();
-            let revision = if pushed.tag {
-                format!("refs/tags/{}", pushed.name)
-            } else {
-                format!("refs/heads/{}", pushed.name)
-            };
             if let Err(error) = manifests
                 .resolve_commit(url, &credentials, &revision, true)
                 .await
