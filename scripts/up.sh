@@ -40,11 +40,12 @@ TOOLS="$(bash scripts/tools.sh --print)"
 source tools/versions
 KUBECTL="$TOOLS/kubernetes-$KUBERNETES_VERSION/bin/kubectl"
 
-# The test suite has just built both binaries (with the whole workspace's features); a build
-# of only these two packages would rebuild their dependencies with other features.
+# The test suite has just built the binaries (with the whole workspace's features); a build
+# of only these packages would rebuild their dependencies with other features.
 if [[ "${CAPSTAN_UP_PREBUILT:-}" != 1 ]]; then
-    echo "[up] building capstand and capstan-devcluster ..."
-    cargo build --locked -p capstand -p capstan-testkit --bin capstand --bin capstan-devcluster
+    echo "[up] building capstand, capstan (the CLI) and capstan-devcluster ..."
+    cargo build --locked -p capstand -p capstan-cli -p capstan-testkit \
+        --bin capstand --bin capstan --bin capstan-devcluster
 fi
 
 mkdir -p "$WORK"
@@ -153,8 +154,29 @@ SETTLED=true
 [[ "$(head -1 "$WORK/summary.txt")" == settled:* ]] || SETTLED=false
 
 if $CHECK; then
+    # The CLI commands printed below, run as a user would (with a home of their own).
+    CLI_OK=true
+    if $SETTLED; then
+        ADDRESS="$(grep -o 'API listening.*' "$WORK/capstand.log" | grep -o 'https://[0-9.]*:[0-9]*' | head -1)"
+        export HOME_FOR_CLI="$WORK/cli-home"
+        capstan() { HOME="$HOME_FOR_CLI" target/debug/capstan "$@"; }
+        if capstan login "${ADDRESS#https://}" --server-ca "$WORK/data/tls/ca.crt" \
+                --username admin --password-stdin <"$WORK/data/initial-admin-password" &&
+            capstan app list &&
+            capstan app get guestbook &&
+            capstan app wait guestbook --sync --health --timeout 60; then
+            echo "[up] the CLI logged in and sees the apps"
+        else
+            CLI_OK=false
+        fi
+    fi
     kill -TERM "$CAPSTAND" 2>/dev/null || true
     wait "$CAPSTAND" || true
+    if ! $CLI_OK; then
+        tail -40 "$WORK/capstand.log" >&2
+        echo "[up] check failed: the capstan CLI could not use the API" >&2
+        exit 1
+    fi
     if ! $SETTLED; then
         tail -40 "$WORK/capstand.log" >&2
         echo "[up] check failed: not every demo app became Synced and Healthy" >&2
@@ -173,17 +195,25 @@ into the simulated cluster. In another terminal, from $ROOT:
   # what Capstan deployed (one namespace per app)
   $KC get deployments,services,configmaps -A -l '!kubernetes.io/bootstrapping'
 
-  # the API (REST and gRPC on https://$API, its CA in $WORK/data/tls/ca.crt): log in as
-  # admin with the password generated at the first start, then list the apps
-  CURL="curl -s --cacert $WORK/data/tls/ca.crt"
-  TOKEN=\$(\$CURL https://$API/api/v1/session -d '{"username":"admin","password":"'\$(cat $WORK/data/initial-admin-password)'"}' | sed 's/.*"token":"\([^"]*\)".*/\1/')
-  \$CURL -H "Authorization: Bearer \$TOKEN" 'https://$API/api/v1/applications?fields=metadata.name,status.sync.status,status.health.status'
+  # the CLI, capstan (gRPC on https://$API, its CA in $WORK/data/tls/ca.crt): log in as
+  # admin with the password generated at the first start, then look around
+  alias capstan=$ROOT/target/debug/capstan
+  capstan login $API --server-ca $WORK/data/tls/ca.crt --username admin --password-stdin < $WORK/data/initial-admin-password
+  capstan app list
+  capstan app get guestbook
+  capstan app resources helm-guestbook
+  capstan app history guestbook
+  capstan proj list; capstan repo list; capstan cluster list
+  capstan --help          # every command, its examples, the exit codes
 
-  # deploy a change: commit in the demo repo; Capstan notices it within about 30 seconds,
-  # or at once when the Git host calls the webhook (here, by hand, as GitHub would)
+  # deploy a change: commit in the demo repo; see what will change, then Capstan syncs it
+  # within about 30 seconds, or at once when the Git host calls the webhook (here, by hand,
+  # as GitHub would)
   sed -i 's/replicas: 2/replicas: 3/' $WORK/demo-repo/guestbook/deployment.yaml
   git -C $WORK/demo-repo commit -qam 'three replicas'
-  \$CURL https://$API/api/webhook -H 'X-GitHub-Event: push' -d '{"ref":"refs/heads/main","repository":{"html_url":"$REPO_URL","default_branch":"main"}}'
+  capstan app diff guestbook --refresh
+  curl -s --cacert $WORK/data/tls/ca.crt https://$API/api/webhook -H 'X-GitHub-Event: push' -d '{"ref":"refs/heads/main","repository":{"html_url":"$REPO_URL","default_branch":"main"}}'
+  capstan app wait guestbook --sync --health
 
   # self-heal: change it by hand, and watch Capstan put it back
   $KC -n guestbook scale deployment guestbook-ui --replicas=5
@@ -196,7 +226,7 @@ into the simulated cluster. In another terminal, from $ROOT:
   curl -s $METRICS/metrics | grep -E '^capstan_controller_(reconciles|syncs)'
   tail -f $WORK/capstand.log
 
-Press Ctrl-C to stop. Docs: docs/all-in-one.md, docs/api.md
+Press Ctrl-C to stop. Docs: docs/all-in-one.md, docs/cli.md, docs/api.md
 
 EOF
 

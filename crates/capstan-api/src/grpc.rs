@@ -12,8 +12,10 @@ use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status};
 
 use crate::error::{ApiError, ApiResult};
+use crate::live::ResourceSelector;
 use crate::service::applications::{ListParams, Refresh, SyncParams};
 use crate::service::clusters::{ClusterId, cluster_from_json};
+use crate::service::live::MAX_DIFF_BYTES;
 use crate::service::projects::project_from_json;
 use crate::service::repositories::{RepoAccess, repository_from_json};
 use crate::service::{Api, Caller};
@@ -21,7 +23,9 @@ use crate::service::{Api, Caller};
 /// The gRPC routes, ready to merge into the HTTP router.
 pub fn routes(api: Api) -> tonic::service::Routes {
     tonic::service::Routes::new(
-        pb::application_service_server::ApplicationServiceServer::new(Grpc(api.clone())),
+        pb::application_service_server::ApplicationServiceServer::new(Grpc(api.clone()))
+            // A diff carries manifests: up to MAX_DIFF_BYTES, and what encodes them.
+            .max_decoding_message_size(MAX_DIFF_BYTES + (1 << 20)),
     )
     .add_service(pb::session_service_server::SessionServiceServer::new(Grpc(
         api.clone(),
@@ -265,7 +269,40 @@ impl pb::application_service_server::ApplicationService for Grpc {
     ) -> Result<Response<pb::Json>, Status> {
         let (caller, r) = self.authenticated(request)?;
         let at = self.0.app_ref(&r.app_namespace, &r.name)?;
-        Ok(json(&self.0.managed_resources(&caller, &at).await?)?)
+        Ok(items(&self.0.managed_resources(&caller, &at).await?)?)
+    }
+
+    async fn diff(
+        &self,
+        request: Request<pb::ApplicationDiffRequest>,
+    ) -> Result<Response<pb::Json>, Status> {
+        let (caller, r) = self.authenticated(request)?;
+        let at = self.0.app_ref(&r.app_namespace, &r.name)?;
+        Ok(items(&self.0.diff(&caller, &at, &r.manifests).await?)?)
+    }
+
+    async fn resource_tree(
+        &self,
+        request: Request<pb::ApplicationRef>,
+    ) -> Result<Response<pb::Json>, Status> {
+        let (caller, r) = self.authenticated(request)?;
+        let at = self.0.app_ref(&r.app_namespace, &r.name)?;
+        let nodes = self.0.resource_tree(&caller, &at).await?;
+        Ok(json(&serde_json::json!({ "nodes": nodes }))?)
+    }
+
+    async fn events(
+        &self,
+        request: Request<pb::ApplicationEventsRequest>,
+    ) -> Result<Response<pb::Json>, Status> {
+        let (caller, r) = self.authenticated(request)?;
+        let at = self.0.app_ref(&r.app_namespace, &r.name)?;
+        let resource = ResourceSelector {
+            namespace: r.resource_namespace,
+            name: r.resource_name,
+            uid: r.resource_uid,
+        };
+        Ok(items(&self.0.events(&caller, &at, &resource).await?)?)
     }
 
     async fn manifests(

@@ -4,7 +4,8 @@
 //! Built so far: [`rbac`], authorization with Argo CD's `policy.csv` grammar and semantics;
 //! [`webhook`], Git push deliveries verified, read and matched to the Applications they
 //! affect through an index; [`query`], Application listings filtered, paged and trimmed on
-//! the server.
+//! the server; [`live`], the interface to the controller's live state (managed resources,
+//! diffs, resource trees, events).
 //! The services, sessions, SSO and webhooks are being built (see the tracker); the design is
 //! `docs/architecture.md`.
 
@@ -12,6 +13,7 @@ pub mod accounts;
 pub mod auth;
 pub mod error;
 pub mod grpc;
+pub mod live;
 pub mod mirror;
 pub mod openapi;
 pub mod query;

@@ -23,13 +23,19 @@ use serde_json::{Value, json};
 use tokio_stream::StreamExt as _;
 
 use crate::error::{ApiError, ApiResult};
+use crate::live::ResourceSelector;
 use crate::service::applications::{ListParams, Refresh, SyncParams};
 use crate::service::clusters::{ClusterId, cluster_from_json};
+use crate::service::live::MAX_DIFF_BYTES;
 use crate::service::projects::project_from_json;
 use crate::service::repositories::{RepoAccess, normalized_url, repository_from_json};
 use crate::service::webhooks::WebhookOutcome;
 use crate::service::{Api, Caller};
 use crate::webhook::MAX_BODY_BYTES;
+
+/// The largest diff request body: the manifests' text (at most [`MAX_DIFF_BYTES`]) escaped
+/// in JSON strings.
+const MAX_DIFF_BODY_BYTES: usize = 2 * MAX_DIFF_BYTES;
 
 /// The REST routes, over `api`.
 pub fn router(api: Api) -> Router {
@@ -80,6 +86,15 @@ pub fn router(api: Api) -> Router {
             "/api/v1/applications/{name}/managed-resources",
             get(managed_resources),
         )
+        .route(
+            "/api/v1/applications/{name}/diff",
+            post(diff).layer(DefaultBodyLimit::max(MAX_DIFF_BODY_BYTES)),
+        )
+        .route(
+            "/api/v1/applications/{name}/resource-tree",
+            get(resource_tree),
+        )
+        .route("/api/v1/applications/{name}/events", get(events))
         .route("/api/v1/stream/applications", get(watch_applications))
         .route("/api/v1/projects", get(list_projects).post(create_project))
         .route(
@@ -634,6 +649,7 @@ async fn manifests(
     .into_response())
 }
 
+/// Argo CD's answer: `{"items": [ResourceDiff, ...]}`.
 async fn managed_resources(
     State(api): State<Api>,
     Authed(caller): Authed,
@@ -644,7 +660,82 @@ async fn managed_resources(
     let items = api
         .managed_resources(&caller, &at(&api, &query, &name)?)
         .await?;
-    Ok(axum::Json(json!({ "items": items })).into_response())
+    Ok(items_of(&items))
+}
+
+/// `{"appNamespace": "...", "manifests": ["{...}", ...]}`: each manifest one JSON object's
+/// text, as Argo CD's manifests answer carries them.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DiffBody {
+    #[serde(default, deserialize_with = "null_as_default")]
+    app_namespace: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    manifests: Vec<String>,
+}
+
+async fn diff(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> ApiResult<Response> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::invalid(format!(
+                "the body is over {MAX_DIFF_BODY_BYTES} bytes; at most {MAX_DIFF_BYTES} bytes of \
+                 manifests are compared at once: diff fewer at a time"
+            ))
+        } else {
+            ApiError::invalid(format!(
+                "the body could not be read: {}",
+                rejection.body_text()
+            ))
+        }
+    })?;
+    let body: DiffBody = decode(&body)?;
+    let query = QueryParams::parse(raw.as_deref());
+    let namespace = match body.app_namespace.as_str() {
+        "" => query.one("appNamespace").unwrap_or_default(),
+        ns => ns,
+    };
+    let at = api.app_ref(namespace, &name)?;
+    Ok(items_of(&api.diff(&caller, &at, &body.manifests).await?))
+}
+
+/// Argo CD's `ApplicationTree`: `{"nodes": [ResourceNode, ...]}`.
+async fn resource_tree(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let query = QueryParams::parse(raw.as_deref());
+    let nodes = api
+        .resource_tree(&caller, &at(&api, &query, &name)?)
+        .await?;
+    Ok(axum::Json(json!({ "nodes": nodes })).into_response())
+}
+
+/// `{"items": [Event, ...]}` (Kubernetes Events), as Argo CD's `EventList`.
+async fn events(
+    State(api): State<Api>,
+    Authed(caller): Authed,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let query = QueryParams::parse(raw.as_deref());
+    let param = |key: &str| query.one(key).unwrap_or_default().to_owned();
+    let resource = ResourceSelector {
+        namespace: param("resourceNamespace"),
+        name: param("resourceName"),
+        uid: param("resourceUID"),
+    };
+    let items = api
+        .events(&caller, &at(&api, &query, &name)?, &resource)
+        .await?;
+    Ok(items_of(&items))
 }
 
 /// Server-Sent Events, one `data:` line per change, as Argo CD's stream:

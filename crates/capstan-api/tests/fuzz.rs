@@ -7,12 +7,46 @@ use std::process::Command;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use capstan_api::live::{LiveFuture, LiveState, ManagedResource, ResourceNode, ResourceSelector};
 use capstan_api::rbac::Policy;
 use capstan_api::server::ApiMetrics;
 use capstan_api::service::{Api, ApiConfig};
 use capstan_store::kinds::{AppProjects, Applications};
 use capstan_store::typed::{ObjectRef, TypedStore};
 use capstan_store::{EmbeddedOptions, EmbeddedStore, Store};
+
+/// A live state with nothing running: without one, the live-state methods answer 503 by
+/// design (the API has no controller), which is not what the fuzzer looks for.
+#[derive(Debug)]
+struct NothingRuns;
+
+impl LiveState for NothingRuns {
+    fn managed_resources<'a>(
+        &'a self,
+        _: &'a ObjectRef,
+        _: &'a capstan_model::Application,
+        _: Option<Vec<serde_json::Value>>,
+    ) -> LiveFuture<'a, Vec<ManagedResource>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    fn resource_tree<'a>(
+        &'a self,
+        _: &'a ObjectRef,
+        _: &'a capstan_model::Application,
+    ) -> LiveFuture<'a, Vec<ResourceNode>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    fn events<'a>(
+        &'a self,
+        _: &'a ObjectRef,
+        _: &'a capstan_model::Application,
+        _: Option<&'a ResourceSelector>,
+    ) -> LiveFuture<'a, Vec<serde_json::Value>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_error() -> anyhow::Result<()> {
@@ -39,6 +73,7 @@ async fn schemathesis_finds_no_server_error() -> anyhow::Result<()> {
     }
     let mut config = ApiConfig::new(Policy::parse("", None)?);
     config.accounts = vec!["ci-bot=apiKey".parse().map_err(anyhow::Error::msg)?];
+    config.live = Some(Arc::new(NothingRuns));
     let started = Api::start(store, None, config).await?;
     let password = started.initial_admin_password.context("first start")?;
     let token = started.api.login("admin", &password).await?;

@@ -4,19 +4,17 @@
 //! RBAC roles, and the refusals — a tampered or foreign ID token, a forged state, an SSO
 //! identity named like a local account.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use capstan_api::auth::oidc::{Oidc, OidcConfig};
 use capstan_api::rbac::Policy;
 use capstan_api::server::ApiMetrics;
 use capstan_api::service::{Api, ApiConfig};
 use capstan_api::sso::Sso;
 use capstan_store::{EmbeddedOptions, EmbeddedStore, Store};
-use capstan_testkit::oidc::{OidcClient, OidcProvider};
-use reqwest::redirect::Policy as Redirects;
+use capstan_testkit::oidc::{Browser, OidcClient, OidcProvider};
 
 const POLICY: &str =
     "p, role:deployers, applications, sync, */*, allow\ng, platform-team, role:deployers\n";
@@ -80,143 +78,6 @@ async fn setup() -> Result<Setup> {
     })
 }
 
-/// A browser: follows redirects itself, keeps cookies per host, fills in forms.
-struct Browser {
-    http: reqwest::Client,
-    cookies: HashMap<String, HashMap<String, String>>,
-}
-
-impl Browser {
-    fn new() -> Result<Self> {
-        Ok(Browser {
-            http: reqwest::Client::builder()
-                .redirect(Redirects::none())
-                .build()?,
-            cookies: HashMap::new(),
-        })
-    }
-
-    fn host(url: &str) -> String {
-        url.split('/').nth(2).unwrap_or_default().to_owned()
-    }
-
-    fn cookie_header(&self, url: &str) -> String {
-        self.cookies
-            .get(&Self::host(url))
-            .map(|jar| {
-                jar.iter()
-                    .filter(|(_, v)| !v.is_empty())
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            })
-            .unwrap_or_default()
-    }
-
-    fn keep_cookies(&mut self, url: &str, response: &reqwest::Response) {
-        let jar = self.cookies.entry(Self::host(url)).or_default();
-        for value in response.headers().get_all("set-cookie") {
-            let Ok(value) = value.to_str() else { continue };
-            let pair = value.split(';').next().unwrap_or_default();
-            if let Some((name, value)) = pair.split_once('=') {
-                jar.insert(name.trim().to_owned(), value.trim().to_owned());
-            }
-        }
-    }
-
-    /// One request; the status, the Location resolved against `url`, and the body.
-    async fn request(
-        &mut self,
-        method: reqwest::Method,
-        url: &str,
-        form: Option<String>,
-    ) -> Result<(u16, Option<String>, String)> {
-        let mut request = self
-            .http
-            .request(method, url)
-            .header("cookie", self.cookie_header(url));
-        if let Some(form) = form {
-            request = request
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(form);
-        }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("requesting {url}"))?;
-        self.keep_cookies(url, &response);
-        let status = response.status().as_u16();
-        let location = response
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .map(|l| {
-                if l.starts_with("http") {
-                    l.to_owned()
-                } else {
-                    format!("http://{}{l}", Self::host(url))
-                }
-            });
-        Ok((status, location, response.text().await?))
-    }
-
-    /// Logs `user` in at the provider, starting from `start` (Capstan's `/auth/login`), until
-    /// the provider sends the browser back to `callback_prefix`; that URL.
-    async fn sign_in(&mut self, start: &str, user: &str, callback_prefix: &str) -> Result<String> {
-        let mut url = start.to_owned();
-        let mut form: Option<String> = None;
-        for _ in 0..20 {
-            let method = if form.is_some() {
-                reqwest::Method::POST
-            } else {
-                reqwest::Method::GET
-            };
-            let (status, location, body) = self.request(method, &url, form.take()).await?;
-            if let Some(next) = location {
-                if next.starts_with(callback_prefix) {
-                    return Ok(next);
-                }
-                url = next;
-                continue;
-            }
-            if status != 200 {
-                bail!("{url} answered {status}: {body}");
-            }
-            // A page with a form: the login form or the consent form.
-            let action = attribute(&body, "action").context("a form on the page")?;
-            let mut fields = form_urlencoded::Serializer::new(String::new());
-            for input in body.split("<input").skip(1) {
-                let input = input.split('>').next().unwrap_or_default();
-                if input.contains("type=\"hidden\"")
-                    && let (Some(name), Some(value)) =
-                        (attribute(input, "name"), attribute(input, "value"))
-                {
-                    fields.append_pair(&name, &value);
-                }
-            }
-            if body.contains("name=\"login\"") {
-                fields
-                    .append_pair("login", user)
-                    .append_pair("password", "any");
-            }
-            url = if action.starts_with("http") {
-                action
-            } else {
-                format!("http://{}{action}", Self::host(&url))
-            };
-            form = Some(fields.finish());
-        }
-        bail!("no redirect back to {callback_prefix} after 20 steps")
-    }
-}
-
-/// The first `name="..."` attribute value in `html`.
-fn attribute(html: &str, name: &str) -> Option<String> {
-    let start = html.find(&format!("{name}=\""))? + name.len() + 2;
-    let end = html[start..].find('"')? + start;
-    Some(html[start..end].replace("&amp;", "&"))
-}
-
 async fn userinfo(base: &str, token: &str) -> Result<(u16, serde_json::Value)> {
     let response = reqwest::Client::new()
         .get(format!("{base}/api/v1/session/userinfo"))
@@ -258,7 +119,9 @@ async fn a_browser_signs_in_with_the_provider_and_its_groups_reach_rbac() -> Res
         location.as_deref(),
         Some(format!("{base}/applications").as_str())
     );
-    let token = browser.cookies[&Browser::host(base)]["argocd.token"].clone();
+    let token = browser
+        .cookie(base, "argocd.token")
+        .context("the session cookie")?;
     let (status, info) = userinfo(base, &token).await?;
     assert_eq!(status, 200, "{info}");
     assert_eq!(info["username"], "alice@example.com");

@@ -41,16 +41,26 @@ pub enum Child {
 }
 
 impl Child {
-    fn at(&self) -> &ObjectRef {
+    /// Where it is stored.
+    pub fn at(&self) -> &ObjectRef {
         match self {
             Child::App(at, _) | Child::Project(at, _) => at,
         }
     }
 
-    fn kind(&self) -> &'static str {
+    /// `Application` or `AppProject`.
+    pub fn kind(&self) -> &'static str {
         match self {
             Child::App(..) => "Application",
             Child::Project(..) => "AppProject",
+        }
+    }
+
+    /// The child as JSON, as written to the store.
+    pub fn to_json(&self) -> Value {
+        match self {
+            Child::App(_, app) => json_of(app.as_ref()),
+            Child::Project(_, project) => json_of(project.as_ref()),
         }
     }
 }
@@ -104,6 +114,20 @@ pub struct ChildComparison {
     /// One per desired or extraneous child.
     pub statuses: Vec<ResourceStatus>,
     extraneous: Vec<(&'static str, ObjectRef)>,
+    /// When asked for: the stored children this parent manages (desired or extraneous), as
+    /// JSON, by kind and place — the live side of the API's diff. Children of other parents
+    /// are left out, so a diff never shows another Application's object.
+    pub stored: Vec<(&'static str, ObjectRef, Value)>,
+}
+
+impl ChildComparison {
+    /// The stored JSON of child `kind` at `at`, when kept.
+    pub fn stored(&self, kind: &str, at: &ObjectRef) -> Option<&Value> {
+        self.stored
+            .iter()
+            .find(|(k, a, _)| *k == kind && a == at)
+            .map(|(_, _, v)| v)
+    }
 }
 
 /// Reads and writes a parent's children.
@@ -126,6 +150,11 @@ fn without_operation(app: &Application) -> Application {
     app
 }
 
+/// A stored child as JSON (what the API shows as its live state).
+fn json_of<T: serde::Serialize>(object: &T) -> Value {
+    serde_json::to_value(object).unwrap_or(Value::Null)
+}
+
 fn managed_by(annotations: &indexmap::IndexMap<String, String>, parent: &str) -> bool {
     annotations.get(MANAGED_BY).is_some_and(|p| p == parent)
 }
@@ -139,25 +168,46 @@ impl Children {
         }
     }
 
-    /// The sync status of each desired child and of each stored child Git no longer has.
+    /// The sync status of each desired child and of each stored child Git no longer has;
+    /// with `keep`, the stored children too ([`ChildComparison::stored`]).
     pub async fn compare(
         &self,
         parent: &ObjectRef,
         desired: &[Child],
+        keep: bool,
     ) -> Result<ChildComparison, StoreError> {
+        let owner = parent.to_string();
         let mut out = Vec::new();
+        let mut stored = Vec::new();
         for child in desired {
-            let in_sync =
-                match child {
-                    Child::App(at, app) => self.apps.get(at).await?.is_some_and(|o| {
-                        without_operation(&o.spec.value) == without_operation(app)
-                    }),
-                    Child::Project(at, project) => self
-                        .projects
-                        .get(at)
-                        .await?
-                        .is_some_and(|o| &o.spec.value == project.as_ref()),
-                };
+            let in_sync = match child {
+                Child::App(at, app) => {
+                    let found = self.apps.get(at).await?.map(|o| o.spec.value);
+                    if keep
+                        && let Some(found) = found
+                            .as_ref()
+                            .filter(|f| managed_by(&f.metadata.annotations, &owner))
+                    {
+                        stored.push((
+                            "Application",
+                            at.clone(),
+                            json_of(&without_operation(found)),
+                        ));
+                    }
+                    found.is_some_and(|f| without_operation(&f) == without_operation(app))
+                }
+                Child::Project(at, project) => {
+                    let found = self.projects.get(at).await?.map(|o| o.spec.value);
+                    if keep
+                        && let Some(found) = found
+                            .as_ref()
+                            .filter(|f| managed_by(&f.metadata.annotations, &owner))
+                    {
+                        stored.push(("AppProject", at.clone(), json_of(found)));
+                    }
+                    found.is_some_and(|f| &f == project.as_ref())
+                }
+            };
             let code = if in_sync {
                 SyncStatusCode::Synced
             } else {
@@ -165,13 +215,16 @@ impl Children {
             };
             out.push(status(child.kind(), child.at(), code, false));
         }
-        let extraneous = self.extraneous(parent, desired).await?;
+        let extraneous = self
+            .extraneous(parent, desired, keep.then_some(&mut stored))
+            .await?;
         for (kind, at) in &extraneous {
             out.push(status(kind, at, SyncStatusCode::OutOfSync, true));
         }
         Ok(ChildComparison {
             statuses: out,
             extraneous,
+            stored,
         })
     }
 
@@ -258,11 +311,13 @@ impl Children {
         Ok(done)
     }
 
-    /// Stored children of `parent` that `desired` does not have.
+    /// Stored children of `parent` that `desired` does not have (their JSON added to `keep`,
+    /// when given).
     async fn extraneous(
         &self,
         parent: &ObjectRef,
         desired: &[Child],
+        mut keep: Option<&mut Vec<(&'static str, ObjectRef, Value)>>,
     ) -> Result<Vec<(&'static str, ObjectRef)>, StoreError> {
         let owner = parent.to_string();
         let wanted =
@@ -273,6 +328,10 @@ impl Children {
                 && object.spec.value.metadata.deletion_timestamp.is_none()
                 && !wanted("Application", &object.object)
             {
+                if let Some(keep) = keep.as_deref_mut() {
+                    let value = json_of(&without_operation(&object.spec.value));
+                    keep.push(("Application", object.object.clone(), value));
+                }
                 out.push(("Application", object.object));
             }
         }
@@ -280,6 +339,13 @@ impl Children {
             if managed_by(&object.spec.value.metadata.annotations, &owner)
                 && !wanted("AppProject", &object.object)
             {
+                if let Some(keep) = keep.as_deref_mut() {
+                    keep.push((
+                        "AppProject",
+                        object.object.clone(),
+                        json_of(&object.spec.value),
+                    ));
+                }
                 out.push(("AppProject", object.object));
             }
         }
@@ -302,5 +368,86 @@ fn status(
         status: Some(code),
         requires_pruning,
         ..ResourceStatus::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(name: &str, parent: Option<&str>, path: &str) -> Application {
+        let mut app = capstan_model::parse_application_yaml(&format!(
+            "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {{name: {name}}}\nspec:\n  source: {{repoURL: 'https://git.example.com/r.git', path: {path}}}\n  destination: {{server: 'https://kubernetes.default.svc', namespace: x}}\n"
+        ))
+        .expect("a valid Application");
+        app.metadata.namespace = "capstan".into();
+        if let Some(parent) = parent {
+            app.metadata
+                .annotations
+                .insert(MANAGED_BY.to_owned(), parent.to_owned());
+        }
+        app
+    }
+
+    #[tokio::test]
+    async fn kept_children_are_only_those_the_parent_manages() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store: Arc<dyn Store> = Arc::new(
+            capstan_store::EmbeddedStore::open(
+                dir.path().join("s.redb"),
+                capstan_store::EmbeddedOptions::default(),
+            )
+            .await?,
+        );
+        let apps = TypedStore::<Applications>::new(store.clone());
+        let parent = ObjectRef::new("capstan", "root");
+        let at = |name: &str| ObjectRef::new("capstan", name);
+        // Stored: a child of root that Git changes, one Git no longer has, and another
+        // parent's Application that root's Git names too.
+        apps.create(&at("changed"), &app("changed", Some("capstan/root"), "old"))
+            .await?;
+        apps.create(&at("gone"), &app("gone", Some("capstan/root"), "a"))
+            .await?;
+        apps.create(&at("theirs"), &app("theirs", Some("capstan/other"), "a"))
+            .await?;
+        let rendered: Vec<Value> = ["changed", "theirs"]
+            .iter()
+            .map(|name| serde_json::to_value(app(name, None, "new")).expect("JSON"))
+            .collect();
+        let desired = parse(&parent, &rendered).map_err(anyhow::Error::msg)?;
+        let children = Children::new(store);
+
+        let compared = children.compare(&parent, &desired, true).await?;
+        let statuses: Vec<(&str, Option<SyncStatusCode>, bool)> = compared
+            .statuses
+            .iter()
+            .map(|s| (s.name.as_str(), s.status, s.requires_pruning))
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                ("changed", Some(SyncStatusCode::OutOfSync), false),
+                ("theirs", Some(SyncStatusCode::OutOfSync), false),
+                ("gone", Some(SyncStatusCode::OutOfSync), true),
+            ]
+        );
+        let stored = compared
+            .stored("Application", &at("changed"))
+            .expect("root's child is kept");
+        assert_eq!(stored["spec"]["source"]["path"], "old");
+        assert!(compared.stored("Application", &at("gone")).is_some());
+        assert!(
+            compared.stored("Application", &at("theirs")).is_none(),
+            "another parent's Application is not shown"
+        );
+        assert!(
+            children
+                .compare(&parent, &desired, false)
+                .await?
+                .stored
+                .is_empty(),
+            "kept only when asked"
+        );
+        Ok(())
     }
 }

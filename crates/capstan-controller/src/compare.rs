@@ -14,10 +14,14 @@
 //!   hooks are left out;
 //! - the Application is `OutOfSync` when any counted resource is, else `Synced`;
 //! - health is the engine's roll-up ([`HealthAssessor::app_health`]).
+//!
+//! With [`CompareInput::detail`] the comparison also keeps, per resource, both sides and the
+//! engine's diff ([`ResourceDetail`]): what the API shows as managed resources and diffs. The
+//! reconciler leaves it off (nothing would read it).
 
 use std::collections::{BTreeMap, HashMap};
 
-use capstan_engine::diff::{self, CompareOptions};
+use capstan_engine::diff::{self, CompareOptions, ResourceDiff};
 use capstan_engine::health::{AppResource, HealthAssessor};
 use capstan_engine::resources::{ResourceKey, str_at};
 use capstan_engine::sync::hooks::{HookSpec, wave_of};
@@ -36,6 +40,26 @@ pub struct CompareInput {
     pub untracked: Vec<Value>,
     /// `ignoreDifferences` in force: the Application's and the system-wide ones.
     pub ignore: Vec<ResourceIgnoreDifferences>,
+    /// Keep each resource's sides and diff in [`Comparison::details`].
+    pub detail: bool,
+}
+
+/// One resource as compared (kept with [`CompareInput::detail`]): both sides as they were
+/// given, and the engine's diff of them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResourceDetail {
+    /// The resource.
+    pub key: ResourceKey,
+    /// Whether it is a hook (hooks are not diffed).
+    pub hook: bool,
+    /// The desired manifest (placed and stamped); `None` when Git no longer has it.
+    pub desired: Option<Value>,
+    /// The live object; `None` when it does not exist.
+    pub live: Option<Value>,
+    /// The engine's comparison (normalised sides, Secret values masked, unified diff);
+    /// `None` for hooks and when an `ignoreDifferences` rule is unusable (see
+    /// [`Comparison::errors`]).
+    pub diff: Option<ResourceDiff>,
 }
 
 /// The outcome of a comparison.
@@ -51,6 +75,9 @@ pub struct Comparison {
     /// Resources whose diff could not be computed (an unusable `ignoreDifferences` rule),
     /// with the reason; they count as `Unknown`.
     pub errors: Vec<(ResourceKey, String)>,
+    /// With [`CompareInput::detail`]: every resource of [`Self::resources`] with its sides
+    /// and diff, in the same order.
+    pub details: Vec<ResourceDetail>,
 }
 
 /// Compares (see the [module docs](self)).
@@ -95,6 +122,7 @@ pub fn compare(input: &CompareInput, assessor: &HealthAssessor) -> Comparison {
     }
 
     let mut resources = Vec::with_capacity(entries.len());
+    let mut details = Vec::new();
     let mut errors = Vec::new();
     let mut out_of_sync = false;
     let mut health_inputs = Vec::with_capacity(entries.len());
@@ -115,36 +143,61 @@ pub fn compare(input: &CompareInput, assessor: &HealthAssessor) -> Comparison {
             sync_wave: reference.and_then(|r| wave_of(r).ok()).unwrap_or(0),
             ..ResourceStatus::default()
         };
+        let mut keep = |diff: Option<ResourceDiff>| {
+            if input.detail {
+                details.push(ResourceDetail {
+                    key: key.clone(),
+                    hook: entry.hook,
+                    desired: entry.desired.cloned(),
+                    live: entry.live.cloned(),
+                    diff,
+                });
+            }
+        };
         if entry.hook {
             // Hooks run during syncs; whether they exist says nothing about being in sync.
+            keep(None);
             resources.push(status);
             health_inputs.push(None);
             continue;
         }
-        let code = match (entry.desired, entry.live) {
-            (Some(desired), Some(live)) => {
-                match diff::client_side_diff(Some(desired), Some(live), &input.ignore) {
-                    Ok(d) if d.modified => SyncStatusCode::OutOfSync,
-                    Ok(_) => SyncStatusCode::Synced,
-                    Err(e) => {
-                        errors.push((key.clone(), e.to_string()));
-                        SyncStatusCode::Unknown
-                    }
-                }
+        if entry.desired.is_none() && entry.live.is_none() {
+            continue;
+        }
+        // One side only is "different" whatever the diff says; it is computed for the
+        // details only.
+        let both = entry.desired.is_some() && entry.live.is_some();
+        let diff =
+            (both || input.detail).then(|| diff::diff(entry.desired, entry.live, &input.ignore));
+        let code = match (diff, both) {
+            (Some(Ok(d)), true) => {
+                let code = if d.modified {
+                    SyncStatusCode::OutOfSync
+                } else {
+                    SyncStatusCode::Synced
+                };
+                keep(Some(d));
+                code
             }
-            (Some(_), None) => SyncStatusCode::OutOfSync,
-            (None, Some(live)) => {
-                status.requires_pruning = true;
-                if CompareOptions::of(live).ignore_extraneous {
-                    status.status = Some(SyncStatusCode::OutOfSync);
-                    resources.push(status);
-                    health_inputs.push(Some((key, entry.desired, entry.live)));
-                    continue;
-                }
+            (Some(Err(e)), true) => {
+                errors.push((key.clone(), e));
+                keep(None);
+                SyncStatusCode::Unknown
+            }
+            (diff, _) => {
+                keep(diff.and_then(Result::ok));
                 SyncStatusCode::OutOfSync
             }
-            (None, None) => continue,
         };
+        if let (None, Some(live)) = (entry.desired, entry.live) {
+            status.requires_pruning = true;
+            if CompareOptions::of(live).ignore_extraneous {
+                status.status = Some(SyncStatusCode::OutOfSync);
+                resources.push(status);
+                health_inputs.push(Some((key, entry.desired, entry.live)));
+                continue;
+            }
+        }
         out_of_sync |= code != SyncStatusCode::Synced;
         status.status = Some(code);
         resources.push(status);
@@ -187,6 +240,7 @@ pub fn compare(input: &CompareInput, assessor: &HealthAssessor) -> Comparison {
             last_transition_time: None,
         },
         errors,
+        details,
     }
 }
 

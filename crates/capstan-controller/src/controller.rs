@@ -92,6 +92,12 @@ impl Controller {
         self.queue.metrics().register(registry);
     }
 
+    /// The reconciler: also what answers the API about the live state of Applications
+    /// (it implements [`capstan_api::live::LiveState`]; see [`crate::live`]).
+    pub fn reconciler(&self) -> &Arc<Reconciler> {
+        &self.reconciler
+    }
+
     /// The work queue (the API will enqueue refresh requests here in process).
     pub fn queue(&self) -> &WorkQueue<ObjectRef> {
         &self.queue

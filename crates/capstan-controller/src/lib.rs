@@ -4,6 +4,9 @@
 //!   queue; workers run [`reconcile::Reconciler::reconcile`].
 //! - [`reconcile`]: one Application: render, [`compare`], write status, automated sync
 //!   (persisted step by step through [`operations`]), history.
+//! - [`live`]: what the API shows of an Application's live state (managed resources with
+//!   diffs, a diff against given manifests, the resource tree, events), answered from the
+//!   cluster caches through the reconcile's own comparison.
 //! - [`children`]: app of apps — Applications and AppProjects among the manifests are
 //!   written to the store as managed children.
 //! - [`ownership`]: which clusters this member reconciles; status writes are fenced on it.
@@ -25,6 +28,7 @@ pub mod children;
 pub mod clusters;
 pub mod compare;
 pub mod controller;
+pub mod live;
 pub mod metrics;
 pub mod operations;
 pub mod orphans;

@@ -185,8 +185,13 @@ impl Reconciler {
         &self.clusters
     }
 
-    fn cluster_of(&self, app: &Application) -> Option<Arc<ClusterHandle>> {
+    pub(crate) fn cluster_of(&self, app: &Application) -> Option<Arc<ClusterHandle>> {
         self.clusters.find(&app.spec.destination)
+    }
+
+    /// Whether this member owns (reconciles) the cluster at `server`.
+    pub(crate) fn owns(&self, server: &str) -> bool {
+        self.ownership.owns(server)
     }
 
     /// Reconciles one Application; `hard` bypasses the manifest cache.
@@ -304,31 +309,15 @@ impl Reconciler {
         }
 
         // The project decides before anything is rendered or touches the cluster.
-        let policy = match self.project(at, &app).await? {
+        let policy = match self.admit(at, &app, cluster).await? {
             Ok(policy) => policy,
-            Err(message) => {
-                set_condition(&mut status, INVALID_SPEC_ERROR, message);
+            Err(refusal) => {
+                replace_conditions(&mut status, INVALID_SPEC_ERROR, refusal);
                 let outcome = unknown(&mut status);
                 self.write_status(at, &old, status, &cluster.server).await?;
                 return Ok(outcome);
             }
         };
-        let mut violations = policy.rules.check_sources(&app.spec);
-        violations.extend(policy.rules.check_destination(
-            &app.spec.destination,
-            &cluster.server,
-            &cluster.name,
-        ));
-        if !violations.is_empty() {
-            replace_conditions(
-                &mut status,
-                INVALID_SPEC_ERROR,
-                project::conditions(&violations),
-            );
-            let outcome = unknown(&mut status);
-            self.write_status(at, &old, status, &cluster.server).await?;
-            return Ok(outcome);
-        }
         clear_condition(&mut status, INVALID_SPEC_ERROR);
 
         // Every watch of the cluster failing: what the cache holds is stale, so neither
@@ -397,32 +386,30 @@ impl Reconciler {
                 }
             }
         }
-        let mut rendered = match Box::pin(self.render(&render_app, hard)).await {
-            Ok(r) => r,
-            Err(message) => {
-                set_condition(&mut status, "ComparisonError", message);
-                let outcome = unknown(&mut status);
-                self.write_status(at, &old, status, &cluster.server).await?;
-                return Ok(outcome);
-            }
-        };
-        let digest = capstan_repo::service::manifests_digest(&rendered.manifests);
-        // App of apps: Applications and AppProjects go to the store, the rest to the cluster.
-        let (store_objects, cluster_objects): (Vec<Value>, Vec<Value>) =
-            std::mem::take(&mut rendered.manifests)
-                .into_iter()
-                .partition(children::is_store_object);
-        // Most Applications have no children: the store is only read for those that render
-        // some, or had some at the last comparison (to prune them).
         let had_children = old.resources.iter().any(|r| r.group == children::GROUP);
-        let (children, child_comparison) = match children::parse(at, &store_objects) {
-            Ok(children) if children.is_empty() && !had_children => {
-                (children, children::ChildComparison::default())
-            }
-            Ok(children) => {
-                let compared = self.children.compare(at, &children).await?;
-                (children, compared)
-            }
+        let observed = Box::pin(self.observe(
+            at,
+            &app,
+            cluster,
+            Desired::Rendered {
+                app: &render_app,
+                hard,
+            },
+            had_children,
+            false,
+        ))
+        .await?;
+        let Observed {
+            rendered,
+            digest,
+            children,
+            child_comparison,
+            desired,
+            tracked,
+            untracked,
+            comparison,
+        } = match observed {
+            Ok(observed) => observed,
             Err(message) => {
                 set_condition(&mut status, "ComparisonError", message);
                 let outcome = unknown(&mut status);
@@ -430,10 +417,6 @@ impl Reconciler {
                 return Ok(outcome);
             }
         };
-        let desired = self.place(cluster, &app, cluster_objects).await;
-        let (tracked, untracked) = self.live(cluster, &app, &desired).await;
-        let comparison =
-            self.compare_observed(&app, &desired, &tracked, &untracked, &child_comparison);
         apply_comparison(&mut status, &app, &comparison, &rendered);
         match policy.orphaned.as_ref().filter(|o| o.warn == Some(true)) {
             Some(settings) => {
@@ -668,12 +651,18 @@ impl Reconciler {
             let child_comparison = if children.is_empty() {
                 child_comparison
             } else {
-                self.children.compare(at, &children).await?
+                self.children.compare(at, &children, false).await?
             };
             for _ in 0..SETTLE_TRIES {
                 let (tracked, untracked) = self.live(cluster, &app, &desired).await;
-                let settled =
-                    self.compare_observed(&app, &desired, &tracked, &untracked, &child_comparison);
+                let settled = self.compare_observed(
+                    &app,
+                    &desired,
+                    &tracked,
+                    &untracked,
+                    &child_comparison,
+                    false,
+                );
                 if settled.sync == SyncStatusCode::Synced {
                     apply_comparison(&mut status, &app, &settled, &rendered);
                     break;
@@ -903,6 +892,120 @@ impl Reconciler {
         }))
     }
 
+    /// The project's rules when they admit the Application's sources and destination (the
+    /// project is read and compiled); otherwise the `InvalidSpecError` conditions saying why.
+    pub(crate) async fn admit(
+        &self,
+        at: &ObjectRef,
+        app: &Application,
+        cluster: &ClusterHandle,
+    ) -> Result<Result<Policy, Vec<ApplicationCondition>>, ReconcileError> {
+        let policy = match self.project(at, app).await? {
+            Ok(policy) => policy,
+            Err(message) => {
+                return Ok(Err(vec![ApplicationCondition {
+                    condition_type: INVALID_SPEC_ERROR.to_owned(),
+                    message,
+                    last_transition_time: Some(now()),
+                }]));
+            }
+        };
+        let mut violations = policy.rules.check_sources(&app.spec);
+        violations.extend(policy.rules.check_destination(
+            &app.spec.destination,
+            &cluster.server,
+            &cluster.name,
+        ));
+        if violations.is_empty() {
+            Ok(Ok(policy))
+        } else {
+            Ok(Err(project::conditions(&violations)))
+        }
+    }
+
+    /// The comparison of an Application with what runs in `cluster` — one code path for
+    /// the reconcile and for the API ([`crate::live`]): renders `desired` (or takes the
+    /// given manifests), sets app-of-apps children apart and compares them with the store
+    /// (when there are some, or `had_children` at the last comparison), places and stamps
+    /// the rest, gathers the live objects and compares; `detail` keeps each resource's
+    /// sides and diff. `Ok(Err(message))` is the Application's own problem (a source that
+    /// does not render, a child that does not parse), for its `ComparisonError`.
+    ///
+    /// Given manifests are compared only with the objects the Application tracks: naming
+    /// an object does not show what runs there unless the Application manages it.
+    pub(crate) async fn observe(
+        &self,
+        at: &ObjectRef,
+        app: &Application,
+        cluster: &ClusterHandle,
+        desired: Desired<'_>,
+        had_children: bool,
+        detail: bool,
+    ) -> Result<Result<Observed, String>, ReconcileError> {
+        let (mut rendered, given) = match desired {
+            Desired::Rendered {
+                app: render_app,
+                hard,
+            } => match Box::pin(self.render(render_app, hard)).await {
+                Ok(rendered) => (rendered, false),
+                Err(message) => return Ok(Err(message)),
+            },
+            Desired::Given(manifests) => (
+                Rendered {
+                    manifests,
+                    ..Rendered::default()
+                },
+                true,
+            ),
+        };
+        let digest = if given {
+            String::new()
+        } else {
+            capstan_repo::service::manifests_digest(&rendered.manifests)
+        };
+        // App of apps: Applications and AppProjects go to the store, the rest to the cluster.
+        let (store_objects, cluster_objects): (Vec<Value>, Vec<Value>) =
+            std::mem::take(&mut rendered.manifests)
+                .into_iter()
+                .partition(children::is_store_object);
+        // Most Applications have no children: the store is only read for those that render
+        // some, or had some at the last comparison (to prune them).
+        let (children, child_comparison) = match children::parse(at, &store_objects) {
+            Ok(children) if children.is_empty() && !had_children => {
+                (children, children::ChildComparison::default())
+            }
+            Ok(children) => {
+                let compared = self.children.compare(at, &children, detail).await?;
+                (children, compared)
+            }
+            Err(message) => return Ok(Err(message)),
+        };
+        let desired = self.place(cluster, app, cluster_objects).await;
+        let (tracked, untracked) = if given {
+            (self.live(cluster, app, &[]).await.0, Vec::new())
+        } else {
+            self.live(cluster, app, &desired).await
+        };
+        let comparison = self.compare_observed(
+            app,
+            &desired,
+            &tracked,
+            &untracked,
+            &child_comparison,
+            detail,
+        );
+        Ok(Ok(Observed {
+            rendered,
+            digest,
+            children,
+            child_comparison,
+            desired,
+            tracked,
+            untracked,
+            comparison,
+        }))
+    }
+
     async fn plan_and_save(
         &self,
         at: &ObjectRef,
@@ -947,7 +1050,7 @@ impl Reconciler {
 
     /// Compares `desired` with the live objects (`tracked` by the app, and `untracked` ones
     /// at its desired keys); App-of-apps children out of sync make the whole Application
-    /// out of sync.
+    /// out of sync. `detail` keeps each resource's sides and diff (for the API).
     fn compare_observed(
         &self,
         app: &Application,
@@ -955,6 +1058,7 @@ impl Reconciler {
         tracked: &[Value],
         untracked: &[Value],
         child_comparison: &children::ChildComparison,
+        detail: bool,
     ) -> Comparison {
         let mut comparison = compare(
             &CompareInput {
@@ -962,6 +1066,7 @@ impl Reconciler {
                 tracked: tracked.to_vec(),
                 untracked: untracked.to_vec(),
                 ignore: app.spec.ignore_differences.clone(),
+                detail,
             },
             &self.assessor,
         );
@@ -1154,11 +1259,48 @@ impl Reconciler {
 }
 
 /// What the Application's project allows.
-struct Policy {
+pub(crate) struct Policy {
     rules: ProjectPolicy,
     windows: WindowSet,
     /// `orphanedResources`, when the project monitors them.
     orphaned: Option<capstan_model::OrphanedResourcesMonitorSettings>,
+}
+
+/// Where the desired side of [`Reconciler::observe`] comes from.
+#[derive(Debug)]
+pub(crate) enum Desired<'a> {
+    /// `app`'s sources rendered (as they stand in `app`: a sync may have pointed them at
+    /// other revisions); `hard` bypasses the manifest cache.
+    Rendered {
+        /// The Application to render.
+        app: &'a Application,
+        /// Bypass the manifest cache.
+        hard: bool,
+    },
+    /// Manifests a caller gave (the API's diff of local files).
+    Given(Vec<Value>),
+}
+
+/// What [`Reconciler::observe`] found, and what it was made from.
+#[derive(Debug)]
+pub(crate) struct Observed {
+    /// What was rendered (revisions, source types; its manifests moved into `desired` and
+    /// `children`); empty for given manifests.
+    pub(crate) rendered: Rendered,
+    /// [`capstan_repo::service::manifests_digest`] of the rendered manifests.
+    pub(crate) digest: String,
+    /// App-of-apps children among the manifests.
+    pub(crate) children: Vec<children::Child>,
+    /// Their comparison with the store.
+    pub(crate) child_comparison: children::ChildComparison,
+    /// The other manifests, placed and stamped.
+    pub(crate) desired: Vec<Value>,
+    /// Live objects the Application tracks.
+    pub(crate) tracked: Vec<Value>,
+    /// Live objects at desired keys the Application does not track.
+    pub(crate) untracked: Vec<Value>,
+    /// The comparison.
+    pub(crate) comparison: Comparison,
 }
 
 /// The project Argo CD installs as `default`: any source, any destination, any kind.

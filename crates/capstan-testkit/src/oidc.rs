@@ -6,7 +6,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, anyhow};
+use std::collections::HashMap;
+
+use anyhow::{Context as _, Result, anyhow, bail};
 
 use crate::net::{free_port, http_get};
 use crate::process::ManagedProcess;
@@ -119,4 +121,153 @@ impl OidcProvider {
     pub fn log_tail(&self, lines: usize) -> String {
         self.process.log_tail(lines)
     }
+}
+
+/// A browser for tests: follows redirects itself, keeps cookies per host, fills in forms.
+#[derive(Debug)]
+pub struct Browser {
+    http: reqwest::Client,
+    cookies: HashMap<String, HashMap<String, String>>,
+}
+
+impl Browser {
+    /// A browser with no cookies.
+    pub fn new() -> Result<Self> {
+        Ok(Browser {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?,
+            cookies: HashMap::new(),
+        })
+    }
+
+    /// The cookie `name` this browser keeps for `url`'s host.
+    pub fn cookie(&self, url: &str, name: &str) -> Option<String> {
+        self.cookies.get(&Self::host(url))?.get(name).cloned()
+    }
+
+    fn host(url: &str) -> String {
+        url.split('/').nth(2).unwrap_or_default().to_owned()
+    }
+
+    fn cookie_header(&self, url: &str) -> String {
+        self.cookies
+            .get(&Self::host(url))
+            .map(|jar| {
+                jar.iter()
+                    .filter(|(_, v)| !v.is_empty())
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_default()
+    }
+
+    fn keep_cookies(&mut self, url: &str, response: &reqwest::Response) {
+        let jar = self.cookies.entry(Self::host(url)).or_default();
+        for value in response.headers().get_all("set-cookie") {
+            let Ok(value) = value.to_str() else { continue };
+            let pair = value.split(';').next().unwrap_or_default();
+            if let Some((name, value)) = pair.split_once('=') {
+                jar.insert(name.trim().to_owned(), value.trim().to_owned());
+            }
+        }
+    }
+
+    /// One request; the status, the Location resolved against `url`, and the body.
+    pub async fn request(
+        &mut self,
+        method: reqwest::Method,
+        url: &str,
+        form: Option<String>,
+    ) -> Result<(u16, Option<String>, String)> {
+        let mut request = self
+            .http
+            .request(method, url)
+            .header("cookie", self.cookie_header(url));
+        if let Some(form) = form {
+            request = request
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("requesting {url}"))?;
+        self.keep_cookies(url, &response);
+        let status = response.status().as_u16();
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(|l| {
+                if l.starts_with("http") {
+                    l.to_owned()
+                } else {
+                    format!("http://{}{l}", Self::host(url))
+                }
+            });
+        Ok((status, location, response.text().await?))
+    }
+
+    /// Logs `user` in at the provider, starting from `start` (Capstan's `/auth/login`), until
+    /// the provider sends the browser back to `callback_prefix`; that URL.
+    pub async fn sign_in(
+        &mut self,
+        start: &str,
+        user: &str,
+        callback_prefix: &str,
+    ) -> Result<String> {
+        let mut url = start.to_owned();
+        let mut form: Option<String> = None;
+        for _ in 0..20 {
+            let method = if form.is_some() {
+                reqwest::Method::POST
+            } else {
+                reqwest::Method::GET
+            };
+            let (status, location, body) = self.request(method, &url, form.take()).await?;
+            if let Some(next) = location {
+                if next.starts_with(callback_prefix) {
+                    return Ok(next);
+                }
+                url = next;
+                continue;
+            }
+            if status != 200 {
+                bail!("{url} answered {status}: {body}");
+            }
+            // A page with a form: the login form or the consent form.
+            let action = attribute(&body, "action").context("a form on the page")?;
+            let mut fields = form_urlencoded::Serializer::new(String::new());
+            for input in body.split("<input").skip(1) {
+                let input = input.split('>').next().unwrap_or_default();
+                if input.contains("type=\"hidden\"")
+                    && let (Some(name), Some(value)) =
+                        (attribute(input, "name"), attribute(input, "value"))
+                {
+                    fields.append_pair(&name, &value);
+                }
+            }
+            if body.contains("name=\"login\"") {
+                fields
+                    .append_pair("login", user)
+                    .append_pair("password", "any");
+            }
+            url = if action.starts_with("http") {
+                action
+            } else {
+                format!("http://{}{action}", Self::host(&url))
+            };
+            form = Some(fields.finish());
+        }
+        bail!("no redirect back to {callback_prefix} after 20 steps")
+    }
+}
+
+/// The first `name="..."` attribute value in `html`.
+fn attribute(html: &str, name: &str) -> Option<String> {
+    let start = html.find(&format!("{name}=\""))? + name.len() + 2;
+    let end = html[start..].find('"')? + start;
+    Some(html[start..end].replace("&amp;", "&"))
 }

@@ -212,3 +212,23 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+/// A binary of another workspace package, from the target directory this test runs from
+/// (`target/<profile>/NAME`). `cargo test --workspace` builds every package's binaries before
+/// any test runs; with `cargo test -p PACKAGE`, build it first (`cargo build -p capstand`).
+pub fn workspace_binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("the test's own path")?;
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow!("{} is not in a target directory", exe.display()))?;
+    let binary = profile_dir.join(name);
+    if !binary.is_file() {
+        anyhow::bail!(
+            "{} is not built: run `cargo build -p {name}` (or `cargo test --workspace`)",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}

@@ -1,15 +1,17 @@
 //! `capstand all-in-one`: the whole control plane in one process — the embedded store, the
-//! repo-server (in process, no gRPC hop), and one controller member that owns the one cluster
+//! repo-server (in process, no gRPC hop), one controller member that owns the one cluster
 //! it is given, registered as `in-cluster` (`https://kubernetes.default.svc`), the way Argo CD
-//! names the cluster it runs in.
+//! names the cluster it runs in, and the API.
 //!
 //! Start reading at [`run`]: it reads the `--app` files first (so a typo fails before anything
 //! starts), opens the store and upserts them, connects to the cluster, starts its cache,
+//! builds the controller, starts the API (handing it the controller's reconciler, which
+//! answers what runs in the clusters: managed resources, diffs, resource trees, events),
 //! registers every component's metrics, waits for the cache to sync, and runs the controller
 //! until SIGTERM or Ctrl-C, then drains.
 //!
-//! There is no API yet, so `--app` files are how Applications get into the store; `capstan app
-//! create -f` replaces them once the API exists. The user guide is `docs/all-in-one.md`.
+//! `--app` files put Applications (and projects, clusters, repositories) into the store at
+//! start; the API and the CLI manage them afterwards. The user guide is `docs/all-in-one.md`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use capstan_api::live::LiveState;
 use capstan_controller::clusters::{ClusterManager, ClusterTemplate};
 use capstan_controller::ownership::OwnAll;
 use capstan_controller::queue::{QueueConfig, Resync};
@@ -296,19 +299,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let cache_metrics = CacheMetrics::register(&mut registry);
     let sync_metrics = SyncMetrics::default();
 
-    // The API serves from the start (logging in, creating Applications), while the cluster
-    // is still being listed.
-    let api = crate::api::start(
-        &args.api,
-        store.clone(),
-        Some(manifests.clone()),
-        &args.data_dir,
-        args.listen,
-        registry.sub_registry_with_prefix("capstan_api"),
-        stopped(),
-    )
-    .await?;
-
     // Every cluster — `in-cluster` and those registered in the store — is built alike.
     let template = ClusterTemplate {
         tracking: args.tracking_method,
@@ -358,6 +348,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             },
         },
     );
+    // The API serves from here on (logging in, creating Applications) while the cluster is
+    // still being listed; what runs in the clusters it asks the controller's reconciler
+    // (which answers Unavailable until the cluster is listed).
+    let live: Arc<dyn LiveState> = controller.reconciler().clone();
+    let api = crate::api::start(
+        &args.api,
+        store.clone(),
+        Some(manifests.clone()),
+        Some(live),
+        &args.data_dir,
+        args.listen,
+        registry.sub_registry_with_prefix("capstan_api"),
+        stopped(),
+    )
+    .await?;
+
     let controller_registry = registry.sub_registry_with_prefix("capstan_controller");
     controller.register_metrics(controller_registry);
     // The sync runner is built here, so its counters are registered here too.

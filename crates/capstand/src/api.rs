@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use capstan_api::accounts::AccountConfig;
+use capstan_api::live::LiveState;
 use capstan_api::rbac::Policy;
 use capstan_api::server::ApiMetrics;
 use capstan_api::service::{Api, ApiConfig, PublicOidc, PublicSettings};
@@ -222,16 +223,21 @@ impl ApiHandle {
 
 /// Starts the API on `listen`: on first start the `admin` password is generated and written
 /// to `DATA_DIR/initial-admin-password` (0600); log in with it, change it, delete the file.
+/// `manifests` renders for the manifests method, `live` answers about what runs in the
+/// clusters (the controller's reconciler); without them those methods answer errors.
+#[allow(clippy::too_many_arguments)]
 pub async fn start(
     args: &ApiArgs,
     store: Arc<dyn Store>,
     manifests: Option<Arc<dyn ManifestSource>>,
+    live: Option<Arc<dyn LiveState>>,
     data_dir: &Path,
     listen: SocketAddr,
     registry: &mut prometheus_client::registry::Registry,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<ApiHandle> {
     let mut config = args.config()?;
+    config.live = live;
     // Bound first: the settings name the URL, whose port may have been chosen just now.
     let tls = tls_config(args, data_dir, listen)?;
     let listener = tokio::net::TcpListener::bind(listen)

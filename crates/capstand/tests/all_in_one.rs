@@ -1,6 +1,7 @@
 //! `capstand all-in-one` as a user runs it: the real binary, pointed at a real kube-apiserver
 //! with a kubeconfig, given an Argo CD Application file whose manifests live in a Git
-//! repository served over smart HTTP — it syncs them, serves metrics, and stops cleanly.
+//! repository served over smart HTTP — it syncs them, serves metrics and the API (including
+//! what its controller sees in the cluster), and stops cleanly.
 
 use std::path::Path;
 use std::process::Command;
@@ -835,5 +836,511 @@ async fn renders_through_a_separate_repo_server_over_grpc_and_reports_it_unreach
             .await?
             .contains("exit status: 0")
     );
+    Ok(())
+}
+
+/// What the live-state test deploys: a ConfigMap and a Deployment (which stays Progressing:
+/// the test apiserver runs no deployment controller; one wave, so the sync does not wait).
+const SHOP: &[(&str, &str)] = &[
+    (
+        "shop/settings.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  color: blue\n",
+    ),
+    (
+        "shop/web.yaml",
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: example.invalid/web:1
+",
+    ),
+];
+
+/// The API's live-state methods over gRPC, with a token.
+struct LiveGrpc {
+    client: capstan_proto::api::v1::application_service_client::ApplicationServiceClient<
+        tonic::transport::Channel,
+    >,
+    token: String,
+}
+
+impl LiveGrpc {
+    async fn connect(port: u16, token: &str) -> Result<Self> {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?
+            .connect_lazy();
+        Ok(Self {
+            client:
+                capstan_proto::api::v1::application_service_client::ApplicationServiceClient::new(
+                    channel,
+                ),
+            token: token.to_owned(),
+        })
+    }
+
+    fn request<T>(&self, message: T) -> Result<tonic::Request<T>> {
+        let mut request = tonic::Request::new(message);
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {}", self.token).parse()?);
+        Ok(request)
+    }
+
+    fn app(name: &str) -> capstan_proto::api::v1::ApplicationRef {
+        capstan_proto::api::v1::ApplicationRef {
+            name: name.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    /// The JSON document answered, or the gRPC code of the refusal.
+    fn answer(
+        result: Result<tonic::Response<capstan_proto::api::v1::Json>, tonic::Status>,
+    ) -> Result<Result<serde_json::Value, tonic::Code>> {
+        match result {
+            Ok(answer) => Ok(Ok(serde_json::from_str(&answer.into_inner().json)?)),
+            Err(status) => Ok(Err(status.code())),
+        }
+    }
+
+    async fn managed(&mut self, name: &str) -> Result<Result<serde_json::Value, tonic::Code>> {
+        let request = self.request(Self::app(name))?;
+        Self::answer(self.client.managed_resources(request).await)
+    }
+
+    async fn diff(
+        &mut self,
+        name: &str,
+        manifests: &[String],
+    ) -> Result<Result<serde_json::Value, tonic::Code>> {
+        let request = self.request(capstan_proto::api::v1::ApplicationDiffRequest {
+            name: name.to_owned(),
+            manifests: manifests.to_vec(),
+            ..Default::default()
+        })?;
+        Self::answer(self.client.diff(request).await)
+    }
+
+    async fn tree(&mut self, name: &str) -> Result<Result<serde_json::Value, tonic::Code>> {
+        let request = self.request(Self::app(name))?;
+        Self::answer(self.client.resource_tree(request).await)
+    }
+
+    async fn events(
+        &mut self,
+        name: &str,
+        resource: (&str, &str, &str),
+    ) -> Result<Result<serde_json::Value, tonic::Code>> {
+        let request = self.request(capstan_proto::api::v1::ApplicationEventsRequest {
+            name: name.to_owned(),
+            resource_namespace: resource.0.to_owned(),
+            resource_name: resource.1.to_owned(),
+            resource_uid: resource.2.to_owned(),
+            ..Default::default()
+        })?;
+        Self::answer(self.client.events(request).await)
+    }
+}
+
+/// `GET path` on the API with a bearer token; the status and the JSON answer.
+async fn api_get(port: u16, token: String, path: String) -> Result<(u16, serde_json::Value)> {
+    api_call(port, reqwest::Method::GET, &path, Some(&token), None).await
+}
+
+/// The item of a managed-resources or diff answer for `kind` `name`.
+fn item<'a>(
+    answer: &'a serde_json::Value,
+    kind: &str,
+    name: &str,
+) -> Result<&'a serde_json::Value> {
+    answer["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i["kind"] == kind && i["name"] == name)
+        .with_context(|| format!("no {kind} {name} in {answer}"))
+}
+
+/// A state of an item (JSON text) parsed.
+fn state(item: &serde_json::Value, field: &str) -> Result<serde_json::Value> {
+    Ok(serde_json::from_str(
+        item[field].as_str().context("a state is JSON text")?,
+    )?)
+}
+
+#[tokio::test]
+async fn the_api_answers_from_the_controllers_live_state() -> Result<()> {
+    use reqwest::Method;
+    use serde_json::json;
+
+    let scene = &Scene::new("aio-live", "shop", SHOP).await?;
+    let Scene {
+        server,
+        ns,
+        api_port,
+        ..
+    } = scene;
+    let port = *api_port;
+    // Without self-heal, so that a change made in the cluster stays for the test to see.
+    std::fs::write(
+        &scene.app_file,
+        application("shop", &scene.repo_url, "shop", ns).replace("      selfHeal: true\n", ""),
+    )?;
+    let client = server.client().await?;
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let metrics_port = free_port()?;
+    let mut process = scene.spawn(
+        "data",
+        &format!("127.0.0.1:{metrics_port}"),
+        &[
+            "--insecure".as_ref(),
+            "--account".as_ref(),
+            "bob=login".as_ref(),
+        ],
+    )?;
+    let checks = async {
+        wait_until("capstand ready", DEADLINE, || {
+            let alive = process.check_running();
+            let ready = http_get(metrics_port, "/readyz");
+            async move {
+                alive?;
+                Ok(matches!(ready, Ok((200, _))).then_some(()))
+            }
+        })
+        .await?;
+        let password =
+            std::fs::read_to_string(scene.tmp.path().join("data/initial-admin-password"))?;
+        let login = |user: &str, password: &str| {
+            api_call(
+                port,
+                Method::POST,
+                "/api/v1/session",
+                None,
+                Some(json!({"username": user, "password": password})),
+            )
+        };
+        let (_, answer) = login("admin", password.trim()).await?;
+        let admin = answer["token"]
+            .as_str()
+            .context("admin's token")?
+            .to_owned();
+        let (code, answer) = api_call(
+            port,
+            Method::PUT,
+            "/api/v1/account/password",
+            Some(&admin),
+            Some(json!({"name": "bob", "currentPassword": password.trim(), "newPassword": "bob-password-1"})),
+        )
+        .await?;
+        anyhow::ensure!(code == 200, "setting bob's password: {code} {answer}");
+        let (_, answer) = login("bob", "bob-password-1").await?;
+        let bob = answer["token"].as_str().context("bob's token")?.to_owned();
+        let get = |token: &str, path: String| api_get(port, token.to_owned(), path);
+        let mut grpc = LiveGrpc::connect(port, &admin).await?;
+        let managed_path = "/api/v1/applications/shop/managed-resources".to_owned();
+
+        // Synced: nothing differs, over REST and gRPC alike.
+        let synced = wait_until(
+            "shop synced, as its managed resources show",
+            DEADLINE,
+            || {
+                let answer = get(&admin, managed_path.clone());
+                async move {
+                    let (code, answer) = answer.await?;
+                    anyhow::ensure!(code == 200, "managed resources: {code} {answer}");
+                    let items = answer["items"].as_array().cloned().unwrap_or_default();
+                    let settled = items.len() == 2
+                        && items
+                            .iter()
+                            .all(|i| i["modified"] == false && i["liveState"] != "null");
+                    Ok(settled.then_some(answer))
+                }
+            },
+        )
+        .await?;
+        let kinds: Vec<&str> = synced["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["kind"].as_str())
+            .collect();
+        assert_eq!(
+            kinds,
+            ["ConfigMap", "Deployment"],
+            "ordered by group (core first)"
+        );
+        let settings = item(&synced, "ConfigMap", "settings")?;
+        assert_eq!(settings["diff"], "");
+        assert_eq!(settings["namespace"], ns.as_str());
+        assert_eq!(state(settings, "targetState")?["data"]["color"], "blue");
+        let live = state(settings, "liveState")?;
+        assert!(live["metadata"]["uid"].is_string(), "{live}");
+        assert_eq!(
+            state(settings, "predictedLiveState")?["data"]["color"],
+            "blue"
+        );
+        assert_eq!(
+            state(settings, "normalizedLiveState")?["data"]["color"],
+            "blue"
+        );
+        assert_eq!(grpc.managed("shop").await?, Ok(synced.clone()));
+
+        // Changed in the cluster behind Git's back (no self-heal here): refreshed, the
+        // differences show, live to desired.
+        config_maps
+            .patch(
+                "settings",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({"data": {"color": "green"}})),
+            )
+            .await?;
+        deployments
+            .patch(
+                "web",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({"spec": {"replicas": 3}})),
+            )
+            .await?;
+        let (code, _) = get(
+            &admin,
+            "/api/v1/applications/shop?refresh=normal".to_owned(),
+        )
+        .await?;
+        assert_eq!(code, 200);
+        let drifted = wait_until("the drift in the managed resources", DEADLINE, || {
+            let answer = get(&admin, managed_path.clone());
+            async move {
+                let (_, answer) = answer.await?;
+                let both = ["settings", "web"].iter().all(|name| {
+                    answer["items"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|i| i["name"] == *name && i["modified"] == true)
+                });
+                Ok(both.then_some(answer))
+            }
+        })
+        .await?;
+        let settings = item(&drifted, "ConfigMap", "settings")?;
+        let diff = settings["diff"].as_str().unwrap_or_default();
+        assert!(
+            diff.contains("-  color: green") && diff.contains("+  color: blue"),
+            "{diff}"
+        );
+        assert_eq!(state(settings, "liveState")?["data"]["color"], "green");
+        let web = item(&drifted, "Deployment", "web")?;
+        let diff = web["diff"].as_str().unwrap_or_default();
+        assert!(
+            diff.contains("-  replicas: 3") && diff.contains("+  replicas: 1"),
+            "{diff}"
+        );
+        assert_eq!(grpc.managed("shop").await?, Ok(drifted.clone()));
+
+        // A diff against given manifests: they are the desired side, compared with what the
+        // Application tracks — an object it does not manage is not shown by naming it.
+        config_maps
+            .create(
+                &kube::api::PostParams::default(),
+                &serde_json::from_value(json!({
+                    "metadata": {"name": "unmanaged"}, "data": {"secret-ish": "not yours"}
+                }))?,
+            )
+            .await?;
+        let manifests = [
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"},
+                "data": {"color": "red"}})
+            .to_string(),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "unmanaged"},
+                "data": {"fresh": "yes"}})
+            .to_string(),
+        ];
+        let (code, diffed) = api_call(
+            port,
+            Method::POST,
+            "/api/v1/applications/shop/diff",
+            Some(&admin),
+            Some(json!({"manifests": manifests})),
+        )
+        .await?;
+        assert_eq!(code, 200, "{diffed}");
+        let settings = item(&diffed, "ConfigMap", "settings")?;
+        let diff = settings["diff"].as_str().unwrap_or_default();
+        assert!(diff.contains("+  color: red"), "{diff}");
+        let target = state(settings, "targetState")?;
+        assert_eq!(target["metadata"]["namespace"], ns.as_str(), "placed");
+        assert!(
+            target["metadata"]["annotations"]["capstan.dev/tracking-id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("shop:")),
+            "stamped: {target}"
+        );
+        let unmanaged = item(&diffed, "ConfigMap", "unmanaged")?;
+        assert_eq!(unmanaged["liveState"], "null");
+        assert!(!diffed.to_string().contains("not yours"), "{diffed}");
+        let web = item(&diffed, "Deployment", "web")?;
+        assert_eq!(
+            (&web["targetState"], &web["modified"]),
+            (&json!("null"), &json!(true))
+        );
+        assert_eq!(grpc.diff("shop", &manifests).await?, Ok(diffed.clone()));
+
+        // The tree: the managed resources and, through ownerReferences, what they own.
+        let deployment_uid = deployments
+            .get("web")
+            .await?
+            .metadata
+            .uid
+            .context("the Deployment's uid")?;
+        let replica_sets: Api<k8s_openapi::api::apps::v1::ReplicaSet> =
+            Api::namespaced(client.clone(), ns);
+        replica_sets
+            .create(
+                &kube::api::PostParams::default(),
+                &serde_json::from_value(json!({
+                    "metadata": {"name": "web-7d4b9", "labels": {"app": "web"},
+                        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                            "name": "web", "uid": deployment_uid, "controller": true}]},
+                    "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                        "template": {"metadata": {"labels": {"app": "web"}},
+                            "spec": {"containers": [{"name": "web", "image": "example.invalid/web:1"}]}}}
+                }))?,
+            )
+            .await?;
+        let tree = wait_until("the ReplicaSet in the resource tree", DEADLINE, || {
+            let answer = get(&admin, "/api/v1/applications/shop/resource-tree".to_owned());
+            async move {
+                let (code, answer) = answer.await?;
+                anyhow::ensure!(code == 200, "resource tree: {code} {answer}");
+                let found = answer["nodes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|n| n["kind"] == "ReplicaSet");
+                Ok(found.then_some(answer))
+            }
+        })
+        .await?;
+        let node = |kind: &str| {
+            tree["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|n| n["kind"] == kind)
+                .cloned()
+                .with_context(|| format!("no {kind} in {tree}"))
+        };
+        let replica_set = node("ReplicaSet")?;
+        assert_eq!(
+            replica_set["parentRefs"],
+            json!([{"group": "apps", "kind": "Deployment", "namespace": ns,
+                "name": "web", "uid": deployment_uid}])
+        );
+        assert_eq!(replica_set["version"], "v1");
+        let deployment = node("Deployment")?;
+        assert_eq!(deployment["uid"], deployment_uid.as_str());
+        assert_eq!(deployment["parentRefs"], json!([]));
+        assert!(deployment["createdAt"].is_string(), "{deployment}");
+        assert!(deployment["health"]["status"].is_string(), "{deployment}");
+        assert!(node("ConfigMap")?["resourceVersion"].is_string());
+        assert_eq!(grpc.tree("shop").await?, Ok(tree.clone()));
+
+        // Events from the cluster about the Application's resources, not about others.
+        let settings_uid = config_maps
+            .get("settings")
+            .await?
+            .metadata
+            .uid
+            .context("the ConfigMap's uid")?;
+        let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), ns);
+        for (name, about, uid) in [
+            ("settings.1", "settings", settings_uid.as_str()),
+            ("unmanaged.1", "unmanaged", ""),
+        ] {
+            events
+                .create(
+                    &kube::api::PostParams::default(),
+                    &serde_json::from_value(json!({
+                        "metadata": {"name": name},
+                        "involvedObject": {"apiVersion": "v1", "kind": "ConfigMap",
+                            "namespace": ns, "name": about, "uid": uid},
+                        "reason": "Tested", "message": format!("about {about}"),
+                        "type": "Normal", "lastTimestamp": "2026-01-01T10:00:00Z",
+                        "source": {"component": "capstan-test"},
+                    }))?,
+                )
+                .await?;
+        }
+        let (code, all) = get(&admin, "/api/v1/applications/shop/events".to_owned()).await?;
+        assert_eq!(code, 200, "{all}");
+        let messages: Vec<&str> = all["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["message"].as_str())
+            .collect();
+        assert_eq!(messages, ["about settings"], "{all}");
+        assert_eq!(all["items"][0]["kind"], "Event");
+        assert!(
+            all["items"][0]["metadata"]["managedFields"].is_null(),
+            "{all}"
+        );
+        let one_path = format!(
+            "/api/v1/applications/shop/events?resourceNamespace={ns}&resourceName=settings&resourceUID={settings_uid}"
+        );
+        let (code, one) = get(&admin, one_path).await?;
+        assert_eq!((code, &one), (200, &all));
+        assert_eq!(grpc.events("shop", ("", "", "")).await?, Ok(all.clone()));
+        assert_eq!(
+            grpc.events("shop", (ns, "settings", &settings_uid)).await?,
+            Ok(one)
+        );
+        let path = format!(
+            "/api/v1/applications/shop/events?resourceNamespace={ns}&resourceName=unmanaged"
+        );
+        assert_eq!(get(&admin, path).await?.0, 404, "not a resource of shop");
+
+        // Bob may not get the Application: refused alike whether it exists or not.
+        for name in ["shop", "nope"] {
+            for path in ["managed-resources", "resource-tree", "events"] {
+                let (code, answer) =
+                    get(&bob, format!("/api/v1/applications/{name}/{path}")).await?;
+                assert_eq!(code, 403, "{name} {path}: {answer}");
+            }
+            let (code, _) = api_call(
+                port,
+                Method::POST,
+                &format!("/api/v1/applications/{name}/diff"),
+                Some(&bob),
+                Some(json!({"manifests": []})),
+            )
+            .await?;
+            assert_eq!(code, 403);
+            let mut as_bob = LiveGrpc::connect(port, &bob).await?;
+            let denied = Err(tonic::Code::PermissionDenied);
+            assert_eq!(as_bob.managed(name).await?, denied);
+            assert_eq!(as_bob.diff(name, &[]).await?, denied);
+            assert_eq!(as_bob.tree(name).await?, denied);
+            assert_eq!(as_bob.events(name, ("", "", "")).await?, denied);
+        }
+        anyhow::Ok(())
+    };
+    if let Err(e) = checks.await {
+        return Err(e.context(format!("capstand log:\n{}", process.log_tail(60))));
+    }
+    process.signal(libc::SIGTERM)?;
+    let exit = exit_of(&mut process, DEADLINE).await?;
+    assert!(exit.contains("exit status: 0"), "{exit}");
     Ok(())
 }

@@ -1,10 +1,10 @@
 //! Applications: list, get, create, update, patch, delete, sync, rollback, terminate,
-//! history, resources, watch.
+//! history, manifests, watch (their live state is [`super::live`]).
 //!
 //! RBAC objects are Argo CD's: `PROJECT/APP` for Applications in the control plane's
 //! namespace, `PROJECT/NAMESPACE/APP` for others. Actions: `get` (also for refresh, history,
-//! resources and watch), `create`, `update` (on the old and the new project when an update
-//! moves an Application), `delete`, `sync` (also rollback and terminate).
+//! manifests, the live state and watch), `create`, `update` (on the old and the new project
+//! when an update moves an Application), `delete`, `sync` (also rollback and terminate).
 //!
 //! Requests to the controller (sync, rollback, refresh, terminate) are written into the
 //! Application in the store — `operation`, the refresh and terminate annotations — as Argo CD
@@ -742,14 +742,6 @@ impl Api {
         let app = self.get(caller, at, None).await?;
         let history = app.status.map(|s| s.history).unwrap_or_default();
         serde_json::to_value(history).map_err(|e| ApiError::internal(e.to_string()))
-    }
-
-    /// The resources the Application manages, with their sync and health
-    /// (`status.resources`).
-    pub async fn managed_resources(&self, caller: &Caller, at: &ObjectRef) -> ApiResult<Value> {
-        let app = self.get(caller, at, None).await?;
-        let resources = app.status.map(|s| s.resources).unwrap_or_default();
-        serde_json::to_value(resources).map_err(|e| ApiError::internal(e.to_string()))
     }
 
     /// Follows changes to the Applications the caller may see and `params` selects: first

@@ -9,6 +9,7 @@
 pub mod accounts;
 pub mod applications;
 pub mod clusters;
+pub mod live;
 pub mod projects;
 mod registry;
 pub mod repositories;
@@ -28,6 +29,7 @@ use crate::accounts::{ADMIN, AccountConfig, Accounts, Capability, Revocations};
 use crate::auth::limits::LoginLimiter;
 use crate::auth::sessions::SessionKeys;
 use crate::error::{ApiError, ApiResult};
+use crate::live::LiveState;
 use crate::mirror::Mirror;
 use crate::rbac::{Policy, RolePolicy, Subject};
 use crate::webhook::{AppIndex, WebhookSecrets};
@@ -51,6 +53,10 @@ pub struct ApiConfig {
     pub webhook: WebhookSecrets,
     /// What the settings method tells clients before they log in.
     pub public: PublicSettings,
+    /// What runs in the clusters, for managed resources, diffs, resource trees and events:
+    /// the controller's view, given by the all-in-one ([`crate::live`]). `None`: those
+    /// methods answer Unavailable.
+    pub live: Option<Arc<dyn LiveState>>,
 }
 
 impl ApiConfig {
@@ -64,6 +70,7 @@ impl ApiConfig {
             policy: Arc::new(policy),
             webhook: WebhookSecrets::default(),
             public: PublicSettings::default(),
+            live: None,
         }
     }
 

@@ -30,6 +30,7 @@ use tonic::transport::Channel;
 /// The control plane's namespace.
 pub const NS: &str = "capstan";
 /// How long any awaited condition may take.
+#[allow(dead_code)]
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
 /// The password admin gives `user` when the harness starts.
@@ -49,6 +50,7 @@ pub async fn open_store() -> Result<(tempfile::TempDir, Arc<dyn Store>)> {
 /// An API server on loopback over a fresh store (no repo-server), with the passwords of its
 /// users set ([`password_of`]).
 pub struct Harness {
+    #[allow(dead_code)]
     pub store: Arc<dyn Store>,
     #[allow(dead_code)]
     pub config: ApiConfig,
@@ -193,6 +195,7 @@ pub fn assert_refused<T: std::fmt::Debug>(result: Result<T, Refused>, code: Code
 pub type Answer<T> = Result<T, Refused>;
 
 /// The names (`metadata.name`) of listed objects.
+#[allow(dead_code)]
 pub fn names(items: &[Value]) -> Vec<String> {
     items
         .iter()
@@ -337,6 +340,7 @@ impl Client {
     }
 
     /// The user name the token stands for.
+    #[allow(dead_code)]
     pub async fn user_info(&self) -> Answer<String> {
         match self.kind {
             Kind::Rest => {
@@ -368,6 +372,7 @@ impl Client {
     }
 
     /// Gets Application `name`; `refresh` (`normal`, `hard`) asks for a refresh.
+    #[allow(dead_code)]
     pub async fn get(&self, name: &str, refresh: &str) -> Answer<Value> {
         match self.kind {
             Kind::Rest if refresh.is_empty() => {
@@ -403,6 +408,7 @@ impl Client {
     }
 
     /// Deletes Application `name`; `cascade` `None` leaves the API's default.
+    #[allow(dead_code)]
     pub async fn delete(&self, name: &str, cascade: Option<bool>) -> Answer<()> {
         match self.kind {
             Kind::Rest => {
@@ -445,6 +451,7 @@ impl Client {
     }
 
     /// `yes` or `no`.
+    #[allow(dead_code)]
     pub async fn can_i(&self, resource: &str, action: &str, object: &str) -> Answer<String> {
         match self.kind {
             Kind::Rest => {

@@ -126,3 +126,67 @@ fn waves_and_versions_are_reported() {
     assert_eq!(c.resources[0].version, "v1");
     assert_eq!(c.resources[0].group, "apps");
 }
+
+#[test]
+fn details_keep_both_sides_and_the_diff_of_every_resource_in_order_when_asked() {
+    let mut hook = cm("migrate", "1");
+    hook["metadata"]["annotations"] = json!({"argocd.argoproj.io/hook": "PreSync"});
+    let mut input = CompareInput {
+        desired: vec![
+            cm("same", "1"),
+            cm("changed", "new"),
+            cm("missing", "1"),
+            hook,
+        ],
+        tracked: vec![
+            live(cm("same", "1")),
+            live(cm("changed", "old")),
+            live(cm("extra", "1")),
+        ],
+        ..CompareInput::default()
+    };
+    assert!(run(&input).details.is_empty(), "only when asked");
+    input.detail = true;
+    let c = run(&input);
+    let names: Vec<&str> = c.details.iter().map(|d| d.key.name.as_str()).collect();
+    let listed: Vec<&str> = c.resources.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, listed);
+    assert_eq!(names, ["changed", "extra", "migrate", "missing", "same"]);
+    let detail = |name: &str| c.details.iter().find(|d| d.key.name == name).expect("kept");
+
+    let changed = detail("changed").diff.as_ref().expect("diffed");
+    assert!(changed.modified);
+    assert!(
+        changed.unified.contains("-  k: old") && changed.unified.contains("+  k: new"),
+        "{}",
+        changed.unified
+    );
+    assert_eq!(
+        detail("changed").live.as_ref().map(|l| &l["data"]["k"]),
+        Some(&json!("old"))
+    );
+
+    let extra = detail("extra");
+    assert!(extra.desired.is_none() && extra.live.is_some());
+    assert!(
+        extra
+            .diff
+            .as_ref()
+            .is_some_and(|d| d.modified && d.desired.is_none())
+    );
+    let missing = detail("missing");
+    assert!(missing.live.is_none());
+    assert!(
+        missing
+            .diff
+            .as_ref()
+            .is_some_and(|d| d.modified && d.live.is_none())
+    );
+    let hook = detail("migrate");
+    assert!(hook.hook && hook.diff.is_none());
+    let same = detail("same").diff.as_ref().expect("diffed");
+    assert!(!same.modified && same.unified.is_empty());
+    // The statuses are what they are without details.
+    input.detail = false;
+    assert_eq!(run(&input).resources, c.resources);
+}

@@ -350,7 +350,8 @@ fn compare(
     })
 }
 
-fn is_secret(obj: &Value) -> bool {
+/// Whether `obj` is a (core) Secret, whose values the diff masks.
+pub fn is_secret(obj: &Value) -> bool {
     group_of(obj).is_empty() && str_at(obj, &["kind"]) == "Secret"
 }
 
@@ -426,8 +427,11 @@ fn project_onto(desired: &Value, live: &Value) -> Value {
     }
 }
 
-/// Replaces the values of `data` on both sides by masks: equal values get equal masks.
-fn mask_secrets(desired: Option<&mut Value>, live: Option<&mut Value>) {
+/// Replaces the values of `data` and `stringData` on both sides of a Secret by masks: equal
+/// values get equal masks, so a change still shows. [`ResourceDiff`]'s sides are masked
+/// already; this is for showing the Secret as it was given (the API's target and live
+/// states).
+pub fn mask_secrets(desired: Option<&mut Value>, live: Option<&mut Value>) {
     let mut masks: HashMap<String, String> = HashMap::new();
     for side in [desired, live].into_iter().flatten() {
         for field in ["data", "stringData"] {

@@ -1,0 +1,200 @@
+//! `app diff --local DIR`: the manifests of a local checkout, rendered on this machine the
+//! way the repo-server would render the directory:
+//!
+//! - a `kustomization.yaml` (or `.yml`, `Kustomization`): `kustomize build DIR`;
+//! - a `Chart.yaml`: `helm template NAME DIR` (NAME is the directory's name);
+//! - otherwise the directory's `*.yaml`, `*.yml` and `*.json` files (not its subdirectories,
+//!   as a directory source without `recurse`).
+//!
+//! The `kustomize` and `helm` binaries come from the PATH (the CLI links no renderer). Files
+//! must stay inside DIR: a symlink leading out of it is refused, as the repo-server refuses
+//! one leading out of a repository. Sizes are bounded.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::error::{CliError, CliResult};
+
+/// The most a file, or all of them together, may hold.
+const MAX_BYTES: u64 = 32 << 20;
+
+/// The manifests of `dir` (see the module docs).
+pub async fn render(dir: &Path) -> CliResult<Vec<Value>> {
+    let root = dir
+        .canonicalize()
+        .map_err(|e| CliError::usage(format!("--local {}: {e}", dir.display())))?;
+    if !root.is_dir() {
+        return Err(CliError::usage(format!(
+            "--local {}: not a directory",
+            dir.display()
+        )));
+    }
+    let text = if ["kustomization.yaml", "kustomization.yml", "Kustomization"]
+        .iter()
+        .any(|f| root.join(f).is_file())
+    {
+        run_tool("kustomize", &["build".as_ref(), root.as_os_str()]).await?
+    } else if root.join("Chart.yaml").is_file() {
+        let name = root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "release".into());
+        run_tool(
+            "helm",
+            &["template".as_ref(), name.as_ref(), root.as_os_str()],
+        )
+        .await?
+    } else {
+        return directory(&root);
+    };
+    parse("the rendered output", &text)
+}
+
+/// The YAML and JSON files directly in `root`, in name order.
+fn directory(root: &Path) -> CliResult<Vec<Value>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml" | "json")
+            )
+        })
+        .collect();
+    files.sort();
+    let mut total = 0;
+    let mut manifests = Vec::new();
+    for file in files {
+        let label = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let real = file.canonicalize()?;
+        if !real.starts_with(root) {
+            return Err(CliError::usage(format!(
+                "{label} is a symlink out of {}: refused",
+                root.display()
+            )));
+        }
+        if !real.is_file() {
+            continue;
+        }
+        let size = std::fs::metadata(&real)?.len();
+        total += size;
+        if size > MAX_BYTES || total > MAX_BYTES {
+            return Err(CliError::usage(format!(
+                "{label}: the files add up to more than {} MiB",
+                MAX_BYTES >> 20
+            )));
+        }
+        let text =
+            std::fs::read_to_string(&real).map_err(|e| CliError::usage(format!("{label}: {e}")))?;
+        manifests.extend(parse(&label, &text)?);
+    }
+    Ok(manifests)
+}
+
+/// The Kubernetes objects of a YAML stream (empty documents and `List`s handled).
+fn parse(label: &str, text: &str) -> CliResult<Vec<Value>> {
+    let documents: Vec<Value> =
+        serde_saphyr::from_multiple_with_options(text, serde_saphyr::Options::default()).map_err(
+            |e| {
+                CliError::usage(format!(
+                    "{label}: not YAML: {}",
+                    e.to_string().lines().next().unwrap_or_default()
+                ))
+            },
+        )?;
+    let mut objects = Vec::new();
+    for document in documents {
+        match document {
+            Value::Null => {}
+            Value::Object(ref o)
+                if o.get("kind")
+                    .and_then(Value::as_str)
+                    .is_some_and(|k| k.ends_with("List"))
+                    && o.get("items").is_some() =>
+            {
+                objects.extend(o["items"].as_array().cloned().unwrap_or_default());
+            }
+            Value::Object(_) => objects.push(document),
+            other => {
+                return Err(CliError::usage(format!(
+                    "{label}: a document is not an object but {other}"
+                )));
+            }
+        }
+    }
+    Ok(objects)
+}
+
+/// Runs `program` with `args`; its stdout. Failures carry its stderr.
+async fn run_tool(program: &str, args: &[&std::ffi::OsStr]) -> CliResult<String> {
+    let output = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| {
+            CliError::usage(format!("cannot run {program}: {e}")).hint(format!(
+                "install {program} and put it on the PATH to diff this directory"
+            ))
+        })?;
+    if !output.status.success() {
+        return Err(CliError::usage(format!(
+            "{program} failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    if output.stdout.len() as u64 > MAX_BYTES {
+        return Err(CliError::usage(format!(
+            "{program} rendered more than 32 MiB"
+        )));
+    }
+    String::from_utf8(output.stdout)
+        .map_err(|_| CliError::usage(format!("{program} wrote non-UTF-8 output")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_directory_reads_its_yaml_and_refuses_symlinks_out() -> CliResult<()> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(
+            dir.path().join("a.yaml"),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\n---\napiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Service, metadata: {name: s}}\n",
+        )?;
+        std::fs::write(dir.path().join("notes.txt"), "not a manifest")?;
+        std::fs::create_dir(dir.path().join("sub"))?;
+        std::fs::write(dir.path().join("sub/b.yaml"), "kind: Secret\n")?;
+        let manifests = render(dir.path()).await?;
+        let kinds: Vec<&str> = manifests
+            .iter()
+            .filter_map(|m| m["kind"].as_str())
+            .collect();
+        assert_eq!(kinds, ["ConfigMap", "Service"]);
+
+        let outside = tempfile::tempdir()?;
+        std::fs::write(outside.path().join("secret.yaml"), "kind: Secret\n")?;
+        std::os::unix::fs::symlink(
+            outside.path().join("secret.yaml"),
+            dir.path().join("z.yaml"),
+        )?;
+        let error = render(dir.path()).await.expect_err("symlink out");
+        assert!(error.message.contains("symlink out"), "{error}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn malformed_yaml_names_the_file() -> CliResult<()> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("bad.yaml"), "kind: [unclosed\n")?;
+        let error = render(dir.path()).await.expect_err("bad yaml");
+        assert!(error.message.starts_with("bad.yaml: not YAML"), "{error}");
+        Ok(())
+    }
+}
