@@ -267,6 +267,146 @@ async fn rest_does_what_grpc_does() -> Result<()> {
     .await
 }
 
+/// A proxy that passes REST to `upstream` and answers gRPC with an HTML error page, as a
+/// proxy that does not route gRPC does; its port.
+async fn grpc_blocking_proxy(upstream: String) -> Result<u16> {
+    use axum::body::{Body, to_bytes};
+    use axum::http::{Request, StatusCode, header};
+    use axum::response::{IntoResponse, Response};
+
+    async fn forward(upstream: String, request: Request<Body>) -> Result<Response> {
+        let grpc = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        if grpc {
+            let page = [(header::CONTENT_TYPE, "text/html")];
+            return Ok((StatusCode::NOT_FOUND, page, "<html>Not Found</html>").into_response());
+        }
+        let path = request
+            .uri()
+            .path_and_query()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let mut outgoing =
+            reqwest::Client::new().request(request.method().clone(), format!("{upstream}{path}"));
+        for name in [header::AUTHORIZATION, header::CONTENT_TYPE] {
+            if let Some(value) = request.headers().get(&name) {
+                outgoing = outgoing.header(name, value.as_bytes());
+            }
+        }
+        let body = to_bytes(request.into_body(), 64 << 20).await?;
+        let answer = outgoing.body(body).send().await?;
+        let status = StatusCode::from_u16(answer.status().as_u16())?;
+        Ok((status, answer.bytes().await?).into_response())
+    }
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let app = axum::Router::new().fallback(move |request: Request<Body>| {
+        let upstream = upstream.clone();
+        async move {
+            forward(upstream, request)
+                .await
+                .unwrap_or_else(|e| (StatusCode::BAD_GATEWAY, e.to_string()).into_response())
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(port)
+}
+
+#[tokio::test]
+async fn falls_back_to_rest_behind_a_proxy_that_blocks_grpc() -> Result<()> {
+    let plane = ControlPlane::start("cli-proxy", &["--insecure"]).await?;
+    with_log(&plane, async {
+        let proxy = grpc_blocking_proxy(format!("http://{}", plane.server())).await?;
+        let through = format!("127.0.0.1:{proxy}");
+        plane
+            .run_with(
+                &[
+                    "login",
+                    &through,
+                    "--plaintext",
+                    "--username",
+                    "admin",
+                    "--password-stdin",
+                ],
+                &format!("{}\n", plane.admin_password()?),
+            )
+            .await?
+            .ok()?;
+        // The context remembers that only REST gets through.
+        let config = std::fs::read_to_string(plane.home().join(".config/capstan/config"))?;
+        assert!(config.contains("rest: true"), "{config}");
+        plane
+            .run(&[
+                "app",
+                "create",
+                "web",
+                "--repo",
+                &plane.repo_url,
+                "--path",
+                "guestbook",
+                "--dest-server",
+                "https://kubernetes.default.svc",
+                "--dest-namespace",
+                &plane.ns,
+            ])
+            .await?
+            .ok()?;
+        let names = plane.run(&["app", "list", "-o", "name"]).await?.ok()?;
+        assert_eq!(names.stdout, "web\n");
+        // Without the context's knowledge, a fresh run finds it out again by itself.
+        let fresh = plane
+            .command(&[
+                "--server",
+                &through,
+                "--plaintext",
+                "app",
+                "get",
+                "web",
+                "-o",
+                "name",
+            ])
+            .env("CAPSTAN_AUTH_TOKEN", token_of(&config))
+            .env("HOME", plane.tmp.path().join("elsewhere"))
+            .output()
+            .await?;
+        assert_eq!(
+            String::from_utf8_lossy(&fresh.stdout),
+            "web\n",
+            "{}",
+            String::from_utf8_lossy(&fresh.stderr)
+        );
+        // Straight to the server, gRPC works as usual (and nothing forces REST).
+        let direct = plane
+            .command(&[
+                "--server",
+                &plane.server(),
+                "--plaintext",
+                "app",
+                "list",
+                "-o",
+                "name",
+            ])
+            .env("CAPSTAN_AUTH_TOKEN", token_of(&config))
+            .output()
+            .await?;
+        assert_eq!(String::from_utf8_lossy(&direct.stdout), "web\n");
+        Ok(())
+    })
+    .await
+}
+
+/// The token of the (only) context in a config file.
+fn token_of(config: &str) -> String {
+    let config: Value = serde_saphyr::from_str(config).unwrap_or_default();
+    config["contexts"][0]["authToken"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 #[tokio::test]
 async fn completions_and_help_are_there_for_every_shell_and_command() -> Result<()> {
     let plane = ControlPlane::start("cli-help", &[]).await?;
