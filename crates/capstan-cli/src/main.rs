@@ -207,6 +207,32 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// `--help` is enough to use a command without the docs: every command shows examples.
+    #[test]
+    fn every_command_has_examples() {
+        use clap::CommandFactory;
+        fn check(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let subcommands: Vec<&clap::Command> = command.get_subcommands().collect();
+            if subcommands.is_empty() {
+                let help = command
+                    .get_after_help()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                if !help.contains("Examples:") {
+                    missing.push(path.to_owned());
+                }
+            }
+            for sub in subcommands {
+                check(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        for sub in Cli::command().get_subcommands() {
+            check(sub, sub.get_name(), &mut missing);
+        }
+        assert!(missing.is_empty(), "no examples: {missing:#?}");
+    }
+
     /// A command's own argument with a global flag's id would silently set the global flag
     /// too (clap shares ids): `proj add-destination P SERVER NS` would change the server
     /// the CLI talks to.

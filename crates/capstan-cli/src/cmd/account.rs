@@ -11,8 +11,12 @@ use crate::output::{self, Format, Table, text};
 #[derive(Debug, Subcommand)]
 pub enum AccountCommand {
     /// List accounts.
+    #[command(after_help = "Examples:\n  capstan account list")]
     List(ListArgs),
     /// Show an account and its tokens (default: your own).
+    #[command(
+        after_help = "Examples:\n  capstan account get\n  capstan account get --account ci -o json"
+    )]
     Get(GetArgs),
     /// Change a password (your own, or --account's as an admin); asked for without echo.
     #[command(
@@ -25,6 +29,9 @@ pub enum AccountCommand {
     )]
     GenerateToken(TokenArgs),
     /// Revoke an API token.
+    #[command(
+        after_help = "Examples:\n  capstan account get --account ci\n  capstan account delete-token 2f1c7a --account ci"
+    )]
     DeleteToken(DeleteTokenArgs),
     /// Check whether you may do something: prints yes or no (exit 0 either way).
     #[command(

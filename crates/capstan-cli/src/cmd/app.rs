@@ -53,6 +53,9 @@ pub enum AppCommand {
     )]
     Wait(WaitArgs),
     /// Show the deployment history.
+    #[command(
+        after_help = "Examples:\n  capstan app history guestbook\n  capstan app history guestbook -o json"
+    )]
     History(HistoryArgs),
     /// Roll back to a history entry (the previous one by default).
     #[command(
@@ -60,6 +63,7 @@ pub enum AppCommand {
     )]
     Rollback(RollbackArgs),
     /// Stop the running operation (a sync).
+    #[command(after_help = "Examples:\n  capstan app terminate-op guestbook")]
     TerminateOp(NameArgs),
     /// Print manifests: what Git renders (at a revision), or what runs.
     #[command(

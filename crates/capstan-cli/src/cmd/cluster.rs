@@ -23,10 +23,15 @@ pub enum ClusterCommand {
     )]
     Add(AddArgs),
     /// List clusters with their connection state.
+    #[command(after_help = "Examples:\n  capstan cluster list\n  capstan cluster list -o name")]
     List(ListArgs),
     /// Show a cluster (by server URL or name).
+    #[command(
+        after_help = "Examples:\n  capstan cluster get prod\n  capstan cluster get https://10.0.0.1:6443 -o json"
+    )]
     Get(GetArgs),
     /// Remove a cluster (by server URL or name).
+    #[command(after_help = "Examples:\n  capstan cluster rm prod --yes")]
     #[command(visible_alias = "remove")]
     Rm(RmArgs),
     /// Give the cluster's manager account a new token and revoke the old ones.

@@ -22,6 +22,7 @@ pub enum Command {
     #[command(after_help = session::LOGIN_EXAMPLES)]
     Login(session::LoginArgs),
     /// Log out: revoke the session and forget its token.
+    #[command(after_help = "Examples:\n  capstan logout\n  capstan logout prod")]
     Logout(session::LogoutArgs),
     /// List contexts, or switch to one.
     #[command(after_help = session::CONTEXT_EXAMPLES)]
@@ -42,6 +43,9 @@ pub enum Command {
     #[command(subcommand)]
     Account(account::AccountCommand),
     /// Print the CLI's and the server's versions.
+    #[command(
+        after_help = "Examples:\n  capstan version\n  capstan version --client\n  capstan version -o json"
+    )]
     Version(session::VersionArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(after_help = session::COMPLETION_EXAMPLES)]

@@ -23,28 +23,62 @@ pub enum ProjCommand {
     )]
     Create(CreateArgs),
     /// Show a project.
+    #[command(
+        after_help = "Examples:\n  capstan proj get team-a\n  capstan proj get team-a -o yaml"
+    )]
     Get(GetArgs),
     /// List projects.
+    #[command(after_help = "Examples:\n  capstan proj list\n  capstan proj list -o name")]
     List(ListArgs),
     /// Replace a project's description, sources or destinations.
+    #[command(
+        after_help = "Examples:\n  capstan proj set team-a --description 'Team A'\n  capstan proj set team-a --src 'https://git.example.com/team-a/*' --dest 'https://kubernetes.default.svc,team-a-*'"
+    )]
     Set(SetArgs),
     /// Delete a project (refused while Applications use it).
+    #[command(
+        after_help = "Examples:\n  capstan proj delete team-a\n  capstan proj delete team-a --yes"
+    )]
     Delete(DeleteArgs),
     /// Allow a source repository (glob).
+    #[command(
+        after_help = "Examples:\n  capstan proj add-source team-a 'https://git.example.com/team-a/*'"
+    )]
     AddSource(RepoArgs),
     /// Remove a source repository.
+    #[command(
+        after_help = "Examples:\n  capstan proj remove-source team-a https://git.example.com/old.git"
+    )]
     RemoveSource(RepoArgs),
     /// Allow a destination: SERVER NAMESPACE (globs; --name for a cluster name).
+    #[command(
+        after_help = "Examples:\n  capstan proj add-destination team-a https://kubernetes.default.svc 'team-a-*'\n  capstan proj add-destination team-a prod team-a --name"
+    )]
     AddDestination(DestinationArgs),
     /// Remove a destination.
+    #[command(
+        after_help = "Examples:\n  capstan proj remove-destination team-a https://kubernetes.default.svc 'team-a-*'"
+    )]
     RemoveDestination(DestinationArgs),
     /// Allow a cluster-scoped resource kind: GROUP KIND ("" for the core group).
+    #[command(
+        after_help = "Examples:\n  capstan proj allow-cluster-resource team-a \"\" Namespace\n  capstan proj allow-cluster-resource team-a rbac.authorization.k8s.io ClusterRole"
+    )]
     AllowClusterResource(GroupKindArgs),
     /// Deny a cluster-scoped resource kind.
+    #[command(
+        after_help = "Examples:\n  capstan proj deny-cluster-resource team-a rbac.authorization.k8s.io ClusterRoleBinding"
+    )]
     DenyClusterResource(GroupKindArgs),
     /// Allow a namespaced resource kind (takes it off the deny list).
+    #[command(
+        after_help = "Examples:\n  capstan proj allow-namespace-resource team-a \"\" ResourceQuota"
+    )]
     AllowNamespaceResource(GroupKindArgs),
     /// Deny a namespaced resource kind.
+    #[command(
+        after_help = "Examples:\n  capstan proj deny-namespace-resource team-a \"\" ResourceQuota\n  capstan proj deny-namespace-resource team-a networking.k8s.io NetworkPolicy"
+    )]
     DenyNamespaceResource(GroupKindArgs),
     /// Project roles, their policies, groups and tokens.
     #[command(subcommand)]
@@ -160,10 +194,15 @@ pub struct GroupKindArgs {
 #[derive(Debug, Subcommand)]
 pub enum RoleCommand {
     /// Create a role.
+    #[command(
+        after_help = "Examples:\n  capstan proj role create team-a deployer --description 'syncs the apps'"
+    )]
     Create(RoleArgs),
     /// Delete a role.
+    #[command(after_help = "Examples:\n  capstan proj role delete team-a deployer")]
     Delete(RoleArgs),
     /// List a project's roles.
+    #[command(after_help = "Examples:\n  capstan proj role list team-a")]
     List(ProjectArg),
     /// Add a policy: the role may (or may not) do ACTION on the project's applications
     /// matching OBJECT.
@@ -172,10 +211,19 @@ pub enum RoleCommand {
     )]
     AddPolicy(PolicyArgs),
     /// Remove a policy.
+    #[command(
+        after_help = "Examples:\n  capstan proj role remove-policy team-a deployer -a sync -o '*'"
+    )]
     RemovePolicy(PolicyArgs),
     /// Let members of an SSO group act in the role.
+    #[command(
+        after_help = "Examples:\n  capstan proj role add-group team-a deployer platform-team"
+    )]
     AddGroup(GroupArgs),
     /// Stop letting a group act in the role.
+    #[command(
+        after_help = "Examples:\n  capstan proj role remove-group team-a deployer platform-team"
+    )]
     RemoveGroup(GroupArgs),
     /// Create a token for the role (printed once: keep it).
     #[command(
@@ -183,8 +231,12 @@ pub enum RoleCommand {
     )]
     CreateToken(RoleTokenArgs),
     /// Revoke a role's token by its issue time (ISSUED-AT in `proj role list-tokens`).
+    #[command(
+        after_help = "Examples:\n  capstan proj role list-tokens team-a deployer\n  capstan proj role delete-token team-a deployer 1767225600"
+    )]
     DeleteToken(DeleteRoleTokenArgs),
     /// List a role's tokens.
+    #[command(after_help = "Examples:\n  capstan proj role list-tokens team-a deployer")]
     ListTokens(RoleArgs),
 }
 
@@ -263,6 +315,7 @@ pub struct DeleteRoleTokenArgs {
 #[derive(Debug, Subcommand)]
 pub enum WindowsCommand {
     /// List a project's sync windows.
+    #[command(after_help = "Examples:\n  capstan proj windows list team-a")]
     List(ProjectArg),
     /// Add a sync window.
     #[command(
@@ -270,6 +323,9 @@ pub enum WindowsCommand {
     )]
     Add(WindowArgs),
     /// Delete a sync window by its ID (its position in `proj windows list`).
+    #[command(
+        after_help = "Examples:\n  capstan proj windows list team-a\n  capstan proj windows delete team-a 0"
+    )]
     Delete(WindowIdArgs),
 }
 

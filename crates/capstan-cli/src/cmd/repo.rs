@@ -22,10 +22,17 @@ pub enum RepoCommand {
     )]
     Add(AddArgs),
     /// List repositories with their connection state.
+    #[command(after_help = "Examples:\n  capstan repo list\n  capstan repo list -o json")]
     List(ListArgs),
     /// Show a repository.
+    #[command(
+        after_help = "Examples:\n  capstan repo get https://git.example.com/team/apps.git --refresh"
+    )]
     Get(GetArgs),
     /// Remove a repository.
+    #[command(
+        after_help = "Examples:\n  capstan repo rm https://git.example.com/team/apps.git --yes"
+    )]
     #[command(visible_alias = "remove")]
     Rm(RmArgs),
 }
