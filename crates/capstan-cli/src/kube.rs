@@ -3,14 +3,18 @@
 //! as Argo CD's `argocd-manager` — a few HTTPS requests, not a Kubernetes client library.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use http::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::{CliError, CliResult, Exit};
+use crate::http::{Connector, Http};
 use crate::tls::{TlsOptions, client_config};
 
 /// The service account Capstan's controller acts as in a cluster added this way.
@@ -241,7 +245,7 @@ pub fn load_context(path: &Path, name: &str) -> CliResult<KubeContext> {
 /// A connection to one API server.
 #[derive(Debug)]
 pub struct Kube {
-    http: reqwest::Client,
+    http: Http,
     context: KubeContext,
 }
 
@@ -256,11 +260,11 @@ impl Kube {
             },
             &[b"http/1.1"],
         )?;
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| CliError::other(format!("HTTP client: {e}")))?;
+        let http = Http::new(
+            Connector::new(Some(Arc::new(tls))),
+            Duration::from_secs(30),
+            64 << 20,
+        );
         Ok(Kube {
             http,
             context: context.clone(),
@@ -269,39 +273,34 @@ impl Kube {
 
     async fn call(
         &self,
-        method: reqwest::Method,
+        method: Method,
         path: &str,
         body: Option<&Value>,
     ) -> CliResult<(u16, Value)> {
         let url = format!("{}{path}", self.context.server);
-        let mut request = self.http.request(method, &url);
+        let mut headers = Vec::new();
         if !self.context.token.is_empty() {
-            request = request.bearer_auth(&self.context.token);
+            headers.push(("authorization", format!("Bearer {}", self.context.token)));
         } else if let Some((user, password)) = &self.context.basic {
-            request = request.basic_auth(user, Some(password));
+            let pair = STANDARD.encode(format!("{user}:{password}"));
+            headers.push(("authorization", format!("Basic {pair}")));
         }
-        if let Some(body) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(body.to_string());
-        }
-        let response = request.send().await.map_err(|e| {
-            let mut message = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(cause) = source {
-                message = format!("{message}: {cause}");
-                source = cause.source();
-            }
-            CliError::new(
-                Exit::Unavailable,
-                format!(
-                    "cannot reach the cluster at {}: {message}",
-                    self.context.server
-                ),
-            )
-        })?;
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
+        let body = body.map(|body| {
+            headers.push(("content-type", "application/json".to_owned()));
+            Bytes::from(body.to_string())
+        });
+        let response = self
+            .http
+            .send(method, &url, &headers, body)
+            .await
+            .map_err(|e| {
+                CliError::new(
+                    Exit::Unavailable,
+                    format!("cannot reach the cluster at {}: {e}", self.context.server),
+                )
+            })?;
+        let status = response.status;
+        let text = String::from_utf8_lossy(&response.body).into_owned();
         Ok((
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
@@ -311,9 +310,7 @@ impl Kube {
     /// Creates `object` at `collection`; one that exists already is replaced when
     /// `replace` (a role whose rules must be ours), else kept.
     async fn ensure(&self, collection: &str, object: &Value, replace: bool) -> CliResult<()> {
-        let (status, answer) = self
-            .call(reqwest::Method::POST, collection, Some(object))
-            .await?;
+        let (status, answer) = self.call(Method::POST, collection, Some(object)).await?;
         match status {
             200..=299 => Ok(()),
             409 if replace => {
@@ -321,7 +318,7 @@ impl Kube {
                     "{collection}/{}",
                     object["metadata"]["name"].as_str().unwrap_or_default()
                 );
-                let (status, answer) = self.call(reqwest::Method::PUT, &path, Some(object)).await?;
+                let (status, answer) = self.call(Method::PUT, &path, Some(object)).await?;
                 check(status, &answer, &path)
             }
             409 => Ok(()),
@@ -378,7 +375,7 @@ impl Kube {
         let collection = format!("/api/v1/namespaces/{namespace}/secrets");
         let (status, created) = self
             .call(
-                reqwest::Method::POST,
+                Method::POST,
                 &collection,
                 Some(&json!({
                     "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
@@ -398,7 +395,7 @@ impl Kube {
         let path = format!("{collection}/{name}");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let (status, secret) = self.call(reqwest::Method::GET, &path, None).await?;
+            let (status, secret) = self.call(Method::GET, &path, None).await?;
             check(status, &secret, &path)?;
             if let Some(token) = secret["data"]["token"].as_str().filter(|t| !t.is_empty()) {
                 let token = STANDARD.decode(token).map_err(|e| {
@@ -423,7 +420,7 @@ impl Kube {
         let collection = format!("/api/v1/namespaces/{namespace}/secrets");
         let (status, list) = self
             .call(
-                reqwest::Method::GET,
+                Method::GET,
                 &format!("{collection}?fieldSelector=type%3Dkubernetes.io%2Fservice-account-token"),
                 None,
             )
@@ -435,7 +432,7 @@ impl Kube {
             let owner = &secret["metadata"]["annotations"]["kubernetes.io/service-account.name"];
             if name != keep && owner == MANAGER {
                 let path = format!("{collection}/{name}");
-                let (status, answer) = self.call(reqwest::Method::DELETE, &path, None).await?;
+                let (status, answer) = self.call(Method::DELETE, &path, None).await?;
                 if status != 404 {
                     check(status, &answer, &path)?;
                 }

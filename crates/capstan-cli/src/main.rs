@@ -9,6 +9,7 @@ mod client;
 mod cmd;
 mod config;
 mod error;
+mod http;
 mod kube;
 mod local;
 mod output;
@@ -174,9 +175,6 @@ pub fn read_ca(path: &std::path::Path) -> CliResult<Vec<u8>> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // One crypto provider for every TLS client (ring, as in the rest of Capstan); the REST
-    // client of a plain-HTTP server would otherwise find none.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

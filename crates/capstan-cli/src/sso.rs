@@ -3,15 +3,19 @@
 //! loopback; the CLI trades the code for an ID token, which the server then trades for a
 //! Capstan session (`POST /auth/token`). The CLI is a public client: no secret.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use http::Method;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::error::{CliError, CliResult, Exit};
+use crate::http::{Connector, Http};
 use crate::tls::{TlsOptions, client_config};
 
 /// How long the user has to sign in.
@@ -42,18 +46,19 @@ pub async fn sign_in(settings: &Value, port: u16, tls: &TlsOptions) -> CliResult
             scopes.push(scope.to_owned());
         }
     }
-    let http = reqwest::Client::builder()
-        .tls_backend_preconfigured(client_config(
-            &TlsOptions {
-                ca_pem: None,
-                insecure: tls.insecure,
-                identity: None,
-            },
-            &[b"h2", b"http/1.1"],
-        )?)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| CliError::other(format!("HTTP client: {e}")))?;
+    let config = client_config(
+        &TlsOptions {
+            ca_pem: None,
+            insecure: tls.insecure,
+            identity: None,
+        },
+        &[b"h2", b"http/1.1"],
+    )?;
+    let http = Http::new(
+        Connector::new(Some(Arc::new(config))),
+        Duration::from_secs(30),
+        1 << 20,
+    );
     let discovery: Value =
         get_json(&http, &format!("{issuer}/.well-known/openid-configuration")).await?;
     let authorization = discovery["authorization_endpoint"]
@@ -107,11 +112,13 @@ pub async fn sign_in(settings: &Value, port: u16, tls: &TlsOptions) -> CliResult
         .append_pair("redirect_uri", &redirect_uri)
         .append_pair("client_id", client_id)
         .append_pair("code_verifier", &verifier);
+    let form = Bytes::from(form.finish());
+    let content_type = [(
+        "content-type",
+        "application/x-www-form-urlencoded".to_owned(),
+    )];
     let response = http
-        .post(token_endpoint)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form.finish())
-        .send()
+        .send(Method::POST, token_endpoint, &content_type, Some(form))
         .await
         .map_err(|e| {
             CliError::new(
@@ -119,15 +126,14 @@ pub async fn sign_in(settings: &Value, port: u16, tls: &TlsOptions) -> CliResult
                 format!("the provider's token endpoint: {e}"),
             )
         })?;
-    let status = response.status();
-    let answer: Value = response
-        .json_or_text()
-        .await
-        .map_err(|e| CliError::other(format!("the provider's token answer: {e}")))?;
-    if !status.is_success() {
+    let answer = json_or_text(&response.body);
+    if !(200..300).contains(&response.status) {
         return Err(CliError::new(
             Exit::Unauthenticated,
-            format!("the provider refused the code ({status}): {answer}"),
+            format!(
+                "the provider refused the code ({}): {answer}",
+                response.status
+            ),
         ));
     }
     let id_token = answer["id_token"]
@@ -250,33 +256,24 @@ fn random() -> CliResult<String> {
     Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
 
-async fn get_json(http: &reqwest::Client, url: &str) -> CliResult<Value> {
-    let response = http.get(url).send().await.map_err(|e| {
+async fn get_json(http: &Http, url: &str) -> CliResult<Value> {
+    let response = http.send(Method::GET, url, &[], None).await.map_err(|e| {
         CliError::new(
             Exit::Unavailable,
             format!("cannot reach the SSO provider at {url}: {e}"),
         )
     })?;
-    if !response.status().is_success() {
+    if !(200..300).contains(&response.status) {
         return Err(CliError::other(format!(
             "{url} answered {}",
-            response.status()
+            response.status
         )));
     }
-    response
-        .json_or_text()
-        .await
-        .map_err(|e| CliError::other(format!("{url}: {e}")))
+    Ok(json_or_text(&response.body))
 }
 
 /// A JSON body, or its text as a JSON string when it is not JSON.
-trait JsonOrText {
-    async fn json_or_text(self) -> Result<Value, reqwest::Error>;
-}
-
-impl JsonOrText for reqwest::Response {
-    async fn json_or_text(self) -> Result<Value, reqwest::Error> {
-        let text = self.text().await?;
-        Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    }
+fn json_or_text(body: &[u8]) -> Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
 }

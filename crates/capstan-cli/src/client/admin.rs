@@ -486,7 +486,7 @@ impl Client {
     pub async fn delete_cluster(&self, server_or_name: &str) -> CliResult<()> {
         let (request, rest) = cluster_query(server_or_name);
         let rest = RestCall {
-            method: reqwest::Method::DELETE,
+            method: http::Method::DELETE,
             ..rest
         };
         self.call(

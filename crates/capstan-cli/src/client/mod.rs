@@ -17,12 +17,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use capstan_proto::api::v1 as pb;
-use reqwest::Method;
+use http::Method;
 use serde_json::Value;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{CliError, CliResult, Exit};
+use crate::http::{Connector, Http};
 use crate::tls::{TlsOptions, client_config};
 
 /// Where the API is and how to reach it.
@@ -73,13 +76,13 @@ struct Inner {
     base: String,
     token: Option<String>,
     channel: Channel,
-    http: reqwest::Client,
+    http: Http,
     /// Set once gRPC is known not to get through: every later call goes over REST.
     rest: AtomicBool,
 }
 
-/// How long a connection attempt may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a REST exchange may take (a sync's answer comes at once; waiting polls).
+const REST_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Client {
     /// A client for `target`; nothing is sent until the first call.
@@ -88,21 +91,20 @@ impl Client {
         let tls = base.starts_with("https://");
         let endpoint = Endpoint::from_shared(base.clone())
             .map_err(|e| CliError::usage(format!("the server address {base:?}: {e}")))?
-            .connect_timeout(CONNECT_TIMEOUT);
-        let channel = if tls {
-            let config = Arc::new(client_config(&target.tls, &[b"h2"])?);
-            endpoint.connect_with_connector_lazy(tls_connector(config))
+            .connect_timeout(crate::http::CONNECT_TIMEOUT);
+        let config = if tls {
+            Some(Arc::new(client_config(&target.tls, &[b"h2", b"http/1.1"])?))
         } else {
-            endpoint.connect_lazy()
+            None
         };
-        let mut http = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT);
-        if tls {
-            http =
-                http.tls_backend_preconfigured(client_config(&target.tls, &[b"h2", b"http/1.1"])?);
-        }
-        let http = http
-            .build()
-            .map_err(|e| CliError::other(format!("HTTP client: {e}")))?;
+        // gRPC needs HTTP/2: its connections offer only h2.
+        let grpc_config = config.as_ref().map(|c| {
+            let mut c = rustls::ClientConfig::clone(c);
+            c.alpn_protocols = vec![b"h2".to_vec()];
+            Arc::new(c)
+        });
+        let channel = endpoint.connect_with_connector_lazy(Connector::new(grpc_config));
+        let http = Http::new(Connector::new(config), REST_TIMEOUT, MAX_ANSWER_BYTES);
         Ok(Client {
             inner: Arc::new(Inner {
                 base,
@@ -172,24 +174,21 @@ impl Client {
             url.push('?');
             url.push_str(&form.finish());
         }
-        let mut request = inner.http.request(call.method, &url);
+        let mut headers = Vec::new();
         if let Some(token) = &inner.token {
-            request = request.bearer_auth(token);
+            headers.push(("authorization", format!("Bearer {token}")));
         }
-        if let Some(body) = call.body {
-            request = request
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .body(body.to_string());
-        }
-        let response = request
-            .send()
+        let body = call.body.map(|body| {
+            headers.push(("content-type", "application/json".to_owned()));
+            Bytes::from(body.to_string())
+        });
+        let answer = inner
+            .http
+            .send(call.method, &url, &headers, body)
             .await
             .map_err(|e| unreachable(&inner.base, &e))?;
-        let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| unreachable(&inner.base, &e))?;
+        let status = answer.status;
+        let bytes = answer.body;
         if bytes.len() > MAX_ANSWER_BYTES {
             return Err(CliError::other("the server's answer is too large"));
         }
@@ -200,7 +199,7 @@ impl Client {
                 Value::String(String::from_utf8_lossy(&bytes).chars().take(300).collect())
             })
         };
-        if status.is_success() {
+        if (200..300).contains(&status) {
             return Ok(value);
         }
         let message = value["message"]
@@ -213,7 +212,7 @@ impl Client {
             .as_i64()
             .and_then(|c| i32::try_from(c).ok())
             .map(tonic::Code::from)
-            .unwrap_or_else(|| code_of_http(status.as_u16()));
+            .unwrap_or_else(|| code_of_http(status));
         Err(CliError::from_server(code, &message))
     }
 }
@@ -312,14 +311,8 @@ fn code_of_http(status: u16) -> tonic::Code {
     }
 }
 
-fn unreachable(base: &str, error: &reqwest::Error) -> CliError {
-    let mut message = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        message = format!("{message}: {cause}");
-        source = cause.source();
-    }
-    CliError::new(Exit::Unavailable, format!("cannot reach {base}: {message}")).hint(
+fn unreachable(base: &str, error: &str) -> CliError {
+    CliError::new(Exit::Unavailable, format!("cannot reach {base}: {error}")).hint(
         "check the address, that the server runs, and TLS (--insecure, --server-ca, --plaintext)",
     )
 }
@@ -382,44 +375,6 @@ fn string_field(value: &Value, field: &str) -> CliResult<String> {
         .as_str()
         .map(str::to_owned)
         .ok_or_else(|| CliError::other(format!("the server's answer has no {field:?}")))
-}
-
-/// Connects TLS streams for gRPC with our rustls configuration (`--insecure` and
-/// `--server-ca` included, which tonic's own TLS options cannot express).
-fn tls_connector(
-    config: Arc<rustls::ClientConfig>,
-) -> impl tower::Service<
-    http::Uri,
-    Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
-    Error = std::io::Error,
-    Future = impl Future<
-        Output = std::io::Result<
-            hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
-        >,
-    > + Send,
-> + Clone
-+ Send
-+ 'static {
-    tower::service_fn(move |uri: http::Uri| {
-        let config = config.clone();
-        async move {
-            let host = uri
-                .host()
-                .ok_or_else(|| std::io::Error::other("the server address has no host"))?
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned();
-            let port = uri.port_u16().unwrap_or(443);
-            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-            tcp.set_nodelay(true)?;
-            let name = rustls::pki_types::ServerName::try_from(host)
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            let tls = tokio_rustls::TlsConnector::from(config)
-                .connect(name, tcp)
-                .await?;
-            Ok(hyper_util::rt::TokioIo::new(tls))
-        }
-    })
 }
 
 #[cfg(test)]
