@@ -216,6 +216,21 @@ pub struct SpecFlags {
     /// Glob of files to leave out of a directory source.
     #[arg(long)]
     pub directory_exclude: Option<String>,
+    /// A Jsonnet top-level argument NAME=VALUE, as a string (repeatable).
+    #[arg(long = "jsonnet-tla-str", value_name = "NAME=VALUE")]
+    pub jsonnet_tlas: Vec<String>,
+    /// A Jsonnet external variable NAME=VALUE, as a string (repeatable).
+    #[arg(long = "jsonnet-ext-var-str", value_name = "NAME=VALUE")]
+    pub jsonnet_ext_vars: Vec<String>,
+    /// A Jsonnet library path in the repository (repeatable).
+    #[arg(long = "jsonnet-libs", value_name = "PATH")]
+    pub jsonnet_libs: Vec<String>,
+    /// Render with this config management plugin.
+    #[arg(long)]
+    pub config_management_plugin: Option<String>,
+    /// An environment variable NAME=VALUE for the plugin (repeatable).
+    #[arg(long = "plugin-env", value_name = "NAME=VALUE")]
+    pub plugin_env: Vec<String>,
     /// Which source of a multi-source Application the source flags change (1-based).
     #[arg(long)]
     pub source_position: Option<usize>,
@@ -806,17 +821,11 @@ impl SpecFlags {
         for (flags, force_string) in [(&self.helm_set, false), (&self.helm_set_string, true)] {
             for parameter in flags.iter() {
                 let (name, value) = pair(parameter, "--helm-set")?;
-                let mut parameters: Vec<Value> = source["helm"]["parameters"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default();
-                parameters.retain(|p| p["name"] != json!(name));
                 let mut entry = json!({ "name": name, "value": value });
                 if force_string {
                     entry["forceString"] = json!(true);
                 }
-                parameters.push(entry);
-                source["helm"]["parameters"] = json!(parameters);
+                set_named(&mut source["helm"]["parameters"], &name, entry);
             }
         }
         if !self.kustomize_images.is_empty() {
@@ -850,8 +859,54 @@ impl SpecFlags {
         if let Some(exclude) = &self.directory_exclude {
             source["directory"]["exclude"] = json!(exclude);
         }
+        for (field, flag, values) in [
+            ("tlas", "--jsonnet-tla-str", &self.jsonnet_tlas),
+            ("extVars", "--jsonnet-ext-var-str", &self.jsonnet_ext_vars),
+        ] {
+            for value in values {
+                let (name, value) = pair(value, flag)?;
+                set_named(
+                    &mut source["directory"]["jsonnet"][field],
+                    &name,
+                    json!({ "name": name, "value": value }),
+                );
+            }
+        }
+        for lib in &self.jsonnet_libs {
+            let libs = &mut source["directory"]["jsonnet"]["libs"];
+            if !libs.as_array().is_some_and(|l| l.iter().any(|l| l == lib)) {
+                if !libs.is_array() {
+                    *libs = json!([]);
+                }
+                libs.as_array_mut()
+                    .expect("made an array above")
+                    .push(json!(lib));
+            }
+        }
+        if let Some(plugin) = &self.config_management_plugin {
+            source["plugin"]["name"] = json!(plugin);
+        }
+        for entry in &self.plugin_env {
+            let (name, value) = pair(entry, "--plugin-env")?;
+            set_named(
+                &mut source["plugin"]["env"],
+                &name,
+                json!({ "name": name, "value": value }),
+            );
+        }
         Ok(())
     }
+}
+
+/// Puts `entry` into the list `list` (made a list if it is not one), replacing the entry with
+/// the same `name`.
+fn set_named(list: &mut Value, name: &str, entry: Value) {
+    if !list.is_array() {
+        *list = json!([]);
+    }
+    let items = list.as_array_mut().expect("made an array above");
+    items.retain(|item| item["name"] != json!(name));
+    items.push(entry);
 }
 
 /// The image name of a Kustomize image override (`name=new:tag`, `name:tag`, `name@sha`).
@@ -1931,7 +1986,7 @@ mod tests {
             sync_policy: Some("automated".into()),
             self_heal: Some(true),
             sync_options: vec!["CreateNamespace=true".into()],
-            helm_set: vec!["replicaCount=2".into()],
+            helm_set: vec!["replicaCount=2".into(), "replicaCount=3".into()],
             labels: vec!["team=web".into()],
             ..SpecFlags::default()
         };
@@ -1943,10 +1998,32 @@ mod tests {
                 "metadata": {"name": "g", "labels": {"team": "web"}},
                 "spec": {
                     "source": {"repoURL": "https://git.example/apps.git", "path": "guestbook",
-                        "helm": {"parameters": [{"name": "replicaCount", "value": "2"}]}},
+                        "helm": {"parameters": [{"name": "replicaCount", "value": "3"}]}},
                     "destination": {"server": "https://kubernetes.default.svc", "namespace": "web"},
                     "syncPolicy": {"automated": {"selfHeal": true}, "syncOptions": ["CreateNamespace=true"]},
                 }
+            })
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn jsonnet_and_plugin_flags_fill_their_source_fields() -> CliResult<()> {
+        let flags = SpecFlags {
+            jsonnet_tlas: vec!["env=prod".into()],
+            jsonnet_libs: vec!["vendor".into(), "vendor".into()],
+            config_management_plugin: Some("cdk8s".into()),
+            plugin_env: vec!["STAGE=prod".into()],
+            ..SpecFlags::default()
+        };
+        let mut app = json!({"spec": {"source": {"repoURL": "r"}}});
+        flags.apply(&mut app)?;
+        assert_eq!(
+            app["spec"]["source"],
+            json!({
+                "repoURL": "r",
+                "directory": {"jsonnet": {"tlas": [{"name": "env", "value": "prod"}], "libs": ["vendor"]}},
+                "plugin": {"name": "cdk8s", "env": [{"name": "STAGE", "value": "prod"}]},
             })
         );
         Ok(())
