@@ -157,6 +157,15 @@ async fn tables_and_json_keep_their_shape() -> Result<()> {
              0   deny  0 22 * * *  8h        *                                   Disabled\n"
         );
 
+        let windows: Value = serde_json::from_str(
+            &plane
+                .run(&["proj", "windows", "list", "team-a", "-o", "json"])
+                .await?
+                .ok()?
+                .stdout,
+        )?;
+        assert_eq!(windows[0]["schedule"], json!("0 22 * * *"), "{windows}");
+
         // Applications from flags: the spec as Argo CD users expect it.
         plane
             .run(&[

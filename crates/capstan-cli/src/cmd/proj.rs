@@ -237,14 +237,29 @@ pub enum RoleCommand {
     DeleteToken(DeleteRoleTokenArgs),
     /// List a role's tokens.
     #[command(after_help = "Examples:\n  capstan proj role list-tokens team-a deployer")]
-    ListTokens(RoleArgs),
+    ListTokens(RoleListArgs),
 }
 
-/// A project.
+/// A project whose list (roles, windows) to show.
 #[derive(Debug, Args)]
 pub struct ProjectArg {
     /// The project.
     pub project: String,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+}
+
+/// A project role whose tokens to list.
+#[derive(Debug, Args)]
+pub struct RoleListArgs {
+    /// The project.
+    pub project: String,
+    /// The role.
+    pub role: String,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
 }
 
 /// A project role.
@@ -770,6 +785,9 @@ async fn role(client: &Client, command: RoleCommand) -> CliResult<()> {
         }
         RoleCommand::List(args) => {
             let project = client.get_project(&args.project).await?;
+            if let Some(done) = as_document(&project["spec"]["roles"], args.output) {
+                return done;
+            }
             let mut table = Table::new(&["ROLE", "DESCRIPTION", "POLICIES", "GROUPS", "TOKENS"]);
             for r in project["spec"]["roles"].as_array().into_iter().flatten() {
                 let count = |field: &str| r[field].as_array().map_or(0, Vec::len).to_string();
@@ -848,6 +866,16 @@ async fn role(client: &Client, command: RoleCommand) -> CliResult<()> {
         }
         RoleCommand::ListTokens(args) => {
             let project = client.get_project(&args.project).await?;
+            let tokens = project["spec"]["roles"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|r| r["name"] == json!(args.role))
+                .map(|r| r["jwtTokens"].clone())
+                .unwrap_or(json!([]));
+            if let Some(done) = as_document(&tokens, args.output) {
+                return done;
+            }
             let mut table = Table::new(&["ID", "ISSUED-AT", "EXPIRES-AT"]);
             for r in project["spec"]["roles"]
                 .as_array()
@@ -865,6 +893,17 @@ async fn role(client: &Client, command: RoleCommand) -> CliResult<()> {
     }
 }
 
+/// For `-o json|yaml`: `list` (an empty list when missing) printed as a document; `None` for
+/// the other formats, which print a table.
+fn as_document(list: &Value, format: Format) -> Option<CliResult<()>> {
+    let list = if list.is_array() {
+        list.clone()
+    } else {
+        json!([])
+    };
+    matches!(format, Format::Json | Format::Yaml).then(|| output::print_document(&list, format))
+}
+
 /// Argo CD's project role policy line.
 fn policy_line(args: &PolicyArgs) -> String {
     format!(
@@ -877,6 +916,9 @@ async fn windows(client: &Client, command: WindowsCommand) -> CliResult<()> {
     match command {
         WindowsCommand::List(args) => {
             let project = client.get_project(&args.project).await?;
+            if let Some(done) = as_document(&project["spec"]["syncWindows"], args.output) {
+                return done;
+            }
             let mut table = Table::new(&[
                 "ID",
                 "KIND",
