@@ -14,13 +14,14 @@
 //! - [`kinds`]: the domain kinds (Applications, AppProjects, Clusters, Repositories) as
 //!   typed resources.
 //! - [`embedded`]: the single-file backend on redb.
+//! - [`etcd`]: the production backend on etcd (`etcd-client`).
 //! - `conformance` (feature `conformance`): the test suite every backend must pass, and the
 //!   reference model the property test compares a backend against.
 //! - [`limits`]: key/value/transaction limits every backend enforces identically.
 //! - [`sealed`]: encryption at rest of the values under chosen prefixes (credentials), as a
 //!   wrapper around any backend.
 //!
-//! The etcd backend (a later issue) implements the same trait and passes the same suite.
+//! Both backends implement the same trait and pass the same suite.
 //!
 //! ```no_run
 //! use capstan_store::{EmbeddedOptions, EmbeddedStore, ListOptions, Precondition, Store};
@@ -46,6 +47,7 @@
 
 pub mod embedded;
 pub mod error;
+pub mod etcd;
 pub mod kinds;
 pub mod limits;
 pub mod sealed;
@@ -58,6 +60,7 @@ pub mod conformance;
 
 pub use embedded::{EmbeddedOptions, EmbeddedStore, Retention};
 pub use error::{Result, StoreError};
+pub use etcd::{EtcdOptions, EtcdStore};
 pub use store::{Store, WatchStream};
 pub use types::{
     Compare, CompareFailure, CompareOp, CompareTarget, DeleteResponse, KeyMeta, KeyValue,
