@@ -357,7 +357,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         store.clone(),
         Some(manifests.clone()),
         Some(live),
-        &args.data_dir,
+        &crate::api::ApiFiles::in_data_dir(&args.data_dir),
         args.listen,
         registry.sub_registry_with_prefix("capstan_api"),
         stopped(),

@@ -221,8 +221,29 @@ impl ApiHandle {
     }
 }
 
+/// Where the API keeps what it makes on first start.
+#[derive(Clone, Debug)]
+pub struct ApiFiles {
+    /// Where a generated CA and serving certificate live (`ca.crt`, `tls.crt`, `tls.key`)
+    /// when neither --tls-cert nor --insecure is given; `None`: one of them is required.
+    pub generated_tls_dir: Option<PathBuf>,
+    /// Where the generated `admin` password is written (0600) when this process creates the
+    /// account.
+    pub initial_admin_password: PathBuf,
+}
+
+impl ApiFiles {
+    /// The all-in-one's: both in its data directory.
+    pub fn in_data_dir(data_dir: &Path) -> ApiFiles {
+        ApiFiles {
+            generated_tls_dir: Some(data_dir.join(TLS_DIR)),
+            initial_admin_password: data_dir.join(INITIAL_ADMIN_PASSWORD_FILE),
+        }
+    }
+}
+
 /// Starts the API on `listen`: on first start the `admin` password is generated and written
-/// to `DATA_DIR/initial-admin-password` (0600); log in with it, change it, delete the file.
+/// to `files.initial_admin_password` (0600); log in with it, change it, delete the file.
 /// `manifests` renders for the manifests method, `live` answers about what runs in the
 /// clusters (the controller's reconciler); without them those methods answer errors.
 #[allow(clippy::too_many_arguments)]
@@ -231,7 +252,7 @@ pub async fn start(
     store: Arc<dyn Store>,
     manifests: Option<Arc<dyn ManifestSource>>,
     live: Option<Arc<dyn LiveState>>,
-    data_dir: &Path,
+    files: &ApiFiles,
     listen: SocketAddr,
     registry: &mut prometheus_client::registry::Registry,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -239,7 +260,7 @@ pub async fn start(
     let mut config = args.config()?;
     config.live = live;
     // Bound first: the settings name the URL, whose port may have been chosen just now.
-    let tls = tls_config(args, data_dir, listen)?;
+    let tls = tls_config(args, files.generated_tls_dir.as_deref(), listen)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen} for the API (--listen)"))?;
@@ -277,8 +298,8 @@ pub async fn start(
         .await
         .map_err(|e| anyhow::anyhow!("starting the API: {e}"))?;
     if let Some(password) = started.initial_admin_password {
-        let path = data_dir.join(INITIAL_ADMIN_PASSWORD_FILE);
-        write_secret(&path, &password)
+        let path = &files.initial_admin_password;
+        write_secret(path, &password)
             .with_context(|| format!("writing the admin password to {}", path.display()))?;
         info!(file = %path.display(), "the admin account's password is in this file (shown once; change it, then delete the file)");
     }
@@ -297,18 +318,22 @@ pub async fn start(
 }
 
 /// The listener's TLS: none with --insecure, the given certificate, or one signed by a CA
-/// generated into DATA_DIR/tls on first start.
+/// generated into `generated_dir` on first start (when there is one).
 fn tls_config(
     args: &ApiArgs,
-    data_dir: &Path,
+    generated_dir: Option<&Path>,
     listen: SocketAddr,
 ) -> anyhow::Result<Option<Arc<capstan_api::server::TlsConfig>>> {
     if args.insecure {
         return Ok(None);
     }
-    let (cert, key) = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
-        _ => generated_tls(&data_dir.join(TLS_DIR), listen)?,
+    let (cert, key) = match (&args.tls_cert, &args.tls_key, generated_dir) {
+        (Some(cert), Some(key), _) => (cert.clone(), key.clone()),
+        (_, _, Some(dir)) => generated_tls(dir, listen)?,
+        _ => anyhow::bail!(
+            "give the API's certificate with --tls-cert and --tls-key, or serve plain HTTP behind \
+             a TLS-terminating proxy with --insecure"
+        ),
     };
     let read =
         |path: &Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));

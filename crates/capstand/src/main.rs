@@ -4,6 +4,7 @@
 mod admin;
 mod all_in_one;
 mod api;
+mod api_server;
 mod observe;
 mod repo_server;
 mod sealing;
@@ -34,6 +35,10 @@ enum Command {
     /// manifests (directory, Jsonnet, Kustomize, Helm) for the controller, over gRPC.
     #[command(after_help = repo_server::EXAMPLES)]
     RepoServer(Box<repo_server::Args>),
+    /// Serve the API tier (REST, gRPC, webhooks, SSO) over the shared etcd store; run as many
+    /// replicas as you like behind a load balancer: they keep no state of their own.
+    #[command(after_help = api_server::EXAMPLES)]
+    Api(Box<api_server::Args>),
     /// Run the whole control plane in one process — embedded store, repo-server and
     /// controller and API — managing the cluster of your kubeconfig (registered as
     /// `in-cluster`).
@@ -82,6 +87,7 @@ fn main() -> std::process::ExitCode {
         match command {
             Command::RepoServer(args) => repo_server::run(*args).await,
             Command::AllInOne(args) => all_in_one::run(*args).await,
+            Command::Api(args) => api_server::run(*args).await,
             Command::JsonnetEval { .. } | Command::Admin(_) => Ok(()),
         }
     });

@@ -62,6 +62,17 @@ fn read_key(path: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 impl EncryptionArgs {
+    /// The keyring from --encryption-key-file, which must be given (replicas sharing a store
+    /// must share the key: none is generated).
+    pub fn required_keyring(&self) -> anyhow::Result<Keyring> {
+        anyhow::ensure!(
+            self.encryption_key_file.is_some(),
+            "--encryption-key-file is required: every replica on this store needs the same key \
+             (make one with `head -c 32 /dev/urandom | base64 > key`)"
+        );
+        self.keyring(Path::new("."))
+    }
+
     /// The keyring: the key file given, else `DATA_DIR/encryption.key`, created (0600) when
     /// it does not exist yet.
     pub fn keyring(&self, data_dir: &Path) -> anyhow::Result<Keyring> {

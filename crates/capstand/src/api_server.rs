@@ -1,0 +1,170 @@
+//! `capstand api`: the API tier on its own — REST, gRPC, webhooks, SSO — over the shared etcd
+//! store. It keeps no state of its own (sessions are signed with a secret in the store,
+//! revocations and accounts live there too), so any number of replicas behind a load
+//! balancer behave as one. Requests for the controller (sync, refresh, terminate, rollback)
+//! are written into the Application, which the owning controller watches.
+//!
+//! What it cannot answer alone: the live state of clusters (managed resources with diffs,
+//! the resource tree, events), which the controller holds; those methods answer
+//! `Unavailable` until the API can reach the owning controller (the scale-out work).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use capstan_repo::client::{ManifestSource, RepoClient};
+use capstan_store::sealed::{CREDENTIAL_PREFIXES, SealedStore};
+use capstan_store::{EtcdOptions, EtcdStore, Store};
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::api::{ApiArgs, ApiFiles};
+use crate::observe::{self, Readiness};
+use crate::sealing::EncryptionArgs;
+use crate::units::parse_duration;
+
+pub const EXAMPLES: &str = "\
+Examples:
+  # Two replicas over one etcd, behind a load balancer that terminates TLS
+  head -c 32 /dev/urandom | base64 > encryption.key      # once; every replica gets the same file
+  capstand api --etcd-endpoints http://etcd-0:2379,http://etcd-1:2379 \\
+    --encryption-key-file encryption.key --insecure --listen 0.0.0.0:8080
+  # Serving TLS itself, rendering manifests with a repo-server
+  capstand api --etcd-endpoints http://etcd:2379 --encryption-key-file encryption.key \\
+    --tls-cert tls.crt --tls-key tls.key --repo-server http://repo-server:8081";
+
+/// Flags of `capstand api`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Where the API listens: REST (`/api/v1/...`), gRPC, Git webhooks (`/api/webhook`) and
+    /// SSO (`/auth/...`), all on this one port.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "0.0.0.0:8080",
+        env = "CAPSTAN_LISTEN"
+    )]
+    listen: SocketAddr,
+    /// The etcd cluster holding the store: client URLs, comma-separated.
+    #[arg(
+        long,
+        value_name = "URLS",
+        value_delimiter = ',',
+        required = true,
+        env = "CAPSTAN_ETCD_ENDPOINTS"
+    )]
+    etcd_endpoints: Vec<String>,
+    /// A prefix in front of every key in etcd (several control planes on one etcd, e.g.
+    /// `/capstan-prod`). Every component of one control plane uses the same.
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        default_value = "",
+        env = "CAPSTAN_ETCD_PREFIX"
+    )]
+    etcd_prefix: String,
+    /// A `capstand repo-server` (`http://HOST:PORT`) for the manifests method; without it that
+    /// method answers Unavailable.
+    #[arg(long, value_name = "URL", env = "CAPSTAN_REPO_SERVER")]
+    repo_server: Option<String>,
+    /// How long one manifest request to --repo-server may take.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration, requires = "repo_server", env = "CAPSTAN_REPO_SERVER_TIMEOUT")]
+    repo_server_timeout: Duration,
+    /// Where to write the `admin` password if this replica is the one that creates the account
+    /// (the first start of the first replica): 0600; log in, change it, delete the file.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "initial-admin-password",
+        env = "CAPSTAN_INITIAL_ADMIN_PASSWORD_FILE"
+    )]
+    initial_admin_password_file: PathBuf,
+    /// Address to serve /metrics, /healthz and /readyz on.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8083",
+        env = "CAPSTAN_METRICS_LISTEN"
+    )]
+    metrics_listen: SocketAddr,
+    /// How long open requests (watch streams) may take to finish on SIGTERM.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, env = "CAPSTAN_SHUTDOWN_GRACE")]
+    shutdown_grace: Duration,
+    #[command(flatten)]
+    api: ApiArgs,
+    #[command(flatten)]
+    encryption: EncryptionArgs,
+}
+
+/// Runs the API until SIGTERM or Ctrl-C.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let signals = tokio::spawn(async move {
+        observe::shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+
+    // Every replica must seal and unseal with the same key: none is generated here.
+    let keyring = args.encryption.required_keyring()?;
+    let mut options = EtcdOptions::new(args.etcd_endpoints.clone());
+    options.namespace = args.etcd_prefix.clone().into_bytes();
+    let etcd = EtcdStore::connect(options)
+        .await
+        .with_context(|| format!("connecting to etcd at {}", args.etcd_endpoints.join(",")))?;
+    let store: Arc<dyn Store> = Arc::new(SealedStore::new(
+        Arc::new(etcd),
+        keyring,
+        CREDENTIAL_PREFIXES,
+    ));
+    let manifests: Option<Arc<dyn ManifestSource>> = match &args.repo_server {
+        Some(url) => Some(Arc::new(
+            RepoClient::connect_lazy(url, args.repo_server_timeout)
+                .map_err(|e| anyhow::anyhow!("--repo-server: {}", e.message))?,
+        )),
+        None => None,
+    };
+
+    let mut registry = prometheus_client::registry::Registry::default();
+    let files = ApiFiles {
+        generated_tls_dir: None,
+        initial_admin_password: args.initial_admin_password_file.clone(),
+    };
+    let api = crate::api::start(
+        &args.api,
+        store,
+        manifests,
+        None,
+        &files,
+        args.listen,
+        registry.sub_registry_with_prefix("capstan_api"),
+        stopped(),
+    )
+    .await?;
+    let ready = Readiness::default();
+    let observe_task =
+        observe::serve(args.metrics_listen, registry, ready.clone(), stopped()).await?;
+    ready.set(true);
+    info!(
+        api = %api.address,
+        etcd = %args.etcd_endpoints.join(","),
+        metrics = %args.metrics_listen,
+        "API ready"
+    );
+
+    stopped().await;
+    info!(grace = ?args.shutdown_grace, "shutting down: finishing open requests");
+    ready.set(false);
+    signals.abort();
+    api.stop(args.shutdown_grace).await;
+    let _ = observe_task.await;
+    info!("API stopped");
+    Ok(())
+}
