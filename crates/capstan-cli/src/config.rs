@@ -91,7 +91,7 @@ impl Config {
         if text.trim().is_empty() {
             return Ok(Config::default());
         }
-        serde_saphyr::from_str(&text).map_err(|e| {
+        serde_saphyr::from_str_with_options(&text, crate::secret_yaml_options()).map_err(|e| {
             CliError::usage(format!(
                 "the configuration {} does not parse: {e}",
                 path.display()
@@ -122,19 +122,24 @@ impl Config {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "config".to_owned());
         let temporary = path.with_file_name(format!(".{file_name}.{}", std::process::id()));
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temporary)
-            .map_err(write_error)?;
-        // The mode above applies only to a new file; a leftover temporary keeps its own.
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(write_error)?;
-        file.write_all(text.as_bytes()).map_err(write_error)?;
-        file.sync_all().map_err(write_error)?;
-        std::fs::rename(&temporary, path).map_err(write_error)
+        // A leftover temporary (a crash) is replaced; a new one is made, never one that a
+        // symlink points to, and never one someone else could read.
+        let _ = std::fs::remove_file(&temporary);
+        let written = (|| {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&temporary)?;
+            file.write_all(text.as_bytes())?;
+            file.sync_all()?;
+            std::fs::rename(&temporary, path)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&temporary);
+        }
+        written.map_err(write_error)
     }
 
     /// The context named `name`.

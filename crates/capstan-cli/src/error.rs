@@ -23,7 +23,7 @@ pub enum Exit {
     Unavailable = 7,
     /// A wait ran out of time.
     Timeout = 8,
-    /// An operation the command waited for failed (a sync failed, the app is degraded).
+    /// An operation the command waited for failed (a sync or a rollback).
     OperationFailed = 9,
     /// Anything else the server or this machine reported.
     Other = 10,
@@ -91,7 +91,7 @@ impl CliError {
             C::NotFound => (Exit::NotFound, None),
             C::AlreadyExists => (
                 Exit::Conflict,
-                Some("use --upsert to replace it, or choose another name"),
+                Some("choose another name, or replace it (--upsert, where the command has it)"),
             ),
             C::Aborted => (
                 Exit::Conflict,

@@ -149,6 +149,25 @@ pub struct Answer {
     pub body: Bytes,
 }
 
+/// Why an exchange failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// No connection, or it broke before an answer (with the causes).
+    Connection(String),
+    /// No whole answer within the time allowed.
+    Timeout(String),
+    /// An answer that could not be read (too large, cut short).
+    Answer(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Connection(m) | Failure::Timeout(m) | Failure::Answer(m) => f.write_str(m),
+        }
+    }
+}
+
 /// A small HTTP/1.1 and HTTP/2 client.
 #[derive(Clone, Debug)]
 pub struct Http {
@@ -175,21 +194,30 @@ impl Http {
         url: &str,
         headers: &[(&str, String)],
         body: Option<Bytes>,
-    ) -> Result<Answer, String> {
+    ) -> Result<Answer, Failure> {
         let mut request = Request::builder().method(method).uri(url);
         for (name, value) in headers {
             request = request.header(*name, value);
         }
         let request = request
             .body(Full::new(body.unwrap_or_default()))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Failure::Connection(format!("the request cannot be sent: {e}")))?;
         let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| causes(&e))?;
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| Failure::Connection(causes(&e)))?;
             let (parts, body) = response.into_parts();
             let body = Limited::new(body, self.max_body)
                 .collect()
                 .await
-                .map_err(|e| format!("reading the answer: {e}"))?
+                .map_err(|e| {
+                    Failure::Answer(format!(
+                        "reading it failed ({e}); the most read is {} MiB",
+                        self.max_body >> 20
+                    ))
+                })?
                 .to_bytes();
             Ok(Answer {
                 status: parts.status.as_u16(),
@@ -198,7 +226,9 @@ impl Http {
         };
         tokio::time::timeout(self.timeout, exchange)
             .await
-            .map_err(|_| format!("no answer within {}s", self.timeout.as_secs()))?
+            .map_err(|_| {
+                Failure::Timeout(format!("no answer within {}s", self.timeout.as_secs()))
+            })?
     }
 }
 

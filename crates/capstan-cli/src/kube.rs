@@ -131,12 +131,13 @@ pub fn load_context(path: &Path, name: &str) -> CliResult<KubeContext> {
             path.display()
         ))
     })?;
-    let config: KubeConfig = serde_saphyr::from_str(&text).map_err(|e| {
-        CliError::usage(format!(
-            "the kubeconfig {} does not parse: {e}",
-            path.display()
-        ))
-    })?;
+    let config: KubeConfig =
+        serde_saphyr::from_str_with_options(&text, crate::secret_yaml_options()).map_err(|e| {
+            CliError::usage(format!(
+                "the kubeconfig {} does not parse: {e}",
+                path.display()
+            ))
+        })?;
     let name = if name.is_empty() {
         config.current_context.clone()
     } else {

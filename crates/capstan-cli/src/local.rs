@@ -53,7 +53,8 @@ pub async fn render(dir: &Path) -> CliResult<Vec<Value>> {
 
 /// The YAML and JSON files directly in `root`, in name order.
 fn directory(root: &Path) -> CliResult<Vec<Value>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root)?
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root)
+        .map_err(|e| CliError::usage(format!("--local {}: {e}", root.display())))?
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| {
@@ -71,7 +72,12 @@ fn directory(root: &Path) -> CliResult<Vec<Value>> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let real = file.canonicalize()?;
+        let real = match file.canonicalize() {
+            Ok(real) => real,
+            // A dangling symlink (an editor's lock file) is not a manifest.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(CliError::usage(format!("{label}: {e}"))),
+        };
         if !real.starts_with(root) {
             return Err(CliError::usage(format!(
                 "{label} is a symlink out of {}: refused",
@@ -81,7 +87,9 @@ fn directory(root: &Path) -> CliResult<Vec<Value>> {
         if !real.is_file() {
             continue;
         }
-        let size = std::fs::metadata(&real)?.len();
+        let size = std::fs::metadata(&real)
+            .map_err(|e| CliError::usage(format!("{label}: {e}")))?
+            .len();
         total += size;
         if size > MAX_BYTES || total > MAX_BYTES {
             return Err(CliError::usage(format!(

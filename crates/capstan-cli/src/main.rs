@@ -40,7 +40,7 @@ Exit codes:
   6   already exists, or changed meanwhile
   7   server unreachable or not ready
   8   timed out (`app wait`, `app sync`)
-  9   the operation waited for failed (sync failed, app degraded)
+  9   the operation waited for failed (a sync or rollback)
   10  any other error
 
 Environment:
@@ -87,7 +87,8 @@ pub struct Global {
     /// The configuration file.
     #[arg(long, global = true, env = "CAPSTAN_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Accept any server certificate (the connection is still encrypted).
+    /// Accept any server certificate (the connection is still encrypted); with `login --sso`,
+    /// the SSO provider's too.
     #[arg(long, global = true)]
     pub insecure: bool,
     /// Speak plain HTTP, without TLS (servers started with --insecure).
@@ -117,47 +118,53 @@ impl Global {
         Config::load(&self.config_path()?)
     }
 
-    /// Where and how to reach the API: flags first, then the environment (clap reads both),
-    /// then the context (`--context`, else the one for `--server`, else the current one).
+    /// Where and how to reach the API. The context is `--context` (its server wins), else
+    /// the one `--server` names (by name or address; its address is used), else the current
+    /// one. A context's token and connection settings go only to its own server; flags and
+    /// `CAPSTAN_*` variables come on top.
     pub fn target(&self) -> CliResult<Target> {
         let config = self.load_config()?;
-        let context = match (&self.context, &self.server) {
-            (Some(name), _) => Some(config.context(name).cloned().ok_or_else(|| {
-                CliError::usage(format!("no context {name:?}"))
-                    .hint("list contexts with `capstan context`")
-            })?),
-            (None, Some(server)) => config.for_server(server).cloned(),
-            (None, None) => config.current().cloned(),
-        };
-        let context = context.unwrap_or_default();
-        let server = self
-            .server
-            .clone()
-            .unwrap_or_else(|| context.server.clone());
-        let same_server =
-            self.server.is_none() || context.server == server || context.name == server;
-        let token = self
-            .auth_token
-            .clone()
-            .or_else(|| same_server.then(|| context.auth_token.clone()));
-        let server_ca = self
-            .server_ca
-            .clone()
-            .or_else(|| (!context.server_ca.is_empty()).then(|| PathBuf::from(&context.server_ca)));
-        Ok(Target {
-            server: if server.is_empty() {
-                String::new()
-            } else {
-                server
+        let (context, server) = match (&self.context, &self.server) {
+            (Some(name), _) => {
+                let context = config.context(name).cloned().ok_or_else(|| {
+                    CliError::usage(format!("no context {name:?}"))
+                        .hint("list contexts with `capstan context`")
+                })?;
+                let server = context.server.clone();
+                (context, server)
+            }
+            (None, Some(server)) => match config.for_server(server) {
+                Some(context) => (context.clone(), context.server.clone()),
+                None => (Default::default(), server.clone()),
             },
+            (None, None) => {
+                let context = config.current().cloned().unwrap_or_default();
+                let server = context.server.clone();
+                (context, server)
+            }
+        };
+        let own = !context.server.is_empty() && context.server == server;
+        let token = match &self.auth_token {
+            Some(token) => Some(checked_token(token, "--auth-token or CAPSTAN_AUTH_TOKEN")?),
+            None if own && !context.auth_token.is_empty() => Some(checked_token(
+                &context.auth_token,
+                &format!("context {:?}", context.name),
+            )?),
+            None => None,
+        };
+        let server_ca = self.server_ca.clone().or_else(|| {
+            (own && !context.server_ca.is_empty()).then(|| PathBuf::from(&context.server_ca))
+        });
+        Ok(Target {
+            server,
             token,
-            plaintext: self.plaintext || (same_server && context.plaintext),
+            plaintext: self.plaintext || (own && context.plaintext),
             tls: TlsOptions {
                 ca_pem: server_ca.map(|path| read_ca(&path)).transpose()?,
-                insecure: self.insecure || (same_server && context.insecure),
+                insecure: self.insecure || (own && context.insecure),
                 identity: None,
             },
-            rest: self.rest || (same_server && context.rest),
+            rest: self.rest || (own && context.rest),
         })
     }
 
@@ -165,6 +172,27 @@ impl Global {
     pub fn client(&self) -> CliResult<Client> {
         Client::new(&self.target()?)
     }
+}
+
+/// A token, trimmed (a newline from a YAML block or `echo` is common); one that could not be
+/// sent in a header is refused, naming where it came from (never the token itself).
+pub fn checked_token(token: &str, from: &str) -> CliResult<String> {
+    let token = token.trim();
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(CliError::usage(format!(
+            "the token from {from} is not a token (it is empty or has spaces or control characters)"
+        )));
+    }
+    Ok(token.to_owned())
+}
+
+/// How files holding secrets (the config, kubeconfigs) are parsed: errors give the line and
+/// column but no snippet of the text around them, which could hold a token or a key.
+pub fn secret_yaml_options() -> serde_saphyr::Options {
+    let mut options = serde_saphyr::Options::default();
+    options.with_snippet = false;
+    options.crop_radius = 0;
+    options
 }
 
 /// A CA file's PEM.
@@ -203,6 +231,66 @@ mod tests {
     fn the_command_line_is_well_formed() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    fn global_with(config: &config::Config, dir: &std::path::Path) -> CliResult<Global> {
+        let path = dir.join("config");
+        config.save(&path)?;
+        Ok(Global {
+            config: Some(path),
+            ..Global::default()
+        })
+    }
+
+    #[test]
+    fn a_context_token_goes_only_to_its_own_server() -> CliResult<()> {
+        let dir = tempfile::tempdir()?;
+        let mut config = config::Config::default();
+        config.upsert(config::Context {
+            name: "ci".into(),
+            server: "capstan.example:443".into(),
+            auth_token: "ci-token".into(),
+            insecure: true,
+            ..Default::default()
+        });
+        let global = global_with(&config, dir.path())?;
+        // --server naming the context: its address, its token.
+        let by_name = Global {
+            server: Some("ci".into()),
+            ..global.clone()
+        }
+        .target()?;
+        assert_eq!(by_name.server, "capstan.example:443");
+        assert_eq!(by_name.token.as_deref(), Some("ci-token"));
+        assert!(by_name.tls.insecure);
+        // Another server: nothing of the context's.
+        let other = Global {
+            server: Some("evil.example:443".into()),
+            ..global.clone()
+        }
+        .target()?;
+        assert_eq!(other.token, None);
+        assert!(!other.tls.insecure);
+        // --context wins over a server from the environment.
+        let context = Global {
+            context: Some("ci".into()),
+            server: Some("evil.example:443".into()),
+            ..global
+        }
+        .target()?;
+        assert_eq!(context.server, "capstan.example:443");
+        Ok(())
+    }
+
+    #[test]
+    fn tokens_are_trimmed_and_bad_ones_named_not_shown() {
+        assert_eq!(
+            checked_token(" abc.def\n", "x").ok().as_deref(),
+            Some("abc.def")
+        );
+        let bad = checked_token("secret part\u{7}", "--auth-token").expect_err("refused");
+        assert!(bad.message.contains("--auth-token"), "{bad}");
+        assert!(!bad.message.contains("secret"), "{bad}");
     }
 
     /// `--help` is enough to use a command without the docs: every command shows examples.

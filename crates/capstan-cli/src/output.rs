@@ -54,9 +54,9 @@ impl Table {
         }
     }
 
-    /// Adds a row (missing cells are empty).
+    /// Adds a row (missing cells are empty); cells are [`clean`]ed.
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.rows.push(cells.iter().map(|c| clean(c)).collect());
     }
 
     /// The table as text; with `width`, the widest columns are cut (with `…`) until each line
@@ -118,6 +118,27 @@ impl Table {
     }
 }
 
+/// Text from the server or a cluster made safe to print: control characters (escape
+/// sequences that could rewrite the terminal, newlines that would break a table) are shown
+/// as `\u{..}` escapes; tabs become spaces.
+pub fn clean(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| match c {
+            '\t' => " ".to_owned(),
+            c if c.is_control() => c.escape_unicode().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// [`clean`] line by line: newlines stay.
+pub fn clean_lines(text: &str) -> String {
+    text.lines().map(clean).collect::<Vec<_>>().join("\n")
+}
+
 fn fit(text: &str, width: usize) -> String {
     if text.chars().count() <= width {
         return text.to_owned();
@@ -157,7 +178,7 @@ pub fn fields(rows: &[(&str, String)]) -> String {
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     let mut out = String::new();
     for (key, value) in rows {
-        out.push_str(&format!("{:<width$} {value}\n", format!("{key}:")));
+        out.push_str(&format!("{:<width$} {}\n", format!("{key}:"), clean(value)));
     }
     out
 }
@@ -191,6 +212,18 @@ mod tests {
             fitted.lines().nth(1).is_some_and(|l| l.ends_with('…')),
             "{fitted}"
         );
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        assert_eq!(clean("plain text"), "plain text");
+        assert_eq!(
+            clean("a\u{1b}]0;pwned\u{7}b\nc\td"),
+            "a\\u{1b}]0;pwned\\u{7}b\\u{a}c d"
+        );
+        let mut table = Table::new(&["MESSAGE"]);
+        table.row(vec!["x\u{1b}[2J".into()]);
+        assert!(!table.render(None).contains('\u{1b}'));
     }
 
     #[test]

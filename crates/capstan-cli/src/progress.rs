@@ -162,7 +162,7 @@ impl Shown {
         }
         for (key, line) in progress_lines(at, app) {
             if self.lines.get(&key) != Some(&line) {
-                eprintln!("{line}");
+                eprintln!("{}", crate::output::clean(&line));
                 self.lines.insert(key, line);
             }
         }

@@ -160,19 +160,13 @@ pub async fn sign_in(settings: &Value, port: u16, tls: &TlsOptions) -> CliResult
 async fn callback(listener: &tokio::net::TcpListener, state: &str) -> CliResult<String> {
     loop {
         let (mut stream, _) = listener.accept().await?;
-        let mut buffer = vec![0u8; 16 * 1024];
-        let mut read = 0;
-        // Read the request head (the query is all we need).
-        while read < buffer.len() {
-            let n = stream.read(&mut buffer[read..]).await?;
-            if n == 0 {
-                break;
-            }
-            read += n;
-            if buffer[..read].windows(4).any(|w| w == b"\r\n\r\n") {
-                break;
-            }
-        }
+        // A connection that sends nothing (a browser's preconnect, another local process)
+        // must not hold up the one that brings the code.
+        let Ok(Ok((buffer, read))) =
+            tokio::time::timeout(Duration::from_secs(5), read_head(&mut stream)).await
+        else {
+            continue;
+        };
         let head = String::from_utf8_lossy(&buffer[..read]).into_owned();
         let target = head
             .lines()
@@ -219,6 +213,23 @@ async fn callback(listener: &tokio::net::TcpListener, state: &str) -> CliResult<
         respond(&mut stream, "200 OK", page).await;
         return outcome;
     }
+}
+
+/// Reads a request head (the query is all that is needed), at most 16 KiB.
+async fn read_head(stream: &mut tokio::net::TcpStream) -> std::io::Result<(Vec<u8>, usize)> {
+    let mut buffer = vec![0u8; 16 * 1024];
+    let mut read = 0;
+    while read < buffer.len() {
+        let n = stream.read(&mut buffer[read..]).await?;
+        if n == 0 {
+            break;
+        }
+        read += n;
+        if buffer[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    Ok((buffer, read))
 }
 
 async fn respond(stream: &mut tokio::net::TcpStream, status: &str, text: &str) {

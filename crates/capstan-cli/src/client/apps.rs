@@ -159,26 +159,6 @@ impl Client {
         .await
     }
 
-    /// Patches an Application: `patch_type` "merge" (RFC 7386) or "json" (RFC 6902).
-    pub async fn patch_app(&self, at: &AppAt, patch: &Value, patch_type: &str) -> CliResult<Value> {
-        let request = pb::ApplicationPatchRequest {
-            name: at.name.clone(),
-            app_namespace: at.namespace.clone(),
-            patch: patch.to_string(),
-            patch_type: patch_type.to_owned(),
-        };
-        let body = json!({
-            "patch": patch.to_string(),
-            "patchType": patch_type,
-            "appNamespace": at.namespace,
-        });
-        self.call(
-            async |c| json_of(Apps::new(c).patch(self.request(request)).await?),
-            at.rest(RestCall::patch, "").body(body),
-        )
-        .await
-    }
-
     /// Deletes an Application; `cascade` deletes its resources too.
     pub async fn delete_app(&self, at: &AppAt, cascade: bool, propagation: &str) -> CliResult<()> {
         let request = pb::ApplicationDeleteRequest {

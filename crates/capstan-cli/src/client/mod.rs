@@ -91,7 +91,8 @@ impl Client {
         let tls = base.starts_with("https://");
         let endpoint = Endpoint::from_shared(base.clone())
             .map_err(|e| CliError::usage(format!("the server address {base:?}: {e}")))?
-            .connect_timeout(crate::http::CONNECT_TIMEOUT);
+            .connect_timeout(crate::http::CONNECT_TIMEOUT)
+            .timeout(REST_TIMEOUT);
         let config = if tls {
             Some(Arc::new(client_config(&target.tls, &[b"h2", b"http/1.1"])?))
         } else {
@@ -186,18 +187,23 @@ impl Client {
             .http
             .send(call.method, &url, &headers, body)
             .await
-            .map_err(|e| unreachable(&inner.base, &e))?;
+            .map_err(|e| failed(&inner.base, &e))?;
         let status = answer.status;
         let bytes = answer.body;
-        if bytes.len() > MAX_ANSWER_BYTES {
-            return Err(CliError::other("the server's answer is too large"));
-        }
-        let value: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-                Value::String(String::from_utf8_lossy(&bytes).chars().take(300).collect())
-            })
+        let parsed = serde_json::from_slice::<Value>(&bytes);
+        let value = match parsed {
+            _ if bytes.iter().all(u8::is_ascii_whitespace) => Value::Null,
+            Ok(value) => value,
+            // Success without JSON is no success: a proxy or login page answered instead.
+            Err(_) if (200..300).contains(&status) => {
+                let start: String = String::from_utf8_lossy(&bytes).chars().take(200).collect();
+                return Err(CliError::new(
+                    Exit::Unavailable,
+                    format!("the answer from {url} is not the API's JSON: {start}"),
+                )
+                .hint("is a proxy or a login page in the way? check the server address"));
+            }
+            Err(_) => Value::String(String::from_utf8_lossy(&bytes).chars().take(300).collect()),
         };
         if (200..300).contains(&status) {
             return Ok(value);
@@ -246,10 +252,6 @@ impl RestCall {
 
     fn put(path: impl Into<String>) -> RestCall {
         RestCall::new(Method::PUT, path)
-    }
-
-    fn patch(path: impl Into<String>) -> RestCall {
-        RestCall::new(Method::PATCH, path)
     }
 
     fn delete(path: impl Into<String>) -> RestCall {
@@ -311,23 +313,36 @@ fn code_of_http(status: u16) -> tonic::Code {
     }
 }
 
-fn unreachable(base: &str, error: &str) -> CliError {
-    CliError::new(Exit::Unavailable, format!("cannot reach {base}: {error}")).hint(
-        "check the address, that the server runs, and TLS (--insecure, --server-ca, --plaintext)",
-    )
+/// A REST exchange that failed: no answer in time, a broken or oversized answer, or no
+/// connection at all.
+fn failed(base: &str, error: &crate::http::Failure) -> CliError {
+    use crate::http::Failure;
+    match error {
+        Failure::Timeout(message) => {
+            CliError::new(Exit::Timeout, format!("{base} did not answer: {message}"))
+        }
+        Failure::Answer(message) => CliError::other(format!("the answer from {base}: {message}")),
+        Failure::Connection(message) => {
+            CliError::new(Exit::Unavailable, format!("cannot reach {base}: {message}")).hint(
+                "check the address, that the server runs, and TLS (--insecure, --server-ca, --plaintext)",
+            )
+        }
+    }
 }
 
-/// Whether a gRPC failure means that something on the way answered plain HTTP (a proxy
-/// without HTTP/2 or gRPC support), so REST may get through where gRPC did not.
+/// Whether a gRPC failure means that something on the way answered plain HTTP with an error
+/// status or another content type (a proxy without gRPC support), so the request never
+/// reached the API and REST may get through where gRPC did not. A broken connection is not
+/// such a sign: the API may have acted, and the request is not sent again.
 fn not_grpc(status: &tonic::Status) -> bool {
     let message = status.message();
+    let http_error = message.contains("HTTP status code")
+        || (message.contains("while receiving response with status")
+            && !message.contains("with status: 200"));
     matches!(
         status.code(),
         tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::Unimplemented
-    ) && (message.contains("HTTP status code")
-        || message.contains("content-type")
-        || message.contains("protocol error")
-        || message.contains("invalid compression flag"))
+    ) && (http_error || message.contains("content-type"))
 }
 
 /// A gRPC status as the user's error; transport failures say what could not be reached.
@@ -428,6 +443,34 @@ mod tests {
             segment("https://git.example/a b.git"),
             "https%3A%2F%2Fgit.example%2Fa%20b.git"
         );
+    }
+
+    #[test]
+    fn only_a_plain_http_error_answer_switches_to_rest() {
+        let switches = [
+            tonic::Status::internal(
+                "protocol error: received message with invalid compression flag: 60 (valid flags are 0 and 1) while receiving response with status: 404 Not Found",
+            ),
+            tonic::Status::unknown("grpc-status header missing, mapped from HTTP status code 502"),
+            tonic::Status::internal(
+                "protocol error: received message with invalid content-type: text/html",
+            ),
+        ];
+        for status in &switches {
+            assert!(not_grpc(status), "{status:?}");
+        }
+        let stays = [
+            // The connection broke: the API may have acted; never send it again.
+            tonic::Status::internal("h2 protocol error: error reading a body from connection"),
+            tonic::Status::unavailable("transport error"),
+            tonic::Status::not_found("application x not found"),
+            tonic::Status::internal(
+                "protocol error: received message with invalid compression flag: 60 while receiving response with status: 200 OK",
+            ),
+        ];
+        for status in &stays {
+            assert!(!not_grpc(status), "{status:?}");
+        }
     }
 
     #[test]

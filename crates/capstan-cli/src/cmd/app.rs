@@ -674,25 +674,30 @@ pub fn argo_cd_namespace(object: &mut Value) {
     }
 }
 
-/// A file's text, or stdin's for "-".
+/// A file's text, or stdin's for "-"; at most 8 MiB.
 pub fn read_input(file: &std::path::Path) -> CliResult<String> {
     const MAX: u64 = 8 << 20;
-    if file.as_os_str() == "-" {
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::io::Read::take(std::io::stdin(), MAX), &mut text)
-            .map_err(|e| CliError::usage(format!("stdin: {e}")))?;
-        return Ok(text);
+    let name = if file.as_os_str() == "-" {
+        "stdin".to_owned()
+    } else {
+        file.display().to_string()
+    };
+    let reader: Box<dyn std::io::Read> = if file.as_os_str() == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(
+            std::fs::File::open(file)
+                .map_err(|e| CliError::usage(format!("cannot read {name}: {e}")))?,
+        )
+    };
+    // One byte more than allowed tells a file at the limit from a larger one.
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(reader, MAX + 1), &mut bytes)
+        .map_err(|e| CliError::usage(format!("cannot read {name}: {e}")))?;
+    if bytes.len() as u64 > MAX {
+        return Err(CliError::usage(format!("{name} is larger than 8 MiB")));
     }
-    let metadata = std::fs::metadata(file)
-        .map_err(|e| CliError::usage(format!("cannot read {}: {e}", file.display())))?;
-    if metadata.len() > MAX {
-        return Err(CliError::usage(format!(
-            "{} is larger than 8 MiB",
-            file.display()
-        )));
-    }
-    std::fs::read_to_string(file)
-        .map_err(|e| CliError::usage(format!("cannot read {}: {e}", file.display())))
+    String::from_utf8(bytes).map_err(|_| CliError::usage(format!("{name} is not UTF-8 text")))
 }
 
 impl PartialEq for SpecFlags {
@@ -736,8 +741,45 @@ impl SpecFlags {
             spec["destination"]["namespace"] = json!(namespace);
         }
         self.apply_sync_policy(spec)?;
-        let source = source_at(spec, self.source_position)?;
-        self.apply_source(source)
+        // Only source flags need to know which source (a multi-source app's policy, project
+        // or destination changes without --source-position).
+        if self.changes_a_source() {
+            let source = source_at(spec, self.source_position)?;
+            self.apply_source(source)?;
+        }
+        Ok(())
+    }
+
+    /// Whether any flag of the source is given.
+    fn changes_a_source(&self) -> bool {
+        let options = [
+            &self.repo,
+            &self.path,
+            &self.revision,
+            &self.helm_chart,
+            &self.release_name,
+            &self.nameprefix,
+            &self.namesuffix,
+            &self.directory_include,
+            &self.directory_exclude,
+            &self.config_management_plugin,
+        ];
+        let lists = [
+            &self.values,
+            &self.helm_set,
+            &self.helm_set_string,
+            &self.kustomize_images,
+            &self.kustomize_common_labels,
+            &self.jsonnet_tlas,
+            &self.jsonnet_ext_vars,
+            &self.jsonnet_libs,
+            &self.plugin_env,
+        ];
+        options.iter().any(|o| o.is_some())
+            || lists.iter().any(|l| !l.is_empty())
+            || self.values_literal_file.is_some()
+            || self.directory_recurse.is_some()
+            || self.source_position.is_some()
     }
 
     fn apply_sync_policy(&self, spec: &mut Value) -> CliResult<()> {
@@ -746,7 +788,9 @@ impl SpecFlags {
             Some("automated" | "auto") if !policy["automated"].is_object() => {
                 policy["automated"] = json!({});
             }
-            Some("automated" | "auto") | None => {}
+            // Automated sync switched off with `enabled: false` is switched on again.
+            Some("automated" | "auto") => remove(&mut policy["automated"], "enabled"),
+            None => {}
             Some(_) => remove(policy, "automated"),
         }
         for (flag, field, value) in [
@@ -818,9 +862,12 @@ impl SpecFlags {
         if let Some(file) = &self.values_literal_file {
             source["helm"]["values"] = json!(read_input(file)?);
         }
-        for (flags, force_string) in [(&self.helm_set, false), (&self.helm_set_string, true)] {
+        for (flags, flag, force_string) in [
+            (&self.helm_set, "--helm-set", false),
+            (&self.helm_set_string, "--helm-set-string", true),
+        ] {
             for parameter in flags.iter() {
-                let (name, value) = pair(parameter, "--helm-set")?;
+                let (name, value) = pair(parameter, flag)?;
                 let mut entry = json!({ "name": name, "value": value });
                 if force_string {
                     entry["forceString"] = json!(true);
@@ -987,36 +1034,45 @@ async fn unset(client: &Client, args: UnsetArgs) -> CliResult<()> {
             remove(spec, "syncPolicy");
         }
     }
-    let source = source_at(spec, args.source_position)?;
-    if let Some(files) = source["helm"]["valueFiles"].as_array_mut() {
-        files.retain(|f| !args.values.iter().any(|v| f == v));
-    }
-    if args.values_literal {
-        remove(&mut source["helm"], "values");
-    }
-    if let Some(parameters) = source["helm"]["parameters"].as_array_mut() {
-        parameters.retain(|p| !args.helm_set.iter().any(|n| p["name"] == json!(n)));
-    }
-    if args.nameprefix {
-        remove(&mut source["kustomize"], "namePrefix");
-    }
-    if args.namesuffix {
-        remove(&mut source["kustomize"], "nameSuffix");
-    }
-    if let Some(images) = source["kustomize"]["images"].as_array_mut() {
-        images.retain(|i| {
-            let name = i.as_str().map(image_name).unwrap_or_default();
-            !args.kustomize_images.iter().any(|u| image_name(u) == name)
-        });
-    }
-    // Leave no empty helm/kustomize objects behind (they would change the source type).
-    for field in ["helm", "kustomize"] {
-        let empty = source[field].as_object().is_some_and(|o| {
-            o.values()
-                .all(|v| v.as_array().is_some_and(Vec::is_empty) || v.is_null())
-        });
-        if empty {
-            remove(source, field);
+    let source_flags = !args.values.is_empty()
+        || args.values_literal
+        || !args.helm_set.is_empty()
+        || args.nameprefix
+        || args.namesuffix
+        || !args.kustomize_images.is_empty()
+        || args.source_position.is_some();
+    if source_flags {
+        let source = source_at(spec, args.source_position)?;
+        if let Some(files) = source["helm"]["valueFiles"].as_array_mut() {
+            files.retain(|f| !args.values.iter().any(|v| f == v));
+        }
+        if args.values_literal {
+            remove(&mut source["helm"], "values");
+        }
+        if let Some(parameters) = source["helm"]["parameters"].as_array_mut() {
+            parameters.retain(|p| !args.helm_set.iter().any(|n| p["name"] == json!(n)));
+        }
+        if args.nameprefix {
+            remove(&mut source["kustomize"], "namePrefix");
+        }
+        if args.namesuffix {
+            remove(&mut source["kustomize"], "nameSuffix");
+        }
+        if let Some(images) = source["kustomize"]["images"].as_array_mut() {
+            images.retain(|i| {
+                let name = i.as_str().map(image_name).unwrap_or_default();
+                !args.kustomize_images.iter().any(|u| image_name(u) == name)
+            });
+        }
+        // Leave no empty helm/kustomize objects behind (they would change the source type).
+        for field in ["helm", "kustomize"] {
+            let empty = source[field].as_object().is_some_and(|o| {
+                o.values()
+                    .all(|v| v.as_array().is_some_and(Vec::is_empty) || v.is_null())
+            });
+            if empty {
+                remove(source, field);
+            }
         }
     }
     client.update_app(&at, &without_status(app)).await?;
@@ -1307,11 +1363,16 @@ async fn list(client: &Client, args: ListArgs) -> CliResult<()> {
         .to_vec();
     }
     let apps = list_all(client, query).await?;
+    let control_namespace = client
+        .settings()
+        .await
+        .map(|s| text(&s, "/controllerNamespace"))
+        .unwrap_or_default();
     match args.output {
         Format::Json | Format::Yaml => output::print_document(&json!(apps), args.output),
         Format::Name => {
             for app in &apps {
-                println!("{}", qualified_name(app));
+                println!("{}", qualified_name(app, &control_namespace));
             }
             Ok(())
         }
@@ -1339,7 +1400,7 @@ async fn list(client: &Client, args: ListArgs) -> CliResult<()> {
                     .map(|c| text(c, "/type"))
                     .collect();
                 let mut row = vec![
-                    qualified_name(app),
+                    qualified_name(app, &control_namespace),
                     destination(app),
                     text(app, "/spec/destination/namespace"),
                     or_default(text(app, "/spec/project")),
@@ -1393,8 +1454,16 @@ pub async fn list_all(client: &Client, mut query: pb::ApplicationQuery) -> CliRe
     }
 }
 
-fn qualified_name(app: &Value) -> String {
-    text(app, "/metadata/name")
+/// `NAME`, or `NAMESPACE/NAME` for an Application outside the control plane's namespace
+/// (what the other commands take back).
+fn qualified_name(app: &Value, control_namespace: &str) -> String {
+    let namespace = text(app, "/metadata/namespace");
+    let name = text(app, "/metadata/name");
+    if namespace.is_empty() || namespace == control_namespace {
+        name
+    } else {
+        format!("{namespace}/{name}")
+    }
 }
 
 async fn resources(client: &Client, args: ResourcesArgs) -> CliResult<()> {
@@ -1675,8 +1744,8 @@ async fn diff(client: &Client, args: DiffArgs) -> CliResult<()> {
             text(item, "/namespace"),
             text(item, "/name")
         );
-        println!("\n{title}");
-        let diff = text(item, "/diff");
+        println!("\n{}", output::clean(&title));
+        let diff = output::clean_lines(&text(item, "/diff"));
         for line in diff.lines() {
             if !colour {
                 println!("{line}");

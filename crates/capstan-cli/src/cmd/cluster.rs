@@ -166,7 +166,6 @@ async fn add(client: &Client, args: AddArgs) -> CliResult<()> {
         None
     } else {
         if !args.yes
-            && std::io::IsTerminal::is_terminal(&std::io::stdin())
             && !confirm(&format!(
                 "This creates the service account {}/{} with full cluster-wide rights in '{}'. Continue? [y/n] ",
                 args.system_namespace,

@@ -118,8 +118,8 @@ pub async fn login(global: &Global, args: LoginArgs) -> CliResult<()> {
         rest: global.rest,
     };
     let anonymous = Client::new(&target)?;
-    let (token, how) = if let Some(token) = args.token.clone() {
-        (token, "with a token")
+    let (token, how) = if let Some(token) = &args.token {
+        (crate::checked_token(token, "--token")?, "with a token")
     } else if args.sso {
         let settings = anonymous.settings().await?;
         let id_token = crate::sso::sign_in(&settings, args.sso_port, &target.tls).await?;
@@ -134,7 +134,14 @@ pub async fn login(global: &Global, args: LoginArgs) -> CliResult<()> {
             (None, true) => crate::prompt::stdin_line("password")?,
             (None, false) => crate::prompt::password(&format!("Password for {username}: "))?,
         };
-        (anonymous.login(&username, &password).await?, "")
+        let token = anonymous.login(&username, &password).await.map_err(|e| {
+            if e.exit == Exit::Unauthenticated {
+                e.hint("check the username and password")
+            } else {
+                e
+            }
+        })?;
+        (token, "")
     };
     let client = Client::new(&Target {
         token: Some(token.clone()),
@@ -195,8 +202,13 @@ pub async fn logout(global: &Global, args: LogoutArgs) -> CliResult<()> {
         auth_token: None,
         ..global.clone()
     };
-    // Revoke on the server; forget the token locally even when the server is gone.
-    if let Err(error) = scoped.client()?.logout().await {
+    // Revoke on the server; forget the token locally even when the server is gone (or the
+    // context's CA file is).
+    let revoked = match scoped.client() {
+        Ok(client) => client.logout().await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = revoked {
         eprintln!("capstan: the server did not revoke the session: {error}");
     }
     if let Some(c) = config.contexts.iter_mut().find(|c| c.name == name) {
