@@ -104,7 +104,8 @@ const DIFF_EXAMPLES: &str = "\
 Examples:
   capstan app diff guestbook
   capstan app diff guestbook --refresh
-  # Uncommitted changes: render a local checkout (plain YAML, kustomize or helm) and compare
+  # Uncommitted changes: render a local checkout (plain YAML, kustomize, or helm with the
+  # app's release name, namespace, value files and parameters) and compare with what runs
   capstan app diff guestbook --local ./guestbook
 Exits 1 when there are differences, 0 when there are none.";
 
@@ -1725,7 +1726,8 @@ async fn diff(client: &Client, args: DiffArgs) -> CliResult<()> {
     }
     let items = match &args.local {
         Some(dir) => {
-            let manifests = crate::local::render(dir).await?;
+            let app = client.get_app(&at, "").await?;
+            let manifests = crate::local::render(dir, &crate::local::AppSettings::of(&app)).await?;
             client.diff(&at, &manifests).await?
         }
         None => client.managed_resources(&at).await?,
