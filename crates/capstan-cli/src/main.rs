@@ -42,6 +42,7 @@ Exit codes:
   8   timed out (`app wait`, `app sync`)
   9   the operation waited for failed (a sync or rollback)
   10  any other error
+  130 interrupted (Ctrl-C)
 
 Environment:
   CAPSTAN_SERVER      the server, instead of the current context's
@@ -214,7 +215,25 @@ fn main() -> ExitCode {
             return ExitCode::from(error::Exit::Other as u8);
         }
     };
-    match runtime.block_on(cmd::run(cli.global, cli.command)) {
+    let outcome = runtime.block_on(async {
+        // Ctrl-C ends the command with 130 (as shells report it), after putting back the
+        // terminal if a password prompt had turned echo off. The handler is in place before
+        // the command starts (signal() registers at once; ctrl_c() only when first polled).
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
+            Ok(mut interrupt) => {
+                tokio::spawn(async move {
+                    if interrupt.recv().await.is_some() {
+                        prompt::restore_terminal();
+                        eprintln!();
+                        std::process::exit(130);
+                    }
+                });
+            }
+            Err(e) => eprintln!("capstan: Ctrl-C will not restore the terminal: {e}"),
+        }
+        cmd::run(cli.global, cli.command).await
+    });
+    match outcome {
         Ok(code) => code,
         Err(error) => {
             eprintln!("capstan: {error}");

@@ -2,14 +2,28 @@
 //!
 //! The password prompt talks to `/dev/tty` (so it works when stdin is piped) and turns echo
 //! off *before* showing the prompt: whatever the user types after seeing it is never echoed,
-//! however fast they type. The terminal's settings are restored afterwards, also on error.
+//! however fast they type. The terminal's settings are restored afterwards, also on error,
+//! and on Ctrl-C ([`restore_terminal`], called by the process's interrupt handler).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::sync::Mutex;
 
-use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+use rustix::termios::{LocalModes, OptionalActions, Termios, tcgetattr, tcsetattr};
 
 use crate::error::{CliError, CliResult};
+
+/// The terminal and its settings while a password prompt has echo off.
+static HIDDEN: Mutex<Option<(File, Termios)>> = Mutex::new(None);
+
+/// Puts back the terminal settings a password prompt changed, if one is open (Ctrl-C).
+pub fn restore_terminal() {
+    if let Ok(mut hidden) = HIDDEN.lock()
+        && let Some((tty, saved)) = hidden.take()
+    {
+        let _ = tcsetattr(&tty, OptionalActions::Now, &saved);
+    }
+}
 
 /// Asks for a password on the terminal, without echo.
 pub fn password(prompt: &str) -> CliResult<String> {
@@ -27,8 +41,14 @@ pub fn password(prompt: &str) -> CliResult<String> {
     hidden.local_modes.remove(LocalModes::ECHO);
     // Newlines still echo, so the cursor moves on when Enter is pressed.
     hidden.local_modes.insert(LocalModes::ECHONL);
+    if let (Ok(mut slot), Ok(copy)) = (HIDDEN.lock(), tty.try_clone()) {
+        *slot = Some((copy, saved.clone()));
+    }
     tcsetattr(&tty, OptionalActions::Now, &hidden).map_err(|e| no_terminal(e.into()))?;
     let answer = read_after_prompt(&tty, prompt);
+    if let Ok(mut slot) = HIDDEN.lock() {
+        slot.take();
+    }
     let restored = tcsetattr(&tty, OptionalActions::Now, &saved);
     let answer = answer?;
     restored.map_err(|e| CliError::other(format!("cannot restore the terminal: {e}")))?;

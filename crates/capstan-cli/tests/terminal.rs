@@ -22,15 +22,15 @@ struct Terminal {
 
 impl Terminal {
     fn start(plane: &ControlPlane, args: &[&str]) -> Result<Terminal> {
-        let line = std::iter::once(env!("CARGO_BIN_EXE_capstan"))
-            .chain(args.iter().copied())
-            .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
-            .collect::<Vec<_>>()
-            .join(" ");
+        Self::start_line(plane, &command_line(args))
+    }
+
+    /// Runs a shell command line on the terminal.
+    fn start_line(plane: &ControlPlane, line: &str) -> Result<Terminal> {
         // -e: exit with the command's code; -f: flush as it comes; /dev/null: no typescript.
         let mut command = tokio::process::Command::new("script");
         command
-            .args(["-qefc", &line, "/dev/null"])
+            .args(["-qefc", line, "/dev/null"])
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", plane.home())
@@ -72,6 +72,12 @@ impl Terminal {
         Ok(())
     }
 
+    async fn type_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        self.input.write_all(bytes).await?;
+        self.input.flush().await?;
+        Ok(())
+    }
+
     async fn type_line(&mut self, line: &str) -> Result<()> {
         self.input.write_all(format!("{line}\r").as_bytes()).await?;
         self.input.flush().await?;
@@ -88,6 +94,15 @@ impl Terminal {
         let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await??;
         Ok((status.code().unwrap_or(-1), self.screen))
     }
+}
+
+/// `capstan ARGS` as a shell command line, each argument quoted.
+fn command_line(args: &[&str]) -> String {
+    std::iter::once(env!("CARGO_BIN_EXE_capstan"))
+        .chain(args.iter().copied())
+        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[tokio::test]
@@ -112,6 +127,31 @@ async fn prompts_without_echo_shows_progress_and_asks_before_deleting() -> Resul
         assert!(
             !screen.contains(&password),
             "the password was echoed:\n{screen}"
+        );
+
+        // Ctrl-C at the password prompt: exit 130, and the terminal echoes again.
+        let line = format!(
+            // The shell shares the terminal's process group: it must outlive the Ctrl-C.
+            "trap true INT; {}; echo exit=$?; stty -a",
+            command_line(&[
+                "login",
+                &plane.server(),
+                "--server-ca",
+                path(&ca),
+                "--username",
+                "admin",
+                "--name",
+                "other"
+            ])
+        );
+        let mut interrupted = Terminal::start_line(&plane, &line)?;
+        interrupted.expect("Password for admin: ").await?;
+        interrupted.type_bytes(b"\x03").await?;
+        let (_, screen) = interrupted.finish().await?;
+        assert!(screen.contains("exit=130"), "{screen}");
+        assert!(
+            screen.contains(" echo ") && !screen.contains(" -echo "),
+            "echo is still off:\n{screen}"
         );
 
         // Progress, resource by resource, while syncing.
