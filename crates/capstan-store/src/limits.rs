@@ -120,6 +120,40 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// Where a list of `prefix` with `options` reads: at which revision (`None`: the latest) and
+/// after which key (`None`: from the start). Checks what every backend refuses alike: the
+/// prefix, revision 0, a token of another list, a token with another revision.
+pub fn list_position(
+    prefix: &[u8],
+    options: &crate::ListOptions,
+) -> Result<(Option<Revision>, Option<Vec<u8>>)> {
+    validate_prefix(prefix)?;
+    if options.revision == Some(0) {
+        return Err(StoreError::invalid_request(
+            "list revision 0 is not a revision; leave it unset to read the latest",
+        ));
+    }
+    let token = options
+        .continue_token
+        .as_deref()
+        .map(|token| ContinueToken::decode(token, prefix))
+        .transpose()?;
+    match token {
+        Some(token) => {
+            if options
+                .revision
+                .is_some_and(|revision| revision != token.revision)
+            {
+                return Err(StoreError::invalid_request(
+                    "a continued list reads at its token's revision; do not also set another revision",
+                ));
+            }
+            Ok((Some(token.revision), Some(token.last_key)))
+        }
+        None => Ok((options.revision, None)),
+    }
+}
+
 /// A decoded continue token: where the next page starts and at which revision it reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContinueToken {

@@ -362,31 +362,7 @@ impl Store for EmbeddedStore {
         options: ListOptions,
     ) -> BoxFuture<'a, Result<ListPage>> {
         Box::pin(async move {
-            validate_prefix(prefix)?;
-            if options.revision == Some(0) {
-                return Err(StoreError::invalid_request(
-                    "list revision 0 is not a revision; leave it unset to read the latest",
-                ));
-            }
-            let token = options
-                .continue_token
-                .as_deref()
-                .map(|token| ContinueToken::decode(token, prefix))
-                .transpose()?;
-            let (at, start_after) = match token {
-                Some(token) => {
-                    if options
-                        .revision
-                        .is_some_and(|revision| revision != token.revision)
-                    {
-                        return Err(StoreError::invalid_request(
-                            "a continued list reads at its token's revision; do not also set another revision",
-                        ));
-                    }
-                    (Some(token.revision), Some(token.last_key))
-                }
-                None => (options.revision, None),
-            };
+            let (at, start_after) = crate::limits::list_position(prefix, &options)?;
             let limit = options.limit.filter(|limit| *limit > 0);
             let prefix = prefix.to_vec();
             let read_prefix = prefix.clone();

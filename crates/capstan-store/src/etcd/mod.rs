@@ -702,31 +702,7 @@ impl Store for EtcdStore {
     ) -> BoxFuture<'a, Result<ListPage>> {
         Box::pin(async move {
             const OP: &str = "listing keys";
-            validate_prefix(prefix)?;
-            if options.revision == Some(0) {
-                return Err(StoreError::invalid_request(
-                    "list revision 0 is not a revision; leave it unset to read the latest",
-                ));
-            }
-            let token = options
-                .continue_token
-                .as_deref()
-                .map(|token| ContinueToken::decode(token, prefix))
-                .transpose()?;
-            let (at, start_after) = match token {
-                Some(token) => {
-                    if options
-                        .revision
-                        .is_some_and(|revision| revision != token.revision)
-                    {
-                        return Err(StoreError::invalid_request(
-                            "a continued list reads at its token's revision; do not also set another revision",
-                        ));
-                    }
-                    (Some(token.revision), Some(token.last_key))
-                }
-                None => (options.revision, None),
-            };
+            let (at, start_after) = crate::limits::list_position(prefix, &options)?;
             let (mut start, end) = key_range(&self.inner.options.namespace, prefix);
             if let Some(last) = &start_after {
                 // The next key after `last`.
