@@ -12,7 +12,7 @@
 //! share are [`stats`] (medians, percentiles), [`clock`] (on-CPU time), [`fixtures`]
 //! (generated repositories, charts and YAML), [`direct`] (running a tool or `git` directly,
 //! timed) and [`grpc`] (the repo-server's gRPC service on loopback). [`api::run`] needs
-//! nothing outside the process.
+//! nothing outside the process; [`shard_sim::run`] is a pure simulation.
 
 mod alloc;
 mod api;
@@ -23,6 +23,7 @@ mod engine;
 mod fixtures;
 mod grpc;
 mod repo;
+mod shard_sim;
 mod stats;
 
 use clap::{Parser, ValueEnum};
@@ -59,6 +60,10 @@ enum Scenario {
     /// monorepo (vs reading and matching every Application), first list page latency and
     /// bytes (vs listing everything).
     Api,
+    /// Sharding, simulated: 10,000 clusters with Zipf-skewed Application counts assigned to
+    /// controller members by Capstan's ring and by Argo CD's three algorithms — max/average
+    /// load, and the clusters moved going 10 → 9 and 10 → 11 members.
+    ShardSim,
 }
 
 /// The unit of a figure, as printed.
@@ -133,5 +138,6 @@ fn main() -> anyhow::Result<()> {
         Scenario::Engine => runtime.block_on(engine::run(cli.quick)),
         Scenario::Controller => runtime.block_on(controller::run(cli.quick)),
         Scenario::Api => runtime.block_on(api::run(cli.quick)),
+        Scenario::ShardSim => shard_sim::run(cli.quick),
     }
 }

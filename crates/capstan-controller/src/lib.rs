@@ -10,6 +10,8 @@
 //! - [`children`]: app of apps — Applications and AppProjects among the manifests are
 //!   written to the store as managed children.
 //! - [`ownership`]: which clusters this member reconciles; status writes are fenced on it.
+//! - [`sharding`]: which member should own which cluster — consistent hashing with bounded,
+//!   weighted loads, a pure function of the membership view (not wired into the loop yet).
 //! - [`queue`]: the work queue every reconcile goes through — one entry per Application
 //!   however often it is asked for, refresh requests before periodic ones, hard refresh
 //!   winning over normal, and a per-Application rate limit with backoff.
@@ -36,5 +38,6 @@ pub mod ownership;
 pub mod project;
 pub mod queue;
 pub mod reconcile;
+pub mod sharding;
 mod slots;
 pub mod windows;
