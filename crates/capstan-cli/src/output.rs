@@ -38,6 +38,34 @@ pub fn print_document(value: &Value, format: Format) -> CliResult<()> {
     Ok(())
 }
 
+/// Prints a list the way `-o` asks: JSON or YAML as the API sent it, `name` one per line,
+/// else a table of `headers` with a `row` per item.
+pub fn print_list(
+    items: &[Value],
+    format: Format,
+    name: impl Fn(&Value) -> String,
+    headers: &[&str],
+    row: impl Fn(&Value) -> Vec<String>,
+) -> CliResult<()> {
+    match format {
+        Format::Json | Format::Yaml => print_document(&Value::Array(items.to_vec()), format),
+        Format::Name => {
+            for item in items {
+                println!("{}", clean(&name(item)));
+            }
+            Ok(())
+        }
+        Format::Table | Format::Wide => {
+            let mut table = Table::new(headers);
+            for item in items {
+                table.row(row(item));
+            }
+            table.print();
+            Ok(())
+        }
+    }
+}
+
 /// A table: headers and rows of cells.
 #[derive(Debug, Default)]
 pub struct Table {

@@ -166,6 +166,11 @@ async fn tables_and_json_keep_their_shape() -> Result<()> {
         )?;
         assert_eq!(windows[0]["schedule"], json!("0 22 * * *"), "{windows}");
 
+        let projects = plane.run(&["proj", "list", "-o", "name"]).await?.ok()?;
+        assert!(projects.stdout.lines().any(|l| l == "team-a"), "{}", projects.stdout);
+        let accounts = plane.run(&["account", "list"]).await?.ok()?;
+        assert!(accounts.stdout.starts_with("NAME   ENABLED  CAPABILITIES\nadmin  true"), "{}", accounts.stdout);
+
         // Applications from flags: the spec as Argo CD users expect it.
         plane
             .run(&[

@@ -1,7 +1,7 @@
 //! `capstan account ...`: passwords, API tokens and permission checks.
 
 use clap::{Args, Subcommand};
-use serde_json::json;
+use serde_json::Value;
 
 use crate::Global;
 use crate::error::{CliError, CliResult};
@@ -117,35 +117,25 @@ pub async fn run(global: &Global, command: AccountCommand) -> CliResult<()> {
     match command {
         AccountCommand::List(args) => {
             let accounts = client.list_accounts().await?;
-            match args.output {
-                Format::Json | Format::Yaml => {
-                    output::print_document(&json!(accounts), args.output)
-                }
-                Format::Name => {
-                    for a in &accounts {
-                        println!("{}", text(a, "/name"));
-                    }
-                    Ok(())
-                }
-                _ => {
-                    let mut table = Table::new(&["NAME", "ENABLED", "CAPABILITIES"]);
-                    for a in &accounts {
-                        let capabilities: Vec<String> = a["capabilities"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|c| c.as_str().map(str::to_owned))
-                            .collect();
-                        table.row(vec![
-                            text(a, "/name"),
-                            text(a, "/enabled"),
-                            capabilities.join(", "),
-                        ]);
-                    }
-                    table.print();
-                    Ok(())
-                }
-            }
+            output::print_list(
+                &accounts,
+                args.output,
+                |a| text(a, "/name"),
+                &["NAME", "ENABLED", "CAPABILITIES"],
+                |a| {
+                    let capabilities: Vec<&str> = a["capabilities"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    vec![
+                        text(a, "/name"),
+                        text(a, "/enabled"),
+                        capabilities.join(", "),
+                    ]
+                },
+            )
         }
         AccountCommand::Get(args) => {
             let name = match args.account {

@@ -10,7 +10,7 @@ use crate::client::Client;
 use crate::cmd::app::confirm;
 use crate::error::CliResult;
 use crate::kube::{Kube, cluster_config, kubeconfig_path, load_context};
-use crate::output::{self, Format, Table, text};
+use crate::output::{self, Format, text};
 
 /// `capstan cluster`.
 #[derive(Debug, Subcommand)]
@@ -237,29 +237,20 @@ fn name_of(cluster: &Value) -> String {
 
 async fn list(client: &Client, args: ListArgs) -> CliResult<()> {
     let clusters = client.list_clusters().await?;
-    match args.output {
-        Format::Json | Format::Yaml => output::print_document(&json!(clusters), args.output),
-        Format::Name => {
-            for c in &clusters {
-                println!("{}", name_of(c));
-            }
-            Ok(())
-        }
-        _ => {
-            let mut table =
-                Table::new(&["SERVER", "NAME", "VERSION", "STATUS", "MESSAGE", "PROJECT"]);
-            for c in &clusters {
-                table.row(vec![
-                    text(c, "/spec/server"),
-                    name_of(c),
-                    text(c, "/status/serverVersion"),
-                    text(c, "/status/connectionState/status"),
-                    text(c, "/status/connectionState/message"),
-                    text(c, "/spec/project"),
-                ]);
-            }
-            table.print();
-            Ok(())
-        }
-    }
+    output::print_list(
+        &clusters,
+        args.output,
+        name_of,
+        &["SERVER", "NAME", "VERSION", "STATUS", "MESSAGE", "PROJECT"],
+        |c| {
+            vec![
+                text(c, "/spec/server"),
+                name_of(c),
+                text(c, "/status/serverVersion"),
+                text(c, "/status/connectionState/status"),
+                text(c, "/status/connectionState/message"),
+                text(c, "/spec/project"),
+            ]
+        },
+    )
 }

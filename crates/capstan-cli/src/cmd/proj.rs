@@ -691,43 +691,35 @@ fn describe(project: &Value) -> String {
 
 async fn list(client: &Client, args: ListArgs) -> CliResult<()> {
     let projects = client.list_projects().await?;
-    match args.output {
-        Format::Json | Format::Yaml => output::print_document(&json!(projects), args.output),
-        Format::Name => {
-            for p in &projects {
-                println!("{}", text(p, "/metadata/name"));
-            }
-            Ok(())
-        }
-        _ => {
-            let mut table = Table::new(&[
-                "NAME",
-                "DESCRIPTION",
-                "DESTINATIONS",
-                "SOURCES",
-                "ROLES",
-                "WINDOWS",
-            ]);
-            for p in &projects {
-                let count = |pointer: &str| {
-                    p.pointer(pointer)
-                        .and_then(Value::as_array)
-                        .map_or(0, Vec::len)
-                        .to_string()
-                };
-                table.row(vec![
-                    text(p, "/metadata/name"),
-                    text(p, "/spec/description"),
-                    count("/spec/destinations"),
-                    count("/spec/sourceRepos"),
-                    count("/spec/roles"),
-                    count("/spec/syncWindows"),
-                ]);
-            }
-            table.print();
-            Ok(())
-        }
-    }
+    let count = |p: &Value, pointer: &str| {
+        p.pointer(pointer)
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len)
+            .to_string()
+    };
+    output::print_list(
+        &projects,
+        args.output,
+        |p| text(p, "/metadata/name"),
+        &[
+            "NAME",
+            "DESCRIPTION",
+            "DESTINATIONS",
+            "SOURCES",
+            "ROLES",
+            "WINDOWS",
+        ],
+        |p| {
+            vec![
+                text(p, "/metadata/name"),
+                text(p, "/spec/description"),
+                count(p, "/spec/destinations"),
+                count(p, "/spec/sourceRepos"),
+                count(p, "/spec/roles"),
+                count(p, "/spec/syncWindows"),
+            ]
+        },
+    )
 }
 
 /// The role named `role` in a project's spec (created when `create`).

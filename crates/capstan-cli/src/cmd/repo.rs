@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::Global;
 use crate::cmd::app::{confirm, read_input};
 use crate::error::CliResult;
-use crate::output::{self, Format, Table, text};
+use crate::output::{self, Format, text};
 
 /// `capstan repo`.
 #[derive(Debug, Subcommand)]
@@ -132,31 +132,22 @@ pub async fn run(global: &Global, command: RepoCommand) -> CliResult<()> {
         }
         RepoCommand::List(args) => {
             let repos = client.list_repos().await?;
-            match args.output {
-                Format::Json | Format::Yaml => output::print_document(&json!(repos), args.output),
-                Format::Name => {
-                    for r in &repos {
-                        println!("{}", text(r, "/spec/url"));
-                    }
-                    Ok(())
-                }
-                _ => {
-                    let mut table =
-                        Table::new(&["TYPE", "NAME", "REPO", "PROJECT", "STATUS", "MESSAGE"]);
-                    for r in &repos {
-                        table.row(vec![
-                            or(text(r, "/spec/type"), "git"),
-                            text(r, "/spec/name"),
-                            text(r, "/spec/url"),
-                            text(r, "/spec/project"),
-                            text(r, "/status/connectionState/status"),
-                            text(r, "/status/connectionState/message"),
-                        ]);
-                    }
-                    table.print();
-                    Ok(())
-                }
-            }
+            output::print_list(
+                &repos,
+                args.output,
+                |r| text(r, "/spec/url"),
+                &["TYPE", "NAME", "REPO", "PROJECT", "STATUS", "MESSAGE"],
+                |r| {
+                    vec![
+                        or(text(r, "/spec/type"), "git"),
+                        text(r, "/spec/name"),
+                        text(r, "/spec/url"),
+                        text(r, "/spec/project"),
+                        text(r, "/status/connectionState/status"),
+                        text(r, "/status/connectionState/message"),
+                    ]
+                },
+            )
         }
         RepoCommand::Get(args) => {
             let repo = client
