@@ -60,7 +60,7 @@ pub mod conformance;
 
 pub use embedded::{EmbeddedOptions, EmbeddedStore, Retention};
 pub use error::{Result, StoreError};
-pub use etcd::{EtcdOptions, EtcdStore};
+pub use etcd::{EtcdOptions, EtcdStore, Lease};
 pub use store::{Store, WatchStream};
 pub use types::{
     Compare, CompareFailure, CompareOp, CompareTarget, DeleteResponse, KeyMeta, KeyValue,

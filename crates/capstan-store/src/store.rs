@@ -136,7 +136,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     }
 }
 
-fn single_result(key: &[u8], mut response: TxnResponse) -> Result<TxnOpResult> {
+pub(crate) fn single_result(key: &[u8], mut response: TxnResponse) -> Result<TxnOpResult> {
     if !response.succeeded {
         let current_revision = response
             .failures

@@ -346,3 +346,98 @@ async fn requests_and_watches_fail_clearly_when_etcd_is_gone() -> Result<()> {
     assert!(started.elapsed() < Duration::from_secs(10));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leased_keys_vanish_on_revoke_at_once_and_after_the_ttl_without_keep_alives() -> Result<()>
+{
+    capstan_testkit::init_test_logging();
+    let etcd = capstan_testkit::shared::etcd().await?;
+    let store = EtcdStore::connect(options(etcd).namespace("/leases")).await?;
+    let ttl = Duration::from_secs(2);
+
+    // Revoked: the key is gone as soon as `revoke` returns.
+    let lease = store.grant_lease(ttl).await?;
+    assert_eq!(lease.ttl(), ttl);
+    assert!(lease.is_alive());
+    lease
+        .put(b"/revoked", b"v".to_vec(), Precondition::MustNotExist)
+        .await?;
+    let conflict = lease
+        .put(b"/revoked", b"w".to_vec(), Precondition::MustNotExist)
+        .await;
+    assert!(
+        matches!(conflict, Err(StoreError::Conflict { .. })),
+        "{conflict:?}"
+    );
+    lease.revoke().await?;
+    assert!(store.get(b"/revoked").await?.is_none());
+
+    // Kept alive: the key outlives several TTLs... until the keep-alives stop.
+    let started = Instant::now();
+    let lease = store.grant_lease(ttl).await?;
+    lease
+        .put(b"/kept", b"v".to_vec(), Precondition::None)
+        .await?;
+    let alive = lease.alive();
+    tokio::time::sleep(ttl * 2).await;
+    assert!(
+        store.get(b"/kept").await?.is_some(),
+        "kept alive past 2 TTLs"
+    );
+    assert!(*alive.borrow());
+    lease.stop_keep_alive();
+    let stopped = Instant::now();
+    capstan_testkit::wait::wait_until(
+        "the unrenewed key expires",
+        ttl + Duration::from_secs(3),
+        || async { Ok(store.get(b"/kept").await?.is_none().then_some(())) },
+    )
+    .await?;
+    let expired_after = stopped.elapsed();
+    assert!(
+        expired_after <= ttl + Duration::from_secs(2),
+        "{expired_after:?}"
+    );
+    // Writing with the expired lease says so.
+    let error = lease
+        .put(b"/late", b"v".to_vec(), Precondition::None)
+        .await
+        .expect_err("the lease has expired");
+    assert!(
+        chain(&error).contains("has expired or was revoked"),
+        "{}",
+        chain(&error)
+    );
+    eprintln!(
+        "leased key expired {expired_after:?} after its keep-alives stopped ({:?} in all)",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_whose_etcd_is_gone_is_reported_lost_within_its_ttl() -> Result<()> {
+    capstan_testkit::init_test_logging();
+    let mut etcd = Etcd::start().await?;
+    let store = EtcdStore::connect(EtcdOptions {
+        request_timeout: Duration::from_secs(1),
+        ..options(&etcd)
+    })
+    .await?;
+    let ttl = Duration::from_secs(2);
+    let lease = store.grant_lease(ttl).await?;
+    let mut alive = lease.alive();
+    etcd.process().stop();
+    let stopped = Instant::now();
+    tokio::time::timeout(ttl + Duration::from_secs(2), alive.wait_for(|alive| !alive))
+        .await
+        .context("the lost lease was not reported")??;
+    let reported_after = stopped.elapsed();
+    // Reported no later than etcd would expire it: within the TTL of the last keep-alive.
+    assert!(
+        reported_after <= ttl + Duration::from_millis(500),
+        "{reported_after:?}"
+    );
+    assert!(!lease.is_alive());
+    Ok(())
+}

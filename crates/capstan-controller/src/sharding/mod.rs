@@ -3,7 +3,8 @@
 //! Every member of a sharded control plane computes the same [`Assignment`] from the same
 //! inputs — the live members (from the membership leases) and each cluster's weight — so no
 //! coordination is needed to agree on it; the ownership keys then make it safe while views
-//! differ for a moment. Nothing here does I/O: [`Ring`] is fed membership changes and a list
+//! differ for a moment. [`membership`] is the I/O part: members register under etcd leases and
+//! watch each other, and its sorted member list is what the ring is fed. Nothing else here does I/O: [`Ring`] is fed membership changes and a list
 //! of [`ClusterLoad`]s and answers who owns what. Start reading at [`Ring::assign`]. The
 //! operator's view (what ε means, what moves when a member joins or leaves) is in
 //! `docs/sharding.md`.
@@ -71,8 +72,10 @@
 //! The hash is part of the protocol between members: changing [`ring`]'s hashing reassigns
 //! clusters when members of two versions disagree, so a test pins its outputs.
 
+pub mod membership;
 pub mod ring;
 
+pub use membership::{MemberInfo, Membership, MembershipError};
 pub use ring::{Assignment, ClusterLoad, Epsilon, MemberLoad, Move, Ring, RingError};
 
 #[cfg(test)]

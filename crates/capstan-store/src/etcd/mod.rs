@@ -14,7 +14,10 @@
 //! - `watch.rs`: a watch is an etcd watch from the requested revision that survives broken
 //!   streams: it re-establishes itself from the last revision it has fully delivered, so a
 //!   restarted etcd costs neither an event nor a duplicate, and it ends with
-//!   [`StoreError::Compacted`] when etcd no longer has the history it needs.
+//!   [`StoreError::Compacted`] when etcd no longer has the history it needs;
+//! - `lease.rs`: [`EtcdStore::grant_lease`] grants an etcd lease and keeps it alive in the
+//!   background; keys written through [`Lease::put`] or [`Lease::txn`] vanish with it (on
+//!   [`Lease::revoke`] at once, or when it expires). What membership and ownership keys need.
 //!
 //! Revisions, compaction and the cluster's history are etcd's and therefore shared by every
 //! namespace of one etcd: another writer (another namespace) advances the revision too, and
@@ -27,7 +30,10 @@
 //! Not yet supported: TLS to etcd and etcd's authentication (user and password); see
 //! `docs/store.md`.
 
+mod lease;
 mod watch;
+
+pub use lease::Lease;
 
 use std::fmt;
 use std::sync::Arc;
@@ -186,6 +192,18 @@ pub enum EtcdError {
         /// The cluster id etcd reports now.
         found: u64,
     },
+    /// A write bound to a lease failed because the lease is gone: it expired (its holder
+    /// kept it alive too late, e.g. after a pause or a partition longer than its TTL) or was
+    /// revoked. Its keys are gone too; the holder grants a new lease.
+    #[error(
+        "etcd lease {lease:#x} has expired or was revoked (etcd at {endpoints}); its keys are gone: grant a new lease"
+    )]
+    LeaseExpired {
+        /// The configured endpoints.
+        endpoints: String,
+        /// The lease id.
+        lease: i64,
+    },
     /// etcd answered with something the store cannot use (a response without a header, or
     /// results that do not match the request).
     #[error("etcd at {endpoints} gave an unexpected answer: {what}")]
@@ -209,6 +227,7 @@ pub struct EtcdStore {
 struct Inner {
     kv: etcd::KvClient,
     watch: etcd::WatchClient,
+    lease: etcd::LeaseClient,
     options: EtcdOptions,
     /// The endpoints, joined, for messages.
     endpoints: String,
@@ -307,6 +326,7 @@ impl EtcdStore {
         let watch = client
             .watch_client()
             .max_decoding_message_size(options.max_response_bytes);
+        let lease = client.lease_client();
 
         // The readiness check: a linearizable read, so a member without a leader fails it too.
         let mut probe = kv.clone();
@@ -357,6 +377,7 @@ impl EtcdStore {
             inner: Arc::new(Inner {
                 kv,
                 watch,
+                lease,
                 options,
                 endpoints,
                 cluster_id,
@@ -373,6 +394,161 @@ impl EtcdStore {
     /// The id of the etcd cluster this store talks to.
     pub fn cluster_id(&self) -> u64 {
         self.inner.cluster_id
+    }
+
+    /// [`Store::txn`], with every `Put` bound to `lease` ([`NO_LEASE`]: none). The leased
+    /// form is [`Lease::txn`].
+    async fn apply_txn(&self, txn: Txn, lease: i64) -> Result<TxnResponse> {
+        const OP: &str = "applying a transaction";
+        validate_txn(&txn)?;
+        let compares = txn
+            .compares
+            .iter()
+            .map(|compare| self.compare(compare))
+            .collect::<Result<Vec<_>>>()?;
+        let success: Vec<etcd::TxnOp> = txn
+            .success
+            .iter()
+            .map(|op| match op {
+                TxnOp::Put { key, value } => etcd::TxnOp::put(
+                    self.full_key(key),
+                    value.clone(),
+                    Some(etcd::PutOptions::new().with_prev_key().with_lease(lease)),
+                ),
+                TxnOp::Delete { key } => etcd::TxnOp::delete(
+                    self.full_key(key),
+                    Some(etcd::DeleteOptions::new().with_prev_key()),
+                ),
+            })
+            .collect();
+        // When a compare fails, read every compared key in the same transaction, so the
+        // failures are reported against the state the compares were evaluated on.
+        let mut compared: Vec<&[u8]> = Vec::new();
+        for compare in &txn.compares {
+            if !compared.contains(&compare.key.as_slice()) {
+                compared.push(&compare.key);
+            }
+        }
+        let failure: Vec<etcd::TxnOp> = compared
+            .iter()
+            .map(|key| {
+                etcd::TxnOp::get(
+                    self.full_key(key),
+                    Some(etcd::GetOptions::new().with_keys_only()),
+                )
+            })
+            .collect();
+        let request = etcd::Txn::new()
+            .when(compares)
+            .and_then(success)
+            .or_else(failure);
+        let mut kv = self.inner.kv.clone();
+        let response = self
+            .call(kv.txn(request))
+            .await
+            .map_err(|error| self.failure(OP, error))?;
+        let revision = self.header_revision(OP, response.header())?;
+        let answers = response.op_responses();
+
+        if response.succeeded() {
+            if answers.len() != txn.success.len() {
+                return Err(self.unexpected(
+                    OP,
+                    format!(
+                        "{} results for a transaction of {} operations",
+                        answers.len(),
+                        txn.success.len()
+                    ),
+                ));
+            }
+            let mut results = Vec::with_capacity(answers.len());
+            for (op, answer) in txn.success.iter().zip(answers) {
+                results.push(match (op, answer) {
+                    (TxnOp::Put { .. }, etcd::TxnOpResponse::Put(put)) => TxnOpResult::Put {
+                        prev: put
+                            .prev_key()
+                            .cloned()
+                            .map(|kv| self.key_value(OP, kv))
+                            .transpose()?,
+                    },
+                    (TxnOp::Delete { .. }, etcd::TxnOpResponse::Delete(mut delete)) => {
+                        TxnOpResult::Delete {
+                            prev: delete
+                                .take_prev_kvs()
+                                .into_iter()
+                                .next()
+                                .map(|kv| self.key_value(OP, kv))
+                                .transpose()?,
+                        }
+                    }
+                    _ => {
+                        return Err(self.unexpected(
+                            OP,
+                            "transaction results that do not match its operations",
+                        ));
+                    }
+                });
+            }
+            return Ok(TxnResponse {
+                succeeded: true,
+                revision,
+                results,
+                failures: Vec::new(),
+            });
+        }
+
+        if answers.len() != compared.len() {
+            return Err(self.unexpected(
+                OP,
+                format!(
+                    "{} reads for the {} keys of a failed transaction's compares",
+                    answers.len(),
+                    compared.len()
+                ),
+            ));
+        }
+        let mut metas = Vec::with_capacity(compared.len());
+        for (key, answer) in compared.iter().zip(answers) {
+            let etcd::TxnOpResponse::Get(get) = answer else {
+                return Err(self.unexpected(
+                    OP,
+                    "a failed transaction's reads answered with another operation",
+                ));
+            };
+            let meta = get.kvs().first().map_or(KeyMeta::ABSENT, |kv| KeyMeta {
+                create_revision: to_revision(kv.create_revision()),
+                mod_revision: to_revision(kv.mod_revision()),
+                version: to_revision(kv.version()),
+            });
+            metas.push((*key, meta));
+        }
+        let failures: Vec<CompareFailure> = txn
+            .compares
+            .iter()
+            .enumerate()
+            .filter_map(|(index, compare)| {
+                let meta = metas
+                    .iter()
+                    .find(|(key, _)| *key == compare.key.as_slice())
+                    .map_or(KeyMeta::ABSENT, |(_, meta)| *meta);
+                (!compare.matches(meta)).then_some(CompareFailure {
+                    index,
+                    current: meta,
+                })
+            })
+            .collect();
+        if failures.is_empty() {
+            return Err(self.unexpected(
+                OP,
+                "a failed transaction whose compares all hold on the keys' metadata",
+            ));
+        }
+        Ok(TxnResponse {
+            succeeded: false,
+            revision,
+            results: Vec::new(),
+            failures,
+        })
     }
 
     /// Runs one request with the request deadline.
@@ -500,6 +676,9 @@ impl EtcdStore {
         })
     }
 }
+
+/// The lease id etcd reads as "no lease".
+const NO_LEASE: i64 = 0;
 
 /// How a request failed.
 #[derive(Debug)]
@@ -762,158 +941,7 @@ impl Store for EtcdStore {
     }
 
     fn txn(&self, txn: Txn) -> BoxFuture<'_, Result<TxnResponse>> {
-        Box::pin(async move {
-            const OP: &str = "applying a transaction";
-            validate_txn(&txn)?;
-            let compares = txn
-                .compares
-                .iter()
-                .map(|compare| self.compare(compare))
-                .collect::<Result<Vec<_>>>()?;
-            let success: Vec<etcd::TxnOp> = txn
-                .success
-                .iter()
-                .map(|op| match op {
-                    TxnOp::Put { key, value } => etcd::TxnOp::put(
-                        self.full_key(key),
-                        value.clone(),
-                        Some(etcd::PutOptions::new().with_prev_key()),
-                    ),
-                    TxnOp::Delete { key } => etcd::TxnOp::delete(
-                        self.full_key(key),
-                        Some(etcd::DeleteOptions::new().with_prev_key()),
-                    ),
-                })
-                .collect();
-            // When a compare fails, read every compared key in the same transaction, so the
-            // failures are reported against the state the compares were evaluated on.
-            let mut compared: Vec<&[u8]> = Vec::new();
-            for compare in &txn.compares {
-                if !compared.contains(&compare.key.as_slice()) {
-                    compared.push(&compare.key);
-                }
-            }
-            let failure: Vec<etcd::TxnOp> = compared
-                .iter()
-                .map(|key| {
-                    etcd::TxnOp::get(
-                        self.full_key(key),
-                        Some(etcd::GetOptions::new().with_keys_only()),
-                    )
-                })
-                .collect();
-            let request = etcd::Txn::new()
-                .when(compares)
-                .and_then(success)
-                .or_else(failure);
-            let mut kv = self.inner.kv.clone();
-            let response = self
-                .call(kv.txn(request))
-                .await
-                .map_err(|error| self.failure(OP, error))?;
-            let revision = self.header_revision(OP, response.header())?;
-            let answers = response.op_responses();
-
-            if response.succeeded() {
-                if answers.len() != txn.success.len() {
-                    return Err(self.unexpected(
-                        OP,
-                        format!(
-                            "{} results for a transaction of {} operations",
-                            answers.len(),
-                            txn.success.len()
-                        ),
-                    ));
-                }
-                let mut results = Vec::with_capacity(answers.len());
-                for (op, answer) in txn.success.iter().zip(answers) {
-                    results.push(match (op, answer) {
-                        (TxnOp::Put { .. }, etcd::TxnOpResponse::Put(put)) => TxnOpResult::Put {
-                            prev: put
-                                .prev_key()
-                                .cloned()
-                                .map(|kv| self.key_value(OP, kv))
-                                .transpose()?,
-                        },
-                        (TxnOp::Delete { .. }, etcd::TxnOpResponse::Delete(mut delete)) => {
-                            TxnOpResult::Delete {
-                                prev: delete
-                                    .take_prev_kvs()
-                                    .into_iter()
-                                    .next()
-                                    .map(|kv| self.key_value(OP, kv))
-                                    .transpose()?,
-                            }
-                        }
-                        _ => {
-                            return Err(self.unexpected(
-                                OP,
-                                "transaction results that do not match its operations",
-                            ));
-                        }
-                    });
-                }
-                return Ok(TxnResponse {
-                    succeeded: true,
-                    revision,
-                    results,
-                    failures: Vec::new(),
-                });
-            }
-
-            if answers.len() != compared.len() {
-                return Err(self.unexpected(
-                    OP,
-                    format!(
-                        "{} reads for the {} keys of a failed transaction's compares",
-                        answers.len(),
-                        compared.len()
-                    ),
-                ));
-            }
-            let mut metas = Vec::with_capacity(compared.len());
-            for (key, answer) in compared.iter().zip(answers) {
-                let etcd::TxnOpResponse::Get(get) = answer else {
-                    return Err(self.unexpected(
-                        OP,
-                        "a failed transaction's reads answered with another operation",
-                    ));
-                };
-                let meta = get.kvs().first().map_or(KeyMeta::ABSENT, |kv| KeyMeta {
-                    create_revision: to_revision(kv.create_revision()),
-                    mod_revision: to_revision(kv.mod_revision()),
-                    version: to_revision(kv.version()),
-                });
-                metas.push((*key, meta));
-            }
-            let failures: Vec<CompareFailure> = txn
-                .compares
-                .iter()
-                .enumerate()
-                .filter_map(|(index, compare)| {
-                    let meta = metas
-                        .iter()
-                        .find(|(key, _)| *key == compare.key.as_slice())
-                        .map_or(KeyMeta::ABSENT, |(_, meta)| *meta);
-                    (!compare.matches(meta)).then_some(CompareFailure {
-                        index,
-                        current: meta,
-                    })
-                })
-                .collect();
-            if failures.is_empty() {
-                return Err(self.unexpected(
-                    OP,
-                    "a failed transaction whose compares all hold on the keys' metadata",
-                ));
-            }
-            Ok(TxnResponse {
-                succeeded: false,
-                revision,
-                results: Vec::new(),
-                failures,
-            })
-        })
+        Box::pin(self.apply_txn(txn, NO_LEASE))
     }
 
     fn watch(&self, prefix: &[u8], from_revision: Revision) -> WatchStream {
