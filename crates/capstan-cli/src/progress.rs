@@ -50,8 +50,26 @@ impl Want {
     }
 }
 
+/// The store revision an Application was read at (0 when it does not say).
+fn revision(app: &Value) -> u64 {
+    text(app, "/metadata/resourceVersion").parse().unwrap_or(0)
+}
+
+/// Whether `app` shows the operation that `started` (the answer to a sync or rollback)
+/// requested as finished: a read from before the request (a replica whose copy of the store
+/// lags) says nothing about it, and an operation that finished has a phase.
+fn finished_since(app: &Value, started: &Value) -> bool {
+    revision(app) >= revision(started)
+        && app["operation"].is_null()
+        && matches!(
+            text(app, "/status/operationState/phase").as_str(),
+            "Succeeded" | "Failed" | "Error"
+        )
+}
+
 /// Waits until `want` holds for `at` (at most `limit`); the Application then. `started`,
-/// the answer to a sync or rollback, is shown first.
+/// the answer to a sync or rollback, is shown first, and then the operation it requested
+/// must have finished (not an earlier one).
 pub async fn wait(
     client: &Client,
     at: &AppAt,
@@ -66,8 +84,12 @@ pub async fn wait(
     }
     loop {
         let app = client.get_app(at, "").await?;
-        shown.show(at, &app);
-        if want.met(&app) {
+        let stale = started.is_some_and(|s| revision(&app) < revision(s));
+        if !stale {
+            shown.show(at, &app);
+        }
+        let requested_done = started.is_none_or(|s| finished_since(&app, s));
+        if !stale && requested_done && want.met(&app) {
             return Ok(app);
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -223,6 +245,25 @@ fn resource_key(r: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_fresh_read_of_the_requested_operation_finishes_it() {
+        let started = json!({"metadata": {"resourceVersion": "12"}, "operation": {"sync": {}},
+            "status": {"operationState": {"phase": "Succeeded"}}});
+        // A lagging replica's copy: before the request, the previous operation's result.
+        let stale = json!({"metadata": {"resourceVersion": "8"},
+            "status": {"operationState": {"phase": "Succeeded"}}});
+        assert!(!finished_since(&stale, &started));
+        // Picked up, not finished; then finished.
+        let running = json!({"metadata": {"resourceVersion": "13"},
+            "status": {"operationState": {"phase": "Running"}}});
+        assert!(!finished_since(&running, &started));
+        let never = json!({"metadata": {"resourceVersion": "13"}, "status": {}});
+        assert!(!finished_since(&never, &started));
+        let done = json!({"metadata": {"resourceVersion": "14"},
+            "status": {"operationState": {"phase": "Failed"}}});
+        assert!(finished_since(&done, &started));
+    }
 
     #[test]
     fn a_pending_operation_is_not_idle_and_lines_show_each_resource() {
