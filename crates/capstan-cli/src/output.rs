@@ -192,6 +192,15 @@ pub fn colour() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
+/// `value`, or `default` when it is empty (a status not reported yet, a default project).
+pub fn or(value: String, default: &str) -> String {
+    if value.is_empty() {
+        default.to_owned()
+    } else {
+        value
+    }
+}
+
 /// The string at a JSON pointer, or "".
 pub fn text(value: &Value, pointer: &str) -> String {
     match value.pointer(pointer) {
@@ -209,6 +218,11 @@ pub fn fields(rows: &[(&str, String)]) -> String {
         out.push_str(&format!("{:<width$} {}\n", format!("{key}:"), clean(value)));
     }
     out
+}
+
+/// Seconds of an `--expires-in` flag for the API: 0 when absent ("never expires").
+pub fn expiry_seconds(expires_in: Option<humantime::Duration>) -> i64 {
+    expires_in.map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::client::{AppAt, Client};
 use crate::error::{CliError, CliResult, Exit};
-use crate::output::text;
+use crate::output::{or, text};
 
 /// How often the state is read.
 const POLL: Duration = Duration::from_secs(1);
@@ -97,9 +97,9 @@ pub async fn wait(
                 Exit::Timeout,
                 format!(
                     "'{at}' did not get there in time: sync {}, health {}, operation {}",
-                    or_none(text(&app, "/status/sync/status")),
-                    or_none(text(&app, "/status/health/status")),
-                    or_none(text(&app, "/status/operationState/phase")),
+                    or(text(&app, "/status/sync/status"), "-"),
+                    or(text(&app, "/status/health/status"), "-"),
+                    or(text(&app, "/status/operationState/phase"), "-"),
                 ),
             ));
         }
@@ -160,10 +160,6 @@ pub async fn wait_deleted(client: &Client, at: &AppAt, limit: Option<Duration>) 
     }
 }
 
-fn or_none(text: String) -> String {
-    if text.is_empty() { "-".into() } else { text }
-}
-
 /// What was printed last, per line key, so only changes are printed.
 struct Shown {
     enabled: bool,
@@ -203,9 +199,9 @@ pub fn progress_lines(at: &AppAt, app: &Value) -> Vec<(String, String)> {
         String::new(),
         format!(
             "{at}: operation {} | sync {} | health {}",
-            or_none(phase),
-            or_none(text(app, "/status/sync/status")),
-            or_none(text(app, "/status/health/status"))
+            or(phase, "-"),
+            or(text(app, "/status/sync/status"), "-"),
+            or(text(app, "/status/health/status"), "-")
         ),
     )];
     let messages: BTreeMap<String, String> =
@@ -219,8 +215,8 @@ pub fn progress_lines(at: &AppAt, app: &Value) -> Vec<(String, String)> {
         let key = resource_key(r);
         let mut line = format!(
             "  {key}  {}  {}",
-            or_none(text(r, "/status")),
-            or_none(text(r, "/health/status"))
+            or(text(r, "/status"), "-"),
+            or(text(r, "/health/status"), "-")
         );
         if let Some(message) = messages.get(&key).filter(|m| !m.is_empty()) {
             line.push_str(&format!("  {message}"));

@@ -110,9 +110,12 @@ pub struct CanIArgs {
 
 pub async fn run(global: &Global, command: AccountCommand) -> CliResult<()> {
     let client = global.client()?;
-    let me = async || -> CliResult<String> {
-        let info = client.user_info().await?;
-        Ok(text(&info, "/username"))
+    // The account a command names, else the caller's own.
+    let account_or_me = async |account: Option<String>| -> CliResult<String> {
+        match account {
+            Some(name) => Ok(name),
+            None => Ok(text(&client.user_info().await?, "/username")),
+        }
     };
     match command {
         AccountCommand::List(args) => {
@@ -138,10 +141,7 @@ pub async fn run(global: &Global, command: AccountCommand) -> CliResult<()> {
             )
         }
         AccountCommand::Get(args) => {
-            let name = match args.account {
-                Some(name) => name,
-                None => me().await?,
-            };
+            let name = account_or_me(args.account).await?;
             let account = client.get_account(&name).await?;
             match args.output {
                 Format::Json | Format::Yaml => output::print_document(&account, args.output),
@@ -198,13 +198,8 @@ pub async fn run(global: &Global, command: AccountCommand) -> CliResult<()> {
             Ok(())
         }
         AccountCommand::GenerateToken(args) => {
-            let name = match args.account {
-                Some(name) => name,
-                None => me().await?,
-            };
-            let seconds = args
-                .expires_in
-                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            let name = account_or_me(args.account).await?;
+            let seconds = output::expiry_seconds(args.expires_in);
             let token = client
                 .create_account_token(&name, seconds, args.id.as_deref().unwrap_or_default())
                 .await?;
@@ -212,10 +207,7 @@ pub async fn run(global: &Global, command: AccountCommand) -> CliResult<()> {
             Ok(())
         }
         AccountCommand::DeleteToken(args) => {
-            let name = match args.account {
-                Some(name) => name,
-                None => me().await?,
-            };
+            let name = account_or_me(args.account).await?;
             client.delete_account_token(&name, &args.id).await?;
             println!("token '{}' of '{name}' revoked", args.id);
             Ok(())

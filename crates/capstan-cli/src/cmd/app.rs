@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::Global;
 use crate::client::{AppAt, Client};
 use crate::error::{CliError, CliResult, Exit};
-use crate::output::{self, Format, Table, text};
+use crate::output::{self, Format, Table, or, text};
 use crate::progress::{self, Want};
 pub use crate::prompt::confirm;
 
@@ -1137,7 +1137,7 @@ pub fn summary(client: &Client, app: &Value) -> String {
                 format!("{namespace}/{name}")
             },
         ),
-        ("Project", or_default(text(app, "/spec/project"))),
+        ("Project", or(text(app, "/spec/project"), "default")),
         ("Server", destination(app)),
         ("Namespace", text(app, "/spec/destination/namespace")),
         ("URL", format!("{}/applications/{name}", client.base_url())),
@@ -1167,9 +1167,9 @@ pub fn summary(client: &Client, app: &Value) -> String {
     rows.push((
         "Sync Status",
         if short.is_empty() {
-            or_unknown(sync)
+            or(sync, "Unknown")
         } else {
-            format!("{} to {short}", or_unknown(sync))
+            format!("{} to {short}", or(sync, "Unknown"))
         },
     ));
     let health = text(app, "/status/health/status");
@@ -1177,9 +1177,9 @@ pub fn summary(client: &Client, app: &Value) -> String {
     rows.push((
         "Health Status",
         if message.is_empty() {
-            or_unknown(health)
+            or(health, "Unknown")
         } else {
-            format!("{} ({message})", or_unknown(health))
+            format!("{} ({message})", or(health, "Unknown"))
         },
     ));
     let mut out = output::fields(&rows);
@@ -1223,22 +1223,6 @@ pub fn summary(client: &Client, app: &Value) -> String {
         out.push_str(&output::fields(&rows));
     }
     out
-}
-
-fn or_default(project: String) -> String {
-    if project.is_empty() {
-        "default".into()
-    } else {
-        project
-    }
-}
-
-fn or_unknown(status: String) -> String {
-    if status.is_empty() {
-        "Unknown".into()
-    } else {
-        status
-    }
 }
 
 fn destination(app: &Value) -> String {
@@ -1364,11 +1348,16 @@ async fn list(client: &Client, args: ListArgs) -> CliResult<()> {
         .to_vec();
     }
     let apps = list_all(client, query).await?;
-    let control_namespace = client
-        .settings()
-        .await
-        .map(|s| text(&s, "/controllerNamespace"))
-        .unwrap_or_default();
+    // Names are qualified relative to the control plane's namespace (tables and -o name).
+    let control_namespace = if matches!(args.output, Format::Json | Format::Yaml) {
+        String::new()
+    } else {
+        client
+            .settings()
+            .await
+            .map(|s| text(&s, "/controllerNamespace"))
+            .unwrap_or_default()
+    };
     match args.output {
         Format::Json | Format::Yaml => output::print_document(&json!(apps), args.output),
         Format::Name => {
@@ -1404,9 +1393,9 @@ async fn list(client: &Client, args: ListArgs) -> CliResult<()> {
                     qualified_name(app, &control_namespace),
                     destination(app),
                     text(app, "/spec/destination/namespace"),
-                    or_default(text(app, "/spec/project")),
-                    or_unknown(text(app, "/status/sync/status")),
-                    or_unknown(text(app, "/status/health/status")),
+                    or(text(app, "/spec/project"), "default"),
+                    or(text(app, "/status/sync/status"), "Unknown"),
+                    or(text(app, "/status/health/status"), "Unknown"),
                     if sync_policy(app) == "Manual" {
                         "Manual".into()
                     } else {
@@ -1977,8 +1966,8 @@ async fn wait(client: &Client, args: WaitArgs) -> CliResult<()> {
         let app = progress::wait(client, &at, want, timeout(args.timeout), None).await?;
         println!(
             "'{at}': {} {}",
-            or_unknown(text(&app, "/status/sync/status")),
-            or_unknown(text(&app, "/status/health/status"))
+            or(text(&app, "/status/sync/status"), "Unknown"),
+            or(text(&app, "/status/health/status"), "Unknown")
         );
     }
     Ok(())

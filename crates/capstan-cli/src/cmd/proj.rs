@@ -837,9 +837,7 @@ async fn role(client: &Client, command: RoleCommand) -> CliResult<()> {
             .await
         }
         RoleCommand::CreateToken(args) => {
-            let seconds = args
-                .expires_in
-                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            let seconds = output::expiry_seconds(args.expires_in);
             let token = client
                 .create_project_token(&args.project, &args.role, seconds)
                 .await?;

@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::Global;
 use crate::cmd::app::{confirm, read_input};
 use crate::error::CliResult;
-use crate::output::{self, Format, text};
+use crate::output::{self, Format, or, text};
 
 /// `capstan repo`.
 #[derive(Debug, Subcommand)]
@@ -181,14 +181,6 @@ pub async fn run(global: &Global, command: RepoCommand) -> CliResult<()> {
             println!("repository '{}' removed", args.url);
             Ok(())
         }
-    }
-}
-
-fn or(value: String, default: &str) -> String {
-    if value.is_empty() {
-        default.to_owned()
-    } else {
-        value
     }
 }
 
