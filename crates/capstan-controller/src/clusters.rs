@@ -47,6 +47,10 @@ pub struct ClusterRegistry {
     fixed: Vec<String>,
     /// Bumped on every change, for whoever follows the set.
     generation: watch::Sender<u64>,
+    /// (server, name) of the clusters being connected right now: their Applications wait
+    /// rather than report a destination that is not connected (a cluster this member has
+    /// just taken over, say).
+    connecting: RwLock<Vec<(String, String)>>,
 }
 
 impl ClusterRegistry {
@@ -56,7 +60,28 @@ impl ClusterRegistry {
             fixed: initial.iter().map(|c| c.server.clone()).collect(),
             clusters: RwLock::new(initial),
             generation: watch::Sender::new(0),
+            connecting: RwLock::default(),
         })
+    }
+
+    /// Whether the cluster an Application's destination names is being connected now.
+    pub fn is_connecting(&self, dest: &ApplicationDestination) -> bool {
+        self.connecting
+            .read()
+            .expect("not poisoned")
+            .iter()
+            .any(|(server, name)| {
+                (!dest.server.is_empty() && *server == dest.server)
+                    || (!dest.name.is_empty() && *name == dest.name)
+            })
+    }
+
+    fn set_connecting(&self, server: &str, name: &str, connecting: bool) {
+        let mut set = self.connecting.write().expect("not poisoned");
+        set.retain(|(s, _)| s != server);
+        if connecting {
+            set.push((server.to_owned(), name.to_owned()));
+        }
     }
 
     /// Every cluster now.
@@ -85,6 +110,12 @@ impl ClusterRegistry {
     /// Changes to the set (the value is a generation number; read [`Self::all`]).
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
+    }
+
+    /// Tells followers to look again without a change to the set (what this member owns
+    /// changed: Applications of clusters it gained or lost are looked at again).
+    fn touch(&self) {
+        self.generation.send_modify(|g| *g += 1);
     }
 
     /// Adds `handle`, replacing a cluster with the same server (whose cache is stopped).
@@ -213,11 +244,18 @@ impl ClusterManager {
     /// Follows the store until the task is dropped: brings the registry in step at start,
     /// after every change to a Cluster, and every [`RETRY`] (failed connections, ownership).
     pub async fn run(mut self) {
+        let mut owned = self.ownership.changes();
+        let mut ownership_moved = false;
         loop {
             let revision = match self.clusters.list(None).await {
                 Ok(list) => {
                     let revision = list.revision;
                     self.converge(list.items).await;
+                    if std::mem::take(&mut ownership_moved) {
+                        // Have every Application looked at again: those of gained clusters
+                        // get reconciled, those of lost ones dropped from the queue.
+                        self.registry.touch();
+                    }
                     revision
                 }
                 Err(err) => {
@@ -229,8 +267,19 @@ impl ClusterManager {
             let mut events = self.clusters.watch(None, revision);
             let deadline = tokio::time::sleep(self.retry);
             tokio::pin!(deadline);
+            let ownership_changed = async {
+                match owned.as_mut() {
+                    Some(owned) => owned.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::pin!(ownership_changed);
             loop {
                 tokio::select! {
+                    true = &mut ownership_changed => {
+                        ownership_moved = true;
+                        break;
+                    }
                     event = events.next() => match event {
                         Some(Ok(TypedEvent::SpecPut { .. } | TypedEvent::SpecDeleted { .. })) => break,
                         Some(Ok(_)) => {}
@@ -281,13 +330,19 @@ impl ClusterManager {
                         message,
                         attempted_at: Some(now()),
                     };
-                    self.write(&at, &status).await;
+                    self.write(&at, &server, &status).await;
                 }
                 continue;
             }
-            let status = match self.connect(&cluster, &server).await {
+            self.registry
+                .set_connecting(&server, cluster.display_name(), true);
+            let connected = self.connect(&cluster, &server).await;
+            self.registry
+                .set_connecting(&server, cluster.display_name(), false);
+            let status = match connected {
                 Ok(status) => {
-                    self.connected.insert(at.clone(), (cluster.clone(), server));
+                    self.connected
+                        .insert(at.clone(), (cluster.clone(), server.clone()));
                     status
                 }
                 Err(message) => {
@@ -295,10 +350,13 @@ impl ClusterManager {
                     if let Some((_, old)) = self.connected.remove(&at) {
                         self.registry.remove(&old);
                     }
+                    // Its Applications waited while it was being connected: now they say why
+                    // it is not.
+                    self.registry.touch();
                     failed(message)
                 }
             };
-            self.write(&at, &status).await;
+            self.write(&at, &server, &status).await;
         }
         let gone: Vec<ObjectRef> = self
             .connected
@@ -314,12 +372,14 @@ impl ClusterManager {
         }
     }
 
-    async fn write(&self, at: &ObjectRef, status: &ClusterStatus) {
-        if let Err(err) = self
-            .clusters
-            .put_status(at, status, StatusWrite::new())
-            .await
-        {
+    /// Writes a Cluster's status, fenced on its ownership: a member that lost the cluster
+    /// does not overwrite what its new owner reports.
+    async fn write(&self, at: &ObjectRef, server: &str, status: &ClusterStatus) {
+        let write = StatusWrite {
+            fences: self.ownership.fences(server),
+            ..StatusWrite::new()
+        };
+        if let Err(err) = self.clusters.put_status(at, status, write).await {
             warn!(cluster = %at, error = %err, "writing the cluster's status failed");
         }
     }

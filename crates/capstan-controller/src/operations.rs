@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use capstan_engine::sync::SyncState;
 use capstan_store::typed::{ObjectRef, Resource, TypedStore};
-use capstan_store::{Precondition, Store, StoreError};
+use capstan_store::{Compare, Precondition, Store, StoreError};
 
 /// `operations`: the state of an Application's current or last sync.
 #[derive(Debug, Clone, Copy)]
@@ -38,13 +38,18 @@ impl OperationStore {
         }
     }
 
-    /// Saves `state` as the Application's operation (creating or replacing it).
-    pub async fn save(&self, app: &ObjectRef, state: &SyncState) -> Result<(), StoreError> {
-        match self.typed.update_spec(app, state, Precondition::None).await {
-            Ok(_) => Ok(()),
-            Err(StoreError::NotFound { .. }) => self.typed.create(app, state).await.map(|_| ()),
-            Err(e) => Err(e),
-        }
+    /// Saves `state` as the Application's operation (creating or replacing it), if every
+    /// fence holds (the destination cluster's ownership): else [`StoreError::FenceLost`].
+    pub async fn save(
+        &self,
+        app: &ObjectRef,
+        state: &SyncState,
+        fences: &[Compare],
+    ) -> Result<(), StoreError> {
+        self.typed
+            .put_spec_fenced(app, state, fences)
+            .await
+            .map(|_| ())
     }
 
     /// Forgets the Application's operation (the Application is gone).

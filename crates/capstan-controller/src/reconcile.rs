@@ -223,6 +223,19 @@ impl Reconciler {
         let app = object.spec.value;
         let old = object.status.map(|s| s.value).unwrap_or_default();
         let Some(cluster) = self.cluster_of(&app) else {
+            if !self.ownership.owns_destination(&app.spec.destination) {
+                return Ok(Outcome::NotOwned);
+            }
+            if self.clusters.is_connecting(&app.spec.destination) {
+                // Taken over a moment ago, say: look again once it is connected (the
+                // registry's change re-enqueues every Application) or this retry comes.
+                return Ok(Outcome::Reconciled {
+                    sync: old.sync.status.unwrap_or(SyncStatusCode::Unknown),
+                    synced: false,
+                    self_healed: false,
+                    retry_in: Some(Duration::from_secs(5)),
+                });
+            }
             let mut status = old.clone();
             set_condition(
                 &mut status,
@@ -1013,7 +1026,7 @@ impl Reconciler {
         request: &SyncRequest,
     ) -> Result<SyncState, ReconcileError> {
         let state = cluster.runner.plan(request).await;
-        self.operations.save(at, &state).await?;
+        self.save_operation(at, &state, &cluster.server).await?;
         Ok(state)
     }
 
@@ -1158,7 +1171,7 @@ impl Reconciler {
         let _operation_slot = crate::slots::trade_for_operation_slot(&self.operation_slots).await;
         loop {
             match cluster.runner.advance(&mut state).await {
-                Progress::Advanced => self.operations.save(at, &state).await?,
+                Progress::Advanced => self.save_operation(at, &state, &cluster.server).await?,
                 Progress::Waiting(_) => tokio::time::sleep(self.poll).await,
                 Progress::Finished => break,
             }
@@ -1166,19 +1179,19 @@ impl Reconciler {
                 return Err(ReconcileError::NotOwner(cluster.server.clone()));
             }
             if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
-                self.operations.save(at, &state).await?;
+                self.save_operation(at, &state, &cluster.server).await?;
                 return Err(ReconcileError::Stopping);
             }
             if !state.terminate_requested && self.termination_requested(at).await? {
                 info!(app = %at, "terminating the running operation, as asked");
                 state.request_termination();
-                self.operations.save(at, &state).await?;
+                self.save_operation(at, &state, &cluster.server).await?;
                 op.phase = Some(OperationPhase::Terminating);
                 status.operation_state = Some(op.clone());
                 self.put_status(at, status, &cluster.server).await?;
             }
         }
-        self.operations.save(at, &state).await?;
+        self.save_operation(at, &state, &cluster.server).await?;
         if state.terminate_requested {
             self.clear_annotation(at, TERMINATE_ANNOTATION).await?;
         }
@@ -1216,7 +1229,26 @@ impl Reconciler {
         Ok(state)
     }
 
-    /// Writes `status` now, fenced on ownership.
+    /// Saves a sync's state step, fenced on ownership of the cluster it deploys to.
+    async fn save_operation(
+        &self,
+        at: &ObjectRef,
+        state: &SyncState,
+        cluster: &str,
+    ) -> Result<(), ReconcileError> {
+        match self
+            .operations
+            .save(at, state, &self.ownership.fences(cluster))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(StoreError::FenceLost { .. }) => Err(ReconcileError::NotOwner(cluster.to_owned())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes `status` now, fenced on ownership, saying who wrote it
+    /// ([`Ownership::stamp`]).
     async fn put_status(
         &self,
         at: &ObjectRef,
@@ -1226,6 +1258,17 @@ impl Reconciler {
         let write = StatusWrite {
             fences: self.ownership.fences(cluster),
             ..StatusWrite::new()
+        };
+        let stamp = self.ownership.stamp(cluster);
+        let stamped;
+        let status = if status.controller == stamp {
+            status
+        } else {
+            stamped = ApplicationStatus {
+                controller: stamp,
+                ..status.clone()
+            };
+            &stamped
         };
         match self.apps.put_status(at, status, write).await {
             Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
@@ -1243,6 +1286,7 @@ impl Reconciler {
         mut status: ApplicationStatus,
         cluster: &str,
     ) -> Result<(), ReconcileError> {
+        status.controller = self.ownership.stamp(cluster);
         let mut same = status.clone();
         same.reconciled_at.clone_from(&old.reconciled_at);
         let seen_since_start = old

@@ -113,8 +113,8 @@ pub use source::{
     SourceHydrator, SourceType, SyncSource,
 };
 pub use status::{
-    ApplicationCondition, ApplicationStatus, ApplicationSummary, ComparedTo, HealthStatus,
-    HealthStatusCode, HookType, HydrateOperation, HydrateOperationPhase, Operation,
+    ApplicationCondition, ApplicationStatus, ApplicationSummary, ComparedTo, ControllerShard,
+    HealthStatus, HealthStatusCode, HookType, HydrateOperation, HydrateOperationPhase, Operation,
     OperationInitiator, OperationPhase, OperationState, ResourceResult, ResourceStatus, ResultCode,
     RevisionHistory, SourceHydratorStatus, SuccessfulHydrateOperation, SyncOperation,
     SyncOperationResource, SyncOperationResult, SyncPhase, SyncStatus, SyncStatusCode,

@@ -189,6 +189,23 @@ pub struct ApplicationStatus {
     /// State of source hydration.
     #[serde(default, skip_serializing_if = "is_default")]
     pub source_hydrator: SourceHydratorStatus,
+    /// Which controller member wrote this status, and under which ownership of the
+    /// destination cluster (Capstan's; a sharded control plane only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<ControllerShard>,
+}
+
+/// The controller member that wrote an Application's status (`status.controller`): the
+/// member's name and the revision at which it took ownership of the destination cluster.
+/// Every such write is fenced on that ownership, so a status never carries an ownership the
+/// member had already lost when the write landed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ControllerShard {
+    /// The member's name (`capstand controller --name`).
+    pub member: String,
+    /// The store revision at which the member took the cluster's ownership key.
+    pub ownership_revision: u64,
 }
 
 /// Sync and health of one managed resource (`status.resources[]`).

@@ -40,6 +40,7 @@ pub mod client;
 pub mod git;
 pub mod grpc;
 pub mod metrics;
+pub mod pool;
 pub mod registered;
 pub mod render;
 pub mod revision;

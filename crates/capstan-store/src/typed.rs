@@ -437,6 +437,36 @@ impl<R: Resource> TypedStore<R> {
         Ok(response.revision)
     }
 
+    /// Creates or replaces an object's spec under `fences` alone (compares on other keys, e.g.
+    /// the ownership key of the cluster the object is about): fails with
+    /// [`StoreError::FenceLost`] naming the first fence that does not hold, writing nothing.
+    pub async fn put_spec_fenced(
+        &self,
+        object: &ObjectRef,
+        spec: &R::Spec,
+        fences: &[Compare],
+    ) -> Result<Revision> {
+        let key = keys::spec_key(R::KIND, object)?;
+        let value = encode(&key, spec)?;
+        let mut txn = Txn::new();
+        txn.compares.extend(fences.iter().cloned());
+        let response = self.store.txn(txn.put(key.clone(), value)).await?;
+        if response.succeeded {
+            return Ok(response.revision);
+        }
+        let failure = response
+            .failures
+            .first()
+            .ok_or_else(|| missing_failure(&key))?;
+        let fence = fences
+            .get(failure.index)
+            .ok_or_else(|| missing_failure(&key))?;
+        Err(StoreError::FenceLost {
+            key: display_key(&fence.key),
+            current_revision: failure.current.mod_revision,
+        })
+    }
+
     /// Replaces the spec of an existing object. `precondition` is usually
     /// [`Precondition::ModRevision`] of the spec read before (optimistic concurrency);
     /// [`Precondition::None`] means "if it exists". Fails with [`StoreError::NotFound`] when the

@@ -22,12 +22,11 @@ use anyhow::{Context as _, bail};
 use capstan_api::live::LiveState;
 use capstan_controller::clusters::{ClusterManager, ClusterTemplate};
 use capstan_controller::ownership::OwnAll;
-use capstan_controller::queue::{QueueConfig, Resync};
 use capstan_controller::reconcile::{IN_CLUSTER_NAME, IN_CLUSTER_SERVER};
-use capstan_controller::{Controller, ControllerConfig, Reconciler};
+use capstan_controller::{Controller, Reconciler};
 use capstan_engine::HealthAssessor;
 use capstan_engine::cache::CacheMetrics;
-use capstan_engine::cache::tracking::{Tracking, TrackingMethod};
+use capstan_engine::cache::tracking::Tracking;
 use capstan_engine::cluster::ClusterConnection;
 use capstan_engine::sync::SyncMetrics;
 use capstan_model::Object;
@@ -119,32 +118,12 @@ pub struct Args {
         value_delimiter = ','
     )]
     apps: Vec<PathBuf>,
-    /// Concurrent reconciles (Argo CD's `--status-processors`).
-    #[arg(long, value_name = "N", default_value_t = 4, env = "CAPSTAN_WORKERS")]
-    workers: usize,
-    /// Concurrent sync operations (Argo CD's `--operation-processors`): a reconcile that
-    /// syncs hands its worker back while the sync runs, so syncs waiting for rollouts do not
-    /// hold up the comparison of other Applications.
-    #[arg(
-        long,
-        value_name = "N",
-        default_value_t = 4,
-        env = "CAPSTAN_OPERATION_WORKERS"
-    )]
-    operation_workers: usize,
-    /// How often each Application is compared with Git and the cluster when nothing
-    /// announced a change (± 10 % jitter); 0 turns periodic refreshes off.
-    #[arg(long, value_name = "DURATION", default_value = "3m", value_parser = parse_duration, env = "CAPSTAN_RESYNC")]
-    resync: Duration,
+    #[command(flatten)]
+    reconcile: crate::controller::ReconcileArgs,
     /// How long a Git remote's branch and tag listing is reused before listing again: a new
     /// commit is noticed at the first refresh after this (no webhooks yet).
     #[arg(long, value_name = "DURATION", default_value = "3m", value_parser = parse_duration, env = "CAPSTAN_REF_TTL")]
     ref_ttl: Duration,
-    /// How deployed objects are tied to their Application: annotation (Capstan's
-    /// annotation), argo-annotation (Argo CD's, to take over apps Argo CD deployed), label,
-    /// annotation+label, argo-annotation+label.
-    #[arg(long, value_name = "METHOD", default_value = "annotation", value_parser = parse_tracking, env = "CAPSTAN_TRACKING_METHOD")]
-    tracking_method: TrackingMethod,
     /// Watch only these namespaces (repeat or comma-separate), for credentials that may not
     /// list the whole cluster. Default: the whole cluster.
     #[arg(
@@ -222,16 +201,6 @@ pub struct Args {
     summary_timeout: Duration,
 }
 
-fn parse_tracking(text: &str) -> Result<TrackingMethod, String> {
-    text.parse().map_err(|_| {
-        let known: Vec<&str> = TrackingMethod::ALL.iter().map(|m| m.as_str()).collect();
-        format!(
-            "unknown tracking method {text:?}; use one of {}",
-            known.join(", ")
-        )
-    })
-}
-
 /// Runs the all-in-one control plane until SIGTERM or Ctrl-C.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let started = std::time::SystemTime::now();
@@ -301,7 +270,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     // Every cluster — `in-cluster` and those registered in the store — is built alike.
     let template = ClusterTemplate {
-        tracking: args.tracking_method,
+        tracking: args.reconcile.tracking_method,
         assessor: Arc::new(HealthAssessor::builtin_only()),
         cache_metrics: Some(cache_metrics),
         sync_metrics: sync_metrics.clone(),
@@ -322,7 +291,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         manifests.clone(),
         vec![cluster.clone()],
         template.assessor.clone(),
-        Tracking::new(args.tracking_method),
+        Tracking::new(args.reconcile.tracking_method),
         // One process, one member: it owns the one cluster, nothing to fence.
         Arc::new(OwnAll),
     );
@@ -336,17 +305,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let controller = Controller::new(
         store.clone(),
         reconciler,
-        ControllerConfig {
-            workers: args.workers.max(1),
-            operation_workers: args.operation_workers.max(1),
-            queue: QueueConfig {
-                resync: (!args.resync.is_zero()).then_some(Resync {
-                    base: args.resync,
-                    jitter: 0.1,
-                }),
-                ..QueueConfig::default()
-            },
-        },
+        args.reconcile.controller_config(),
     );
     // The API serves from here on (logging in, creating Applications) while the cluster is
     // still being listed; what runs in the clusters it asks the controller's reconciler
@@ -439,7 +398,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Waits for the controller to drain, at most `grace`.
-async fn drain(
+pub(crate) async fn drain(
     mut controller_task: tokio::task::JoinHandle<
         Result<(), capstan_controller::reconcile::ReconcileError>,
     >,
@@ -726,16 +685,6 @@ current-context: c
         assert_eq!(user["exec"]["command"], "/etc/capstan/kube/./bin/get-token");
         assert_eq!(doc["users"][1]["user"]["exec"]["command"], "aws");
         assert_eq!(doc["current-context"], "c");
-    }
-
-    #[test]
-    fn tracking_methods_parse_and_unknown_ones_list_the_choices() {
-        assert_eq!(
-            parse_tracking("annotation+label"),
-            Ok(TrackingMethod::AnnotationAndLabel)
-        );
-        let err = parse_tracking("labels").expect_err("unknown");
-        assert!(err.contains("argo-annotation"), "{err}");
     }
 
     #[test]

@@ -13,10 +13,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use capstan_repo::client::{ManifestSource, RepoClient};
+use capstan_store::Store;
 use capstan_store::sealed::{CREDENTIAL_PREFIXES, SealedStore};
-use capstan_store::{EtcdOptions, EtcdStore, Store};
 use tokio::sync::watch;
 use tracing::info;
 
@@ -47,24 +46,8 @@ pub struct Args {
         env = "CAPSTAN_LISTEN"
     )]
     listen: SocketAddr,
-    /// The etcd cluster holding the store: client URLs, comma-separated.
-    #[arg(
-        long,
-        value_name = "URLS",
-        value_delimiter = ',',
-        required = true,
-        env = "CAPSTAN_ETCD_ENDPOINTS"
-    )]
-    etcd_endpoints: Vec<String>,
-    /// A prefix in front of every key in etcd (several control planes on one etcd, e.g.
-    /// `/capstan-prod`). Every component of one control plane uses the same.
-    #[arg(
-        long,
-        value_name = "PREFIX",
-        default_value = "",
-        env = "CAPSTAN_ETCD_PREFIX"
-    )]
-    etcd_prefix: String,
+    #[command(flatten)]
+    etcd: crate::etcd::EtcdArgs,
     /// A `capstand repo-server` (`http://HOST:PORT`) for the manifests method; without it that
     /// method answers Unavailable.
     #[arg(long, value_name = "URL", env = "CAPSTAN_REPO_SERVER")]
@@ -114,11 +97,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     // Every replica must seal and unseal with the same key: none is generated here.
     let keyring = args.encryption.required_keyring()?;
-    let mut options = EtcdOptions::new(args.etcd_endpoints.clone());
-    options.namespace = args.etcd_prefix.clone().into_bytes();
-    let etcd = EtcdStore::connect(options)
-        .await
-        .with_context(|| format!("connecting to etcd at {}", args.etcd_endpoints.join(",")))?;
+    let etcd = args.etcd.connect().await?;
     let store: Arc<dyn Store> = Arc::new(SealedStore::new(
         Arc::new(etcd),
         keyring,
@@ -154,7 +133,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     ready.set(true);
     info!(
         api = %api.address,
-        etcd = %args.etcd_endpoints.join(","),
+        etcd = %args.etcd.etcd_endpoints.join(","),
         metrics = %args.metrics_listen,
         "API ready"
     );

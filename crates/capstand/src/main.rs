@@ -5,6 +5,9 @@ mod admin;
 mod all_in_one;
 mod api;
 mod api_server;
+mod controller;
+mod discovery;
+mod etcd;
 mod observe;
 mod repo_server;
 mod sealing;
@@ -39,6 +42,11 @@ enum Command {
     /// replicas as you like behind a load balancer: they keep no state of their own.
     #[command(after_help = api_server::EXAMPLES)]
     Api(Box<api_server::Args>),
+    /// Run one member of the sharded application controller over the shared etcd store:
+    /// members split the registered clusters between them (consistent hashing with bounded
+    /// loads, ownership fenced in etcd) and take over a member's clusters when it goes.
+    #[command(after_help = controller::EXAMPLES)]
+    Controller(Box<controller::Args>),
     /// Run the whole control plane in one process — embedded store, repo-server and
     /// controller and API — managing the cluster of your kubeconfig (registered as
     /// `in-cluster`).
@@ -88,6 +96,7 @@ fn main() -> std::process::ExitCode {
             Command::RepoServer(args) => repo_server::run(*args).await,
             Command::AllInOne(args) => all_in_one::run(*args).await,
             Command::Api(args) => api_server::run(*args).await,
+            Command::Controller(args) => controller::run(*args).await,
             Command::JsonnetEval { .. } | Command::Admin(_) => Ok(()),
         }
     });

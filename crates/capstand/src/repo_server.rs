@@ -27,6 +27,10 @@ Examples:
     --redis redis://redis-0:6379,redis://redis-1:6379,redis://redis-2:6379 \\
     --kustomize-build-options=--enable-helm
 
+  # One of a pool: registered in etcd, where `capstand controller` members find it
+  capstand repo-server --listen 0.0.0.0:8081 --advertise http://10.0.3.7:8081 \\
+    --etcd-endpoints http://etcd:2379 --redis redis://redis-0:6379,redis://redis-1:6379
+
 Exit status: 0 after a clean shutdown (SIGTERM or Ctrl-C), 1 when it cannot start.";
 
 /// Settings of `capstand repo-server`; every flag also reads an environment variable.
@@ -111,6 +115,13 @@ pub struct Args {
     /// plugin.yaml format); see docs/plugins.md.
     #[arg(long, env = "CAPSTAN_PLUGINS")]
     plugins: Option<PathBuf>,
+    #[command(flatten)]
+    etcd: crate::etcd::EtcdArgs,
+    /// With --etcd-endpoints: the address controllers reach this repo-server at, registered
+    /// in etcd while it runs (`http://HOST:PORT`). Default: `http://` + --listen, which must
+    /// then not be a wildcard address.
+    #[arg(long, value_name = "URL", env = "CAPSTAN_REPO_SERVER_ADVERTISE")]
+    advertise: Option<String>,
     /// Threads parsing manifests (0: one per CPU).
     #[arg(long, default_value_t = 0, env = "CAPSTAN_CPU_THREADS")]
     cpu_threads: usize,
@@ -176,6 +187,20 @@ impl Args {
 /// Runs the repo-server until SIGTERM or Ctrl-C.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = args.config()?;
+    let advertise = match &args.advertise {
+        Some(url) => url.clone(),
+        None if args.listen.ip().is_unspecified() && args.etcd.given() => anyhow::bail!(
+            "--listen {} is a wildcard address: give --advertise http://HOST:PORT, the address controllers reach this repo-server at",
+            args.listen
+        ),
+        None => format!("http://{}", args.listen),
+    };
+    // Connect before serving: a wrong etcd address fails the start.
+    let etcd = if args.etcd.given() {
+        Some(args.etcd.connect().await?)
+    } else {
+        None
+    };
     let server = RepoServer::new(config.clone())
         .await
         .context("starting the repo-server")?;
@@ -204,6 +229,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ))
         .serve_with_incoming_shutdown(incoming, stopped());
     let grpc_task = tokio::spawn(grpc);
+    // Registered once serving, so controllers never route to a port that is not open yet.
+    let registration = etcd.map(|etcd| {
+        crate::discovery::Registration::start(
+            etcd,
+            crate::discovery::REPO_SERVERS,
+            advertise.clone(),
+        )
+    });
     ready.set(true);
     tracing::info!(
         listen = %args.listen,
@@ -217,6 +250,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     observe::shutdown_signal().await;
     tracing::info!("shutting down: finishing requests in flight");
     ready.set(false);
+    // Leave the pool first: controllers stop sending new requests here at once.
+    if let Some(registration) = registration {
+        registration.stop().await;
+    }
     let _ = stop_tx.send(true);
     grpc_task
         .await

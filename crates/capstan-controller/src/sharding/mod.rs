@@ -3,8 +3,9 @@
 //! Every member of a sharded control plane computes the same [`Assignment`] from the same
 //! inputs — the live members (from the membership leases) and each cluster's weight — so no
 //! coordination is needed to agree on it; the ownership keys then make it safe while views
-//! differ for a moment. [`membership`] is the I/O part: members register under etcd leases and
-//! watch each other, and its sorted member list is what the ring is fed. Nothing else here does I/O: [`Ring`] is fed membership changes and a list
+//! differ for a moment. [`membership`] and [`shard`] are the I/O part: members register under
+//! etcd leases and watch each other, the sorted member list is what the ring is fed, and
+//! [`Sharding`] takes and releases the ownership keys the ring calls for. Nothing else does I/O: [`Ring`] is fed membership changes and a list
 //! of [`ClusterLoad`]s and answers who owns what. Start reading at [`Ring::assign`]. The
 //! operator's view (what ε means, what moves when a member joins or leaves) is in
 //! `docs/sharding.md`.
@@ -74,9 +75,11 @@
 
 pub mod membership;
 pub mod ring;
+pub mod shard;
 
 pub use membership::{MemberInfo, Membership, MembershipError};
 pub use ring::{Assignment, ClusterLoad, Epsilon, MemberLoad, Move, Ring, RingError};
+pub use shard::{ShardConfig, ShardOwnership, Sharding};
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,160 @@
+//! Components finding each other through etcd: a component registers its address under a
+//! lease ([`Registration`]), and its clients follow the registered addresses ([`follow`]).
+//! Used by repo-servers (`/capstan/repo-servers/`), which controllers route to.
+//!
+//! A registration lives as long as its process keeps the lease alive: a repo-server that is
+//! killed drops out of every controller's pool within the TTL (and controllers fail over to
+//! the next repo-server meanwhile); one that stops cleanly revokes its lease and drops out at
+//! once.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use capstan_store::{EtcdStore, Precondition, Store, WatchEvent};
+use futures::StreamExt as _;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+/// Where repo-servers register: `/capstan/repo-servers/<address, percent-encoded>` → the
+/// address (`http://HOST:PORT`).
+pub const REPO_SERVERS: &str = "/capstan/repo-servers/";
+
+/// The TTL of a registration.
+pub const TTL: Duration = Duration::from_secs(10);
+
+/// How long to wait after a failure before trying again.
+const RETRY: Duration = Duration::from_secs(1);
+
+fn key(prefix: &str, address: &str) -> String {
+    let mut key = prefix.to_owned();
+    for byte in address.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'-' | b'_') {
+            key.push(char::from(byte));
+        } else {
+            key.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    key
+}
+
+/// A registration kept alive by a task: registered again if the lease is lost.
+#[derive(Debug)]
+pub struct Registration {
+    task: tokio::task::JoinHandle<()>,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Registration {
+    /// Registers `address` under `prefix` and keeps it registered.
+    pub fn start(etcd: EtcdStore, prefix: &'static str, address: String) -> Self {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let key = key(prefix, &address);
+            loop {
+                let lease = match etcd.grant_lease(TTL).await {
+                    Ok(lease) => lease,
+                    Err(error) => {
+                        warn!(%error, "registering in etcd failed; retrying");
+                        tokio::select! {
+                            () = tokio::time::sleep(RETRY) => continue,
+                            _ = &mut stopped => return,
+                        }
+                    }
+                };
+                if let Err(error) = lease
+                    .put(
+                        key.as_bytes(),
+                        address.clone().into_bytes(),
+                        Precondition::None,
+                    )
+                    .await
+                {
+                    warn!(%error, "registering in etcd failed; retrying");
+                    let _ = lease.revoke().await;
+                    tokio::select! {
+                        () = tokio::time::sleep(RETRY) => continue,
+                        _ = &mut stopped => return,
+                    }
+                }
+                info!(%address, key = %key, "registered in etcd");
+                let mut alive = lease.alive();
+                let lost = async move { alive.wait_for(|alive| !*alive).await.is_ok() };
+                tokio::select! {
+                    _ = lost => {
+                        warn!(%address, "the registration's lease was lost; registering again");
+                    }
+                    _ = &mut stopped => {
+                        if let Err(error) = lease.revoke().await {
+                            warn!(%error, "revoking the registration failed; it expires with its TTL");
+                        }
+                        return;
+                    }
+                }
+            }
+        });
+        Self { task, stop }
+    }
+
+    /// Removes the registration at once (revokes its lease).
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// The addresses registered under `prefix`, sorted, kept up to date by a task that lives as
+/// long as a receiver does.
+pub fn follow(etcd: EtcdStore, prefix: &'static str) -> watch::Receiver<Vec<String>> {
+    let (tx, rx) = watch::channel(Vec::new());
+    tokio::spawn(async move {
+        loop {
+            let page = match etcd.list_all(prefix.as_bytes(), 500).await {
+                Ok(page) => page,
+                Err(error) => {
+                    warn!(%error, prefix, "listing registrations failed; retrying");
+                    tokio::time::sleep(RETRY).await;
+                    continue;
+                }
+            };
+            let mut registered: BTreeMap<Vec<u8>, String> = page
+                .entries
+                .into_iter()
+                .map(|kv| (kv.key, String::from_utf8_lossy(&kv.value).into_owned()))
+                .collect();
+            let publish = |registered: &BTreeMap<Vec<u8>, String>| {
+                let mut now: Vec<String> = registered.values().cloned().collect();
+                now.sort();
+                now.dedup();
+                tx.send_if_modified(|current| {
+                    if *current == now {
+                        return false;
+                    }
+                    info!(prefix, registered = ?now, "registrations changed");
+                    *current = now;
+                    true
+                });
+            };
+            publish(&registered);
+            let mut events = etcd.watch(prefix.as_bytes(), page.revision);
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(WatchEvent::Put { kv, .. }) => {
+                        registered.insert(kv.key, String::from_utf8_lossy(&kv.value).into_owned());
+                    }
+                    Ok(WatchEvent::Delete { key, .. }) => {
+                        registered.remove(&key);
+                    }
+                    Err(error) => {
+                        debug!(%error, prefix, "registration watch ended; listing again");
+                        break;
+                    }
+                }
+                publish(&registered);
+            }
+            if tx.is_closed() {
+                return;
+            }
+        }
+    });
+    rx
+}

@@ -1,0 +1,46 @@
+//! The etcd flags every component of a scaled-out control plane shares, and connecting.
+
+use anyhow::Context as _;
+use capstan_store::{EtcdOptions, EtcdStore};
+
+/// Where the control plane's store lives.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EtcdArgs {
+    /// The etcd cluster holding the store: client URLs, comma-separated.
+    #[arg(
+        long,
+        value_name = "URLS",
+        value_delimiter = ',',
+        env = "CAPSTAN_ETCD_ENDPOINTS"
+    )]
+    pub etcd_endpoints: Vec<String>,
+    /// A prefix in front of every key in etcd (several control planes on one etcd, e.g.
+    /// `/capstan-prod`). Every component of one control plane uses the same.
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        default_value = "",
+        env = "CAPSTAN_ETCD_PREFIX"
+    )]
+    pub etcd_prefix: String,
+}
+
+impl EtcdArgs {
+    /// Whether any endpoint was given.
+    pub fn given(&self) -> bool {
+        !self.etcd_endpoints.is_empty()
+    }
+
+    /// Connects; `--etcd-endpoints` must have been given.
+    pub async fn connect(&self) -> anyhow::Result<EtcdStore> {
+        anyhow::ensure!(
+            self.given(),
+            "--etcd-endpoints is required (or CAPSTAN_ETCD_ENDPOINTS), e.g. http://etcd:2379"
+        );
+        let mut options = EtcdOptions::new(self.etcd_endpoints.clone());
+        options.namespace = self.etcd_prefix.clone().into_bytes();
+        EtcdStore::connect(options)
+            .await
+            .with_context(|| format!("connecting to etcd at {}", self.etcd_endpoints.join(",")))
+    }
+}
