@@ -245,7 +245,13 @@ fn from_wire(r: pb::GenerateManifestsResponse) -> Result<Generated, String> {
 /// transport failures are `Unavailable`, naming the repo-server.
 fn from_status(url: &str, status: &tonic::Status) -> GenerateError {
     use tonic::Code;
+    // A status made on this side (it has a source: the connection's error) is about reaching
+    // the repo-server; the repo-server's own messages already say what failed.
+    let local = std::error::Error::source(status).is_some();
     let kind = match status.code() {
+        // The connection broke mid-request (the repo-server died): as unreachable. Requests
+        // only read, so another repo-server may answer them.
+        Code::Unknown | Code::Internal if local => ErrorKind::Unavailable,
         Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
             ErrorKind::InvalidArgument
         }
@@ -256,9 +262,11 @@ fn from_status(url: &str, status: &tonic::Status) -> GenerateError {
         _ => ErrorKind::Internal,
     };
     let message = match status.code() {
-        // A status made on this side (it has a source: the connection's error) is about
-        // reaching the repo-server; the repo-server's own messages already say what failed.
-        Code::Unavailable if std::error::Error::source(status).is_some() => format!(
+        Code::Unknown | Code::Internal if local => format!(
+            "repo-server {url}: the connection broke during the request: {}",
+            status.message()
+        ),
+        Code::Unavailable if local => format!(
             "repo-server {url} unreachable: {}; is `capstand repo-server` running there?",
             status.message()
         ),

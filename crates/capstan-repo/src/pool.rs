@@ -16,8 +16,9 @@
 //! **Failover only when no answer came.** The preference order ([`RepoPool::order`]) is the
 //! list of addresses by score. A request goes to the first; it goes on to the next only when
 //! the error is [`ErrorKind::Unavailable`] — the repo-server could not be reached (connection
-//! refused, connect timeout: [`RepoClient`] reports every transport failure so), is shutting
-//! down, or is overloaded (`UNAVAILABLE`, `RESOURCE_EXHAUSTED`, `ABORTED`). Every other error
+//! refused, connect timeout, or the connection broke mid-request because it died: requests
+//! only read, so sending one again is safe; [`RepoClient`] reports every transport failure
+//! so), is shutting down, or is overloaded (`UNAVAILABLE`, `RESOURCE_EXHAUSTED`, `ABORTED`). Every other error
 //! is an answer and is returned at once: a path that does not exist, a chart that does not
 //! render or credentials that are refused fail the same way on every repo-server, and trying
 //! them all would multiply the work. [`ErrorKind::DeadlineExceeded`] is an answer too: the

@@ -195,7 +195,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         watch::channel(args.repo_servers.clone()).1
     };
     let pool = Arc::new(RepoPool::new(repo_servers, args.repo_server_timeout));
-    pool.register(registry.sub_registry_with_prefix("capstan_controller"));
+    pool.register(&mut registry);
 
     let sharding = Sharding::start(
         etcd.clone(),

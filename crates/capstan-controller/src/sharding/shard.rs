@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use capstan_model::{ApplicationDestination, ControllerShard};
 use capstan_store::kinds::{Applications, Clusters};
-use capstan_store::typed::{TypedEvent, TypedStore};
+use capstan_store::typed::{Object, TypedEvent, TypedStore};
 use capstan_store::{Compare, CompareOp, EtcdStore, Store, Txn};
 use futures::StreamExt as _;
 use prometheus_client::metrics::counter::Counter;
@@ -460,40 +460,8 @@ impl Keeper {
     async fn read_loads(&mut self) -> Result<capstan_store::Revision, capstan_store::StoreError> {
         let clusters = self.clusters.list(None).await?;
         let apps = self.apps.list(None).await?;
-        let mut names = HashMap::new();
-        let mut objects: BTreeMap<String, u64> = BTreeMap::new();
-        for cluster in &clusters.items {
-            let server = cluster.spec.value.spec.server.trim().to_owned();
-            if server.is_empty() {
-                continue;
-            }
-            names.insert(cluster.spec.value.display_name().to_owned(), server.clone());
-            let watched = cluster
-                .status
-                .as_ref()
-                .map(|s| u64::try_from(s.value.cache_info.resources_count).unwrap_or(0))
-                .unwrap_or(0);
-            objects.insert(server, round_down_to_power_of_two(watched));
-        }
-        let mut applications: HashMap<&str, u64> = HashMap::new();
-        for app in &apps.items {
-            let destination = &app.spec.value.spec.destination;
-            let server = if destination.server.is_empty() {
-                names.get(&destination.name).map(String::as_str)
-            } else {
-                Some(destination.server.as_str())
-            };
-            if let Some(server) = server {
-                *applications.entry(server).or_default() += 1;
-            }
-        }
-        self.loads = objects
-            .iter()
-            .map(|(server, watched)| {
-                let apps = applications.get(server.as_str()).copied().unwrap_or(0);
-                ClusterLoad::from_counts(server.clone(), apps, *watched)
-            })
-            .collect();
+        let (loads, names) = cluster_loads(&clusters.items, &apps.items);
+        self.loads = loads;
         self.names = names;
         Ok(clusters.revision)
     }
@@ -594,6 +562,50 @@ impl Keeper {
         }
         pending
     }
+}
+
+/// The ring's input from the store's Clusters and Applications: each registered cluster
+/// (by server URL) weighed by its Applications and its watched objects (rounded down to a
+/// power of two), and the cluster names → servers. What every member computes alike.
+pub fn cluster_loads(
+    clusters: &[Object<Clusters>],
+    apps: &[Object<Applications>],
+) -> (Vec<ClusterLoad>, HashMap<String, String>) {
+    let mut names = HashMap::new();
+    let mut objects: BTreeMap<String, u64> = BTreeMap::new();
+    for cluster in clusters {
+        let server = cluster.spec.value.spec.server.trim().to_owned();
+        if server.is_empty() {
+            continue;
+        }
+        names.insert(cluster.spec.value.display_name().to_owned(), server.clone());
+        let watched = cluster
+            .status
+            .as_ref()
+            .map(|s| u64::try_from(s.value.cache_info.resources_count).unwrap_or(0))
+            .unwrap_or(0);
+        objects.insert(server, round_down_to_power_of_two(watched));
+    }
+    let mut applications: HashMap<&str, u64> = HashMap::new();
+    for app in apps {
+        let destination = &app.spec.value.spec.destination;
+        let server = if destination.server.is_empty() {
+            names.get(&destination.name).map(String::as_str)
+        } else {
+            Some(destination.server.as_str())
+        };
+        if let Some(server) = server {
+            *applications.entry(server).or_default() += 1;
+        }
+    }
+    let loads = objects
+        .iter()
+        .map(|(server, watched)| {
+            let apps = applications.get(server.as_str()).copied().unwrap_or(0);
+            ClusterLoad::from_counts(server.clone(), apps, *watched)
+        })
+        .collect();
+    (loads, names)
 }
 
 /// The next event of the cluster watch, or never without one.
