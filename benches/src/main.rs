@@ -12,7 +12,8 @@
 //! share are [`stats`] (medians, percentiles), [`clock`] (on-CPU time), [`fixtures`]
 //! (generated repositories, charts and YAML), [`direct`] (running a tool or `git` directly,
 //! timed) and [`grpc`] (the repo-server's gRPC service on loopback). [`api::run`] needs
-//! nothing outside the process; [`shard_sim::run`] is a pure simulation.
+//! nothing outside the process; [`shard_sim::run`] is a pure simulation; [`takeover::run`]
+//! starts an etcd.
 
 mod alloc;
 mod api;
@@ -25,6 +26,7 @@ mod grpc;
 mod repo;
 mod shard_sim;
 mod stats;
+mod takeover;
 
 use clap::{Parser, ValueEnum};
 
@@ -64,6 +66,10 @@ enum Scenario {
     /// controller members by Capstan's ring and by Argo CD's three algorithms — max/average
     /// load, and the clusters moved going 10 → 9 and 10 → 11 members.
     ShardSim,
+    /// Sharding, for real: how long a controller member's clusters stay unowned after it is
+    /// killed (lease expiry) or stops (leave), three members and 300 clusters on a real etcd,
+    /// beside etcd's own notice of the member's departure.
+    Takeover,
 }
 
 /// The unit of a figure, as printed.
@@ -139,5 +145,6 @@ fn main() -> anyhow::Result<()> {
         Scenario::Controller => runtime.block_on(controller::run(cli.quick)),
         Scenario::Api => runtime.block_on(api::run(cli.quick)),
         Scenario::ShardSim => shard_sim::run(cli.quick),
+        Scenario::Takeover => runtime.block_on(takeover::run(cli.quick)),
     }
 }
