@@ -28,6 +28,10 @@
 //! tried once per repo-server — bounded by the pool's size, and right when the cause is the
 //! first repo-server's own network.
 //!
+//! A repo-server that could not be reached goes to the end of every order for a few seconds
+//! (`DOWN_FOR`), so a dead one costs one failed attempt now and then rather than one per
+//! request until its registration expires; it gets its repositories back once it answers.
+//!
 //! The set of addresses is live: [`RepoPool::new`] takes a [`watch::Receiver`] that the caller
 //! feeds (from the repo-servers' registrations); every request reads its current value. One
 //! [`RepoClient`] per address is created at first use and reused (it reconnects by itself);
@@ -42,7 +46,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -56,6 +60,9 @@ use crate::service::{ErrorKind, GenerateError, Generated, ManifestRequest};
 
 type ServerLabels = Vec<(String, String)>;
 
+/// How long a repo-server that could not be reached is tried last.
+const DOWN_FOR: Duration = Duration::from_secs(5);
+
 /// Repo-servers chosen per repository by rendezvous hashing, with failover to the next
 /// choice when one cannot be reached (see the [module docs](self)). Cheap to clone: clones
 /// share the clients and the metrics.
@@ -64,6 +71,8 @@ pub struct RepoPool {
     endpoints: watch::Receiver<Vec<String>>,
     timeout: Duration,
     clients: Arc<Mutex<HashMap<String, RepoClient>>>,
+    /// Addresses that could not be reached lately → until when they go last.
+    down: Arc<Mutex<HashMap<String, Instant>>>,
     requests: Family<ServerLabels, Counter>,
     failovers: Counter,
 }
@@ -77,6 +86,7 @@ impl RepoPool {
             endpoints,
             timeout,
             clients: Arc::default(),
+            down: Arc::default(),
             requests: Family::default(),
             failovers: Counter::default(),
         }
@@ -126,7 +136,16 @@ impl RepoPool {
     /// The clients to try for `repo_url`, in order; drops the clients of addresses that
     /// have left the set.
     fn candidates(&self, repo_url: &str) -> Result<Vec<RepoClient>, GenerateError> {
-        let order = self.order(repo_url);
+        let mut order = self.order(repo_url);
+        {
+            // Those that could not be reached lately go last (a stable partition: the
+            // repository's order is kept among the rest), so a dead repo-server costs one
+            // failed attempt per DOWN_FOR, not one per request, until its registration goes.
+            let mut down = self.down.lock().expect("never left poisoned");
+            let now = Instant::now();
+            down.retain(|_, until| *until > now);
+            order.sort_by_key(|address| down.contains_key(address));
+        }
         if order.is_empty() {
             return Err(GenerateError {
                 kind: ErrorKind::Unavailable,
@@ -177,7 +196,15 @@ impl RepoPool {
         for (i, client) in candidates.into_iter().enumerate() {
             let server = client.url().to_owned();
             self.requests.get_or_create(&server_labels(&server)).inc();
-            match call(client).await {
+            let result = call(client).await;
+            let mut down = self.down.lock().expect("never left poisoned");
+            if matches!(&result, Err(e) if e.kind == ErrorKind::Unavailable) {
+                down.insert(server.clone(), Instant::now() + DOWN_FOR);
+            } else {
+                down.remove(&server);
+            }
+            drop(down);
+            match result {
                 Err(e) if e.kind == ErrorKind::Unavailable && i < last => {
                     self.failovers.inc();
                     tracing::warn!(
