@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use capstan_controller::sharding::membership::member_key;
-use capstan_controller::sharding::shard::{OWNERS_PREFIX, cluster_loads, owner_key};
+use capstan_controller::sharding::shard::{OWNERS_PREFIX, owner_key, read_cluster_loads};
 use capstan_controller::sharding::{Epsilon, MemberInfo, Ring, ShardConfig, Sharding};
 use capstan_model::Cluster;
-use capstan_store::kinds::{Applications, Clusters};
+use capstan_store::kinds::Clusters;
 use capstan_store::typed::{ObjectRef, TypedStore};
 use capstan_store::{EtcdOptions, EtcdStore, Store};
 use futures::StreamExt as _;
@@ -168,16 +168,10 @@ pub async fn run(quick: bool) -> Result<()> {
 
 /// The ring's assignment of the stored clusters to `members`.
 async fn assignment(store: &Arc<dyn Store>, members: &[&str]) -> Result<BTreeMap<String, String>> {
-    let clusters = TypedStore::<Clusters>::new(store.clone())
-        .list(None)
-        .await?;
-    let apps = TypedStore::<Applications>::new(store.clone())
-        .list(None)
-        .await?;
-    let (loads, _) = cluster_loads(&clusters.items, &apps.items);
+    let read = read_cluster_loads(store).await?;
     let ring = Ring::with_members(Epsilon::default(), members.iter().copied());
     Ok(ring
-        .assign(&loads)?
+        .assign(&read.loads)?
         .iter()
         .map(|(cluster, owner)| (cluster.to_owned(), owner.to_owned()))
         .collect())

@@ -39,7 +39,6 @@ use capstan_store::sealed::{CREDENTIAL_PREFIXES, SealedStore};
 use capstan_store::typed::{ObjectRef, Resource, TypedStore};
 use capstan_store::{EmbeddedOptions, EmbeddedStore, Precondition, Store};
 use serde_json::Value;
-use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::observe::{self, Readiness};
@@ -206,17 +205,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let started = std::time::SystemTime::now();
     // Listen for signals from the start, so a SIGTERM during a slow start still shuts down
     // cleanly instead of killing the process with the store open.
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let signals = tokio::spawn(async move {
-        observe::shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    };
+    let shutdown = observe::Shutdown::on_signal();
+    let stopped = || shutdown.wait();
 
     // Read every --app file before opening anything: a typo fails at once, naming the file.
     let mut objects = Vec::new();
@@ -356,7 +346,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ))
     });
     let cluster_task = tokio::spawn(cluster_manager.run());
-    let mut controller_task = tokio::spawn(controller.run(stopped()));
+    let controller_task = tokio::spawn(controller.run(stopped()));
     ready.set(true);
     info!(
         data_dir = %args.data_dir.display(),
@@ -368,21 +358,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "all-in-one ready"
     );
 
-    let result = tokio::select! {
-        finished = &mut controller_task => {
-            // The controller only ends by itself when it cannot start (the store failed).
-            ready.set(false);
-            finished
-                .context("the controller task failed")?
-                .context("the controller failed")
-        }
-        () = stopped() => {
-            info!(grace = ?args.shutdown_grace, "shutting down: finishing reconciles in progress");
-            ready.set(false);
-            drain(controller_task, args.shutdown_grace).await
-        }
-    };
-    signals.abort();
+    let result =
+        crate::controller::until_stopped(controller_task, stopped(), &ready, args.shutdown_grace)
+            .await;
     cluster_task.abort();
     if let Some(summary) = summary {
         summary.abort();
@@ -395,26 +373,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         info!("all-in-one stopped");
     }
     result
-}
-
-/// Waits for the controller to drain, at most `grace`.
-pub(crate) async fn drain(
-    mut controller_task: tokio::task::JoinHandle<
-        Result<(), capstan_controller::reconcile::ReconcileError>,
-    >,
-    grace: Duration,
-) -> anyhow::Result<()> {
-    match tokio::time::timeout(grace, &mut controller_task).await {
-        Ok(joined) => joined
-            .context("the controller task failed")?
-            .context("the controller failed"),
-        Err(_) => {
-            // Operations are saved step by step, so the next start resumes what is cut.
-            warn!(grace = ?grace, "reconciles still running after the grace period; stopping them");
-            controller_task.abort();
-            Ok(())
-        }
-    }
 }
 
 async fn close(store: EmbeddedStore) {

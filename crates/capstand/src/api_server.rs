@@ -16,7 +16,6 @@ use std::time::Duration;
 use capstan_repo::client::{ManifestSource, RepoClient};
 use capstan_store::Store;
 use capstan_store::sealed::{CREDENTIAL_PREFIXES, SealedStore};
-use tokio::sync::watch;
 use tracing::info;
 
 use crate::api::{ApiArgs, ApiFiles};
@@ -83,17 +82,8 @@ pub struct Args {
 
 /// Runs the API until SIGTERM or Ctrl-C.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let signals = tokio::spawn(async move {
-        observe::shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    };
+    let shutdown = observe::Shutdown::on_signal();
+    let stopped = || shutdown.wait();
 
     // Every replica must seal and unseal with the same key: none is generated here.
     let keyring = args.encryption.required_keyring()?;
@@ -141,7 +131,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     stopped().await;
     info!(grace = ?args.shutdown_grace, "shutting down: finishing open requests");
     ready.set(false);
-    signals.abort();
     api.stop(args.shutdown_grace).await;
     let _ = observe_task.await;
     info!("API stopped");

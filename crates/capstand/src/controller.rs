@@ -28,7 +28,7 @@ use capstan_repo::pool::RepoPool;
 use capstan_store::Store;
 use capstan_store::sealed::{CREDENTIAL_PREFIXES, SealedStore};
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::observe::{self, Readiness};
 use crate::units::parse_duration;
@@ -167,17 +167,8 @@ pub struct Args {
 
 /// Runs one controller member until SIGTERM or Ctrl-C.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let signals = tokio::spawn(async move {
-        observe::shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    };
+    let shutdown = observe::Shutdown::on_signal();
+    let stopped = || shutdown.wait();
 
     let keyring = args.encryption.required_keyring()?;
     let etcd = args.etcd.connect().await?;
@@ -244,7 +235,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let observe_task =
         observe::serve(args.metrics_listen, registry, ready.clone(), stopped()).await?;
     let cluster_task = tokio::spawn(cluster_manager.run());
-    let mut controller_task = tokio::spawn(controller.run(stopped()));
+    let controller_task = tokio::spawn(controller.run(stopped()));
     ready.set(true);
     info!(
         member = %args.name,
@@ -254,20 +245,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "controller member ready"
     );
 
-    let result = tokio::select! {
-        finished = &mut controller_task => {
-            ready.set(false);
-            finished
-                .context("the controller task failed")?
-                .context("the controller failed")
-        }
-        () = stopped() => {
-            info!(grace = ?args.shutdown_grace, "shutting down: finishing reconciles in progress, then leaving");
-            ready.set(false);
-            crate::all_in_one::drain(controller_task, args.shutdown_grace).await
-        }
-    };
-    signals.abort();
+    let result = until_stopped(controller_task, stopped(), &ready, args.shutdown_grace).await;
     cluster_task.abort();
     // Leave before the caches stop: the next owners can start while this one tidies up.
     sharding.leave().await;
@@ -279,6 +257,51 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         info!("controller member stopped");
     }
     result
+}
+
+/// Runs the controller until it ends by itself (it only does when it cannot start: the store
+/// failed) or `stopped` completes; then drains it for at most `grace`. Not ready from then on.
+pub(crate) async fn until_stopped(
+    mut controller_task: tokio::task::JoinHandle<
+        Result<(), capstan_controller::reconcile::ReconcileError>,
+    >,
+    stopped: impl std::future::Future<Output = ()>,
+    ready: &Readiness,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    tokio::select! {
+        finished = &mut controller_task => {
+            ready.set(false);
+            finished
+                .context("the controller task failed")?
+                .context("the controller failed")
+        }
+        () = stopped => {
+            info!(grace = ?grace, "shutting down: finishing reconciles in progress");
+            ready.set(false);
+            drain(controller_task, grace).await
+        }
+    }
+}
+
+/// Waits for the controller to drain, at most `grace`.
+async fn drain(
+    mut controller_task: tokio::task::JoinHandle<
+        Result<(), capstan_controller::reconcile::ReconcileError>,
+    >,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    match tokio::time::timeout(grace, &mut controller_task).await {
+        Ok(joined) => joined
+            .context("the controller task failed")?
+            .context("the controller failed"),
+        Err(_) => {
+            // Operations are saved step by step, so the next start resumes what is cut.
+            warn!(grace = ?grace, "reconciles still running after the grace period; stopping them");
+            controller_task.abort();
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]

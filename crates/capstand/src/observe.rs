@@ -113,6 +113,40 @@ pub async fn serve(
     }))
 }
 
+/// SIGTERM or Ctrl-C, listened for from the moment it is made (so a signal during a slow
+/// start still shuts down cleanly), awaited by as many as need it.
+#[derive(Debug)]
+pub struct Shutdown {
+    requested: tokio::sync::watch::Receiver<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Shutdown {
+    /// Starts listening for the signals.
+    pub fn on_signal() -> Self {
+        let (tx, requested) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = tx.send(true);
+        });
+        Self { requested, task }
+    }
+
+    /// Completes once a shutdown was asked for (at once if it already was).
+    pub fn wait(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut requested = self.requested.clone();
+        async move {
+            let _ = requested.wait_for(|stop| *stop).await;
+        }
+    }
+}
+
+impl Drop for Shutdown {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Completes on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

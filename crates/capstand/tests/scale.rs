@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
-use capstan_controller::sharding::shard::{OWNERS_PREFIX, cluster_loads};
+use capstan_controller::sharding::shard::{OWNERS_PREFIX, read_cluster_loads};
 use capstan_controller::sharding::{Epsilon, Ring};
 use capstan_model::{Application, Cluster, HealthStatusCode, OperationPhase, SyncStatusCode};
 use capstan_store::kinds::{Applications, Clusters};
@@ -177,16 +177,10 @@ impl Plane {
 
     /// What the ring assigns to `members` from the store's current clusters and apps.
     async fn expected(&self, members: &[&str]) -> Result<BTreeMap<String, String>> {
-        let clusters = TypedStore::<Clusters>::new(self.store.clone())
-            .list(None)
-            .await?;
-        let apps = TypedStore::<Applications>::new(self.store.clone())
-            .list(None)
-            .await?;
-        let (loads, _) = cluster_loads(&clusters.items, &apps.items);
+        let read = read_cluster_loads(&self.store).await?;
         let ring = Ring::with_members(Epsilon::default(), members.iter().copied());
         Ok(ring
-            .assign(&loads)?
+            .assign(&read.loads)?
             .iter()
             .map(|(cluster, owner)| (cluster.to_owned(), owner.to_owned()))
             .collect())

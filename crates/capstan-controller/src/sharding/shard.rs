@@ -295,8 +295,7 @@ impl Sharding {
         let (stop, stopped) = oneshot::channel();
         let keeper = Keeper {
             etcd,
-            clusters: TypedStore::new(store.clone()),
-            apps: TypedStore::new(store),
+            clusters: TypedStore::new(store),
             config,
             shared: shared.clone(),
             loads: Vec::new(),
@@ -345,7 +344,6 @@ impl Sharding {
 struct Keeper {
     etcd: EtcdStore,
     clusters: TypedStore<Clusters>,
-    apps: TypedStore<Applications>,
     config: ShardConfig,
     shared: Arc<Shared>,
     /// The clusters and their weights as last read.
@@ -458,12 +456,10 @@ impl Keeper {
     /// Reads the registered clusters and their weights; the revision the clusters were read
     /// at.
     async fn read_loads(&mut self) -> Result<capstan_store::Revision, capstan_store::StoreError> {
-        let clusters = self.clusters.list(None).await?;
-        let apps = self.apps.list(None).await?;
-        let (loads, names) = cluster_loads(&clusters.items, &apps.items);
-        self.loads = loads;
-        self.names = names;
-        Ok(clusters.revision)
+        let read = read_cluster_loads(self.clusters.store()).await?;
+        self.loads = read.loads;
+        self.names = read.names;
+        Ok(read.revision)
     }
 
     /// Takes and releases keys to match the ring; whether some cluster the ring gave this
@@ -562,6 +558,37 @@ impl Keeper {
         }
         pending
     }
+}
+
+/// The ring's input as read from a store ([`read_cluster_loads`]).
+#[derive(Debug, Clone)]
+pub struct ClusterLoads {
+    /// Every registered cluster (by server URL) with its weight.
+    pub loads: Vec<ClusterLoad>,
+    /// Cluster names → servers.
+    pub names: HashMap<String, String>,
+    /// The revision the Clusters were read at (watch from it to see changes).
+    pub revision: capstan_store::Revision,
+}
+
+/// Reads the store's Clusters and Applications and weighs the clusters ([`cluster_loads`]):
+/// what every member feeds the ring, and what an observer needs to compute the assignment
+/// the members should converge to.
+pub async fn read_cluster_loads(
+    store: &Arc<dyn Store>,
+) -> Result<ClusterLoads, capstan_store::StoreError> {
+    let clusters = TypedStore::<Clusters>::new(store.clone())
+        .list(None)
+        .await?;
+    let apps = TypedStore::<Applications>::new(store.clone())
+        .list(None)
+        .await?;
+    let (loads, names) = cluster_loads(&clusters.items, &apps.items);
+    Ok(ClusterLoads {
+        loads,
+        names,
+        revision: clusters.revision,
+    })
 }
 
 /// The ring's input from the store's Clusters and Applications: each registered cluster
