@@ -47,10 +47,12 @@ pub struct ClusterRegistry {
     fixed: Vec<String>,
     /// Bumped on every change, for whoever follows the set.
     generation: watch::Sender<u64>,
-    /// (server, name) of the clusters being connected right now: their Applications wait
-    /// rather than report a destination that is not connected (a cluster this member has
-    /// just taken over, say).
-    connecting: RwLock<Vec<(String, String)>>,
+    /// (server, name) of every cluster registered in the store, owned or not, as the
+    /// manager last read them.
+    registered: RwLock<Vec<(String, String)>>,
+    /// Servers whose last connection attempt failed (until one succeeds, or the cluster is
+    /// no longer this member's).
+    failed: RwLock<std::collections::HashSet<String>>,
 }
 
 impl ClusterRegistry {
@@ -60,27 +62,35 @@ impl ClusterRegistry {
             fixed: initial.iter().map(|c| c.server.clone()).collect(),
             clusters: RwLock::new(initial),
             generation: watch::Sender::new(0),
-            connecting: RwLock::default(),
+            registered: RwLock::default(),
+            failed: RwLock::default(),
         })
     }
 
-    /// Whether the cluster an Application's destination names is being connected now.
-    pub fn is_connecting(&self, dest: &ApplicationDestination) -> bool {
-        self.connecting
-            .read()
-            .expect("not poisoned")
-            .iter()
-            .any(|(server, name)| {
-                (!dest.server.is_empty() && *server == dest.server)
-                    || (!dest.name.is_empty() && *name == dest.name)
-            })
+    /// Whether the cluster an Application's destination names is registered and has not
+    /// failed to connect: not connected *yet* (being connected, or just taken over and about
+    /// to be), so its Applications wait rather than report it as not connected.
+    pub fn is_pending(&self, dest: &ApplicationDestination) -> bool {
+        let registered = self.registered.read().expect("not poisoned");
+        let Some((server, _)) = registered.iter().find(|(server, name)| {
+            (!dest.server.is_empty() && *server == dest.server)
+                || (!dest.name.is_empty() && *name == dest.name)
+        }) else {
+            return false;
+        };
+        !self.failed.read().expect("not poisoned").contains(server)
     }
 
-    fn set_connecting(&self, server: &str, name: &str, connecting: bool) {
-        let mut set = self.connecting.write().expect("not poisoned");
-        set.retain(|(s, _)| s != server);
-        if connecting {
-            set.push((server.to_owned(), name.to_owned()));
+    fn set_registered(&self, registered: Vec<(String, String)>) {
+        *self.registered.write().expect("not poisoned") = registered;
+    }
+
+    fn set_failed(&self, server: &str, failed: bool) {
+        let mut set = self.failed.write().expect("not poisoned");
+        if failed {
+            set.insert(server.to_owned());
+        } else {
+            set.remove(server);
         }
     }
 
@@ -297,6 +307,18 @@ impl ClusterManager {
 
     /// Connects what is new, changed or failed and owned; drops what is gone or not owned.
     async fn converge(&mut self, items: Vec<capstan_store::typed::Object<Clusters>>) {
+        self.registry.set_registered(
+            items
+                .iter()
+                .map(|item| {
+                    let cluster = &item.spec.value;
+                    (
+                        cluster.spec.server.trim().to_owned(),
+                        cluster.display_name().to_owned(),
+                    )
+                })
+                .collect(),
+        );
         let mut seen = std::collections::HashSet::new();
         for item in items {
             let at = item.object.clone();
@@ -304,6 +326,8 @@ impl ClusterManager {
             let cluster = item.spec.value;
             let server = cluster.spec.server.trim().to_owned();
             if !self.ownership.owns(&server) {
+                // Should it come back, it is pending again until a connection attempt.
+                self.registry.set_failed(&server, false);
                 continue;
             }
             if self.registry.is_fixed(&server) {
@@ -334,11 +358,8 @@ impl ClusterManager {
                 }
                 continue;
             }
-            self.registry
-                .set_connecting(&server, cluster.display_name(), true);
             let connected = self.connect(&cluster, &server).await;
-            self.registry
-                .set_connecting(&server, cluster.display_name(), false);
+            self.registry.set_failed(&server, connected.is_err());
             let status = match connected {
                 Ok(status) => {
                     self.connected

@@ -226,9 +226,10 @@ impl Reconciler {
             if !self.ownership.owns_destination(&app.spec.destination) {
                 return Ok(Outcome::NotOwned);
             }
-            if self.clusters.is_connecting(&app.spec.destination) {
-                // Taken over a moment ago, say: look again once it is connected (the
-                // registry's change re-enqueues every Application) or this retry comes.
+            if self.clusters.is_pending(&app.spec.destination) {
+                // Registered and not failed: being connected (taken over a moment ago, say).
+                // Look again once it is connected (the registry's change re-enqueues every
+                // Application) or failed (likewise), or when this retry comes.
                 return Ok(Outcome::Reconciled {
                     sync: old.sync.status.unwrap_or(SyncStatusCode::Unknown),
                     synced: false,
@@ -250,7 +251,10 @@ impl Reconciler {
                 ),
             );
             status.sync.status = Some(SyncStatusCode::Unknown);
-            self.write_status(at, &old, status, "").await?;
+            // Fenced on the destination's ownership when it is a registered cluster this
+            // member owns (not connected yet, or failing to connect).
+            self.write_status(at, &old, status, &app.spec.destination.server)
+                .await?;
             return Ok(Outcome::Reconciled {
                 sync: SyncStatusCode::Unknown,
                 synced: false,
@@ -296,6 +300,7 @@ impl Reconciler {
                             digest: result.manifests_digest,
                             requested: (!o.operation.initiated_by.automated)
                                 .then(|| o.operation.clone()),
+                            started_at: o.started_at.clone(),
                         },
                         o.operation.initiated_by.clone(),
                     )
@@ -563,6 +568,7 @@ impl Reconciler {
                     source: deploy_source.clone(),
                     digest: digest.clone(),
                     requested: Some(op.clone()),
+                    started_at: None,
                 };
                 let state = Box::pin(self.run_operation(
                     at,
@@ -631,6 +637,7 @@ impl Reconciler {
                     source: app.spec.source.clone().unwrap_or_default(),
                     digest: digest.clone(),
                     requested: None,
+                    started_at: None,
                 };
                 let state = Box::pin(self.run_operation(
                     at,
@@ -1137,7 +1144,7 @@ impl Reconciler {
         trigger: &'static str,
     ) -> Result<SyncState, ReconcileError> {
         let revision = deploying.revision.as_str();
-        let started_at = now();
+        let started_at = deploying.started_at.clone().unwrap_or_else(now);
         let mut op = OperationState {
             phase: Some(OperationPhase::Running),
             started_at: Some(started_at.clone()),
@@ -1408,6 +1415,9 @@ struct Deploying {
     /// The operation someone asked for (a rollback's names `sync.source`); `None` for
     /// automated syncs.
     requested: Option<capstan_model::Operation>,
+    /// When a resumed operation started (by this member before a restart, or by the
+    /// cluster's previous owner): it is the same operation, so it keeps its start.
+    started_at: Option<Timestamp>,
 }
 
 /// The current time in RFC 3339, as the model stores times.

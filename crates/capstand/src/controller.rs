@@ -125,8 +125,8 @@ pub struct Args {
     /// etcd for that long.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, env = "CAPSTAN_LEASE_TTL")]
     lease_ttl: Duration,
-    /// How much this member can carry relative to the others (published in its membership
-    /// record; the assignment does not weigh members yet).
+    /// How much this member carries relative to the others: a member of capacity 2 gets about
+    /// twice the load of one of capacity 1 (its share of the weight and of the bound).
     #[arg(long, value_name = "N", default_value_t = 1, env = "CAPSTAN_CAPACITY")]
     capacity: u32,
     /// The load slack ε of the assignment: no member carries more than (1 + ε) × the average

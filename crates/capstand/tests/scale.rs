@@ -7,8 +7,10 @@
 //! One test, in phases, because the set-up is the expensive part:
 //! 1. everything reconciles: every Application Synced and Healthy, every cluster owned by
 //!    exactly one member, and every status written by its cluster's owner;
-//! 2. `kill -9` of a member: its clusters are owned again within the lease TTL + 5 s, and
-//!    their Applications sync a new commit (refreshes sent through both API replicas);
+//! 2. `kill -9` of a member: its clusters are owned again within the lease TTL + 5 s, a sync
+//!    it left running (waiting on a wave) is resumed — not restarted — by the cluster's new
+//!    owner and finishes, and their Applications sync a new commit (refreshes sent through
+//!    both API replicas);
 //! 3. SIGSTOP of a member past its TTL, then SIGCONT: the status history shows no write of
 //!    it under the ownership it had lost; it joins again and writes under new ownership;
 //! 4. a member added: the clusters move exactly as the ring computes from the same inputs,
@@ -50,6 +52,31 @@ const LEASE_TTL: Duration = Duration::from_secs(3);
 const TAKEOVER_LIMIT: Duration = Duration::from_secs(LEASE_TTL.as_secs() + 5);
 const SETTLE: Duration = Duration::from_secs(300);
 const NAMESPACE: &str = "capstan";
+const SLOW_DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: slow
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: slow}
+  template:
+    metadata:
+      labels: {app: slow}
+    spec:
+      containers:
+        - name: app
+          image: registry.invalid/slow:1
+";
+const SLOW_DONE: &str = "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: slow-done
+  annotations:
+    argocd.argoproj.io/sync-wave: \"1\"
+data:
+  done: \"yes\"
+";
 const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
 /// A TCP forwarder on its own loopback port: several cluster entries, one apiserver.
@@ -216,10 +243,28 @@ impl Plane {
                 if behind.is_empty() {
                     return Ok(Some(()));
                 }
+                // What the first one says, for whoever reads a timeout.
+                let first = apps
+                    .iter()
+                    .find(|app| app.object.name == behind[0])
+                    .and_then(|app| app.status.as_ref())
+                    .map(|status| {
+                        let s = &status.value;
+                        format!(
+                            "sync {:?} at {:?}, health {:?}, by {:?}, conditions {:?}, operation {:?}",
+                            s.sync.status,
+                            s.sync.revision,
+                            s.health.status,
+                            s.controller.as_ref().map(|c| &c.member),
+                            s.conditions.iter().map(|c| &c.message).collect::<Vec<_>>(),
+                            s.operation_state.as_ref().map(|o| (&o.phase, &o.message)),
+                        )
+                    });
                 eprintln!(
-                    "{} apps not yet synced, e.g. {:?}",
+                    "{} apps not yet synced, e.g. {:?}; {} {first:?}",
                     behind.len(),
-                    &behind[..behind.len().min(3)]
+                    &behind[..behind.len().min(3)],
+                    behind[0],
                 );
                 Ok(None)
             },
@@ -268,14 +313,16 @@ fn write_revision(repo: &GitRepo, revision: &str) -> Result<String> {
     repo.commit(&format!("revision {revision}"))
 }
 
-/// Asks for a refresh of every Application, alternating between the API replicas.
+/// Asks for a hard refresh of every Application, alternating between the API replicas: hard,
+/// so that a commit made a moment ago is seen (a normal refresh may reuse the repo-server's
+/// branch listing for up to its `--ref-ttl`).
 async fn refresh_all(plane: &Plane, apis: &[String], token: &str) -> Result<()> {
     let client = reqwest::Client::new();
     for (i, app) in plane.apps().await?.iter().enumerate() {
         let base = &apis[i % apis.len()];
         let response = client
             .get(format!(
-                "{base}/api/v1/applications/{}?refresh=normal",
+                "{base}/api/v1/applications/{}?refresh=hard",
                 app.object.name
             ))
             .bearer_auth(token)
@@ -377,8 +424,12 @@ async fn a_sharded_control_plane_survives_faults() -> Result<()> {
         &third,
     ];
     let repo = GitRepo::init()?;
+    repo.write("slow/deployment.yaml", SLOW_DEPLOYMENT)?;
+    repo.write("slow/done.yaml", SLOW_DONE)?;
     let commit1 = write_revision(&repo, "1")?;
     let mut forwarders = Vec::new();
+    // Cluster server → (its apiserver, its namespace).
+    let mut placement: BTreeMap<String, (usize, String)> = BTreeMap::new();
     let clusters = TypedStore::<Clusters>::new(plane.store.clone());
     let apps = TypedStore::<Applications>::new(plane.store.clone());
     for (a, apiserver) in apiservers.iter().enumerate() {
@@ -403,6 +454,7 @@ async fn a_sharded_control_plane_survives_faults() -> Result<()> {
             let forwarder = Forwarder::start(target).await?;
             let server = format!("https://127.0.0.1:{}", forwarder.port);
             forwarders.push(forwarder);
+            placement.insert(server.clone(), (a, namespace.clone()));
             let cluster: Cluster = serde_json::from_value(json!({
                 "apiVersion": "capstan.dev/v1alpha1", "kind": "Cluster",
                 "metadata": {"name": format!("c{index}")},
@@ -554,6 +606,47 @@ async fn a_sharded_control_plane_survives_faults() -> Result<()> {
         .iter()
         .position(|m| m.name == victim_name)
         .context("the victim")?;
+    // A sync left running on the victim: a Deployment in wave 0 that nothing makes ready (no
+    // controller-manager), so wave 1 waits.
+    let slow_server = lost
+        .iter()
+        .next()
+        .context("the victim owns a cluster")?
+        .clone();
+    let (slow_apiserver, slow_namespace) = placement[&slow_server].clone();
+    let slow_kube = apiservers[slow_apiserver].client().await?;
+    let slow_at = ObjectRef::new(NAMESPACE, "slow");
+    let slow_app: Application = serde_json::from_value(json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+        "metadata": {"name": "slow", "namespace": NAMESPACE},
+        "spec": {
+            "project": "default",
+            "source": {"repoURL": repo.file_url(), "path": "slow", "targetRevision": "HEAD"},
+            "destination": {"server": slow_server, "namespace": slow_namespace},
+            "syncPolicy": {"automated": {}},
+        },
+    }))?;
+    apps.create(&slow_at, &slow_app).await?;
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(slow_kube.clone(), &slow_namespace);
+    let maps_of_slow: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(slow_kube, &slow_namespace);
+    let started_at = wait_until("the slow sync running", Duration::from_secs(60), || async {
+        let operation = apps
+            .get(&slow_at)
+            .await?
+            .and_then(|app| app.status)
+            .and_then(|status| status.value.operation_state);
+        let deployed = deployments.get_opt("slow").await?.is_some();
+        Ok(operation
+            .filter(|op| op.phase == Some(OperationPhase::Running) && deployed)
+            .map(|op| op.started_at))
+    })
+    .await?;
+    ensure!(
+        maps_of_slow.get_opt("slow-done").await?.is_none(),
+        "wave 1 ran before wave 0 was healthy"
+    );
     let killed = members.remove(victim);
     let killed_at = Instant::now();
     killed.process.signal(libc::SIGKILL)?;
@@ -574,6 +667,73 @@ async fn a_sharded_control_plane_survives_faults() -> Result<()> {
         "takeover after kill -9 of {victim_name} ({} clusters): {takeover:?}",
         lost.len()
     );
+    // The new owner resumes the sync from its saved state (not a new one: same start), and
+    // it finishes once the Deployment is ready.
+    wait_until(
+        "the slow sync resumed by the new owner",
+        Duration::from_secs(60),
+        || async {
+            let status = apps
+                .get(&slow_at)
+                .await?
+                .and_then(|app| app.status)
+                .map(|s| s.value);
+            Ok(status
+                .filter(|status| {
+                    status
+                        .controller
+                        .as_ref()
+                        .is_some_and(|writer| writer.member != victim_name)
+                        && status
+                            .operation_state
+                            .as_ref()
+                            .is_some_and(|op| op.phase == Some(OperationPhase::Running))
+                })
+                .map(|_| ()))
+        },
+    )
+    .await?;
+    deployments
+        .patch_status(
+            "slow",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"status": {
+                "observedGeneration": 1, "replicas": 1, "updatedReplicas": 1,
+                "readyReplicas": 1, "availableReplicas": 1,
+            }})),
+        )
+        .await?;
+    let finished = wait_until(
+        "the resumed sync to finish",
+        Duration::from_secs(60),
+        || async {
+            let operation = apps
+                .get(&slow_at)
+                .await?
+                .and_then(|app| app.status)
+                .and_then(|status| status.value.operation_state);
+            Ok(operation.filter(|op| op.phase == Some(OperationPhase::Succeeded)))
+        },
+    )
+    .await?;
+    if finished.started_at != started_at {
+        for name in ["m0", "m1", "m2"] {
+            let log = std::fs::read_to_string(plane.dir.path().join(format!("{name}.log")))?;
+            for line in log.lines().filter(|l| l.contains("slow")) {
+                eprintln!("{name}: {line}");
+            }
+        }
+    }
+    ensure!(
+        finished.started_at == started_at,
+        "the sync was started again ({:?}) instead of resumed ({started_at:?})",
+        finished.started_at
+    );
+    ensure!(
+        maps_of_slow.get_opt("slow-done").await?.is_some(),
+        "wave 1 of the resumed sync was not applied"
+    );
+    eprintln!("the slow sync started by {victim_name} was finished by its cluster's new owner");
     let survivors: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
     let survivor_refs: Vec<&str> = survivors.iter().map(String::as_str).collect();
     let expected = plane.expected(&survivor_refs).await?;

@@ -59,8 +59,8 @@ pub struct MemberInfo {
     /// The member's name, unique among live members: what the ring hashes (e.g. the pod
     /// name). Letters, digits, `.`, `_` and `-`.
     pub name: String,
-    /// How much this member can carry relative to others (1 = a standard member). Published
-    /// for operators and for a weighted ring later; the ring does not weigh members yet.
+    /// How much this member carries relative to others (1 = a standard member): the ring
+    /// gives it that share of the clusters' weight ([`super::Ring::join_with_capacity`]).
     #[serde(default = "default_capacity")]
     pub capacity: u32,
 }

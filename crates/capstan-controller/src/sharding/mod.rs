@@ -25,6 +25,13 @@
 //!    over all others instead of piling onto a ring neighbour.
 //! 2. **Capacity.** With `W` the sum of all weights, `N` the members and `ε` the slack
 //!    ([`Epsilon`], default 0.25), every member may carry `C = (1 + ε) · W / N`.
+//!    *Members of unequal capacity* ([`Ring::join_with_capacity`]): member `m` of capacity
+//!    `c` may carry `(1 + ε) · W · c / Σc`, and the preference order is weighted
+//!    rendezvous (`-c / ln u` of the pair's score as a uniform `u`), so its share of first
+//!    choices is `c / Σc` and a join or leave still leaves the others' relative order alone.
+//!    With equal capacities this is exactly the unweighted ring. The guarantees below are
+//!    stated for equal capacities; the tests check the per-member bound and the movement for
+//!    unequal ones too.
 //! 3. **Placement.** Each cluster goes to the first member of its preference order whose load
 //!    **plus the cluster's weight** stays within `C` — the check counts the weight being
 //!    added, so heavy clusters cannot overshoot the bound the way a check on the load before

@@ -142,8 +142,8 @@ impl ClusterLoad {
 /// joined in.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ring {
-    /// Member name → its hash, ordered by name.
-    members: BTreeMap<String, u64>,
+    /// Member name → its hash and capacity, ordered by name.
+    members: BTreeMap<String, (u64, u32)>,
     epsilon: Epsilon,
 }
 
@@ -169,15 +169,30 @@ impl Ring {
         ring
     }
 
-    /// Adds a member; false if it was already there.
+    /// Adds a member of capacity 1; false if it was already there.
     pub fn join(&mut self, member: impl Into<String>) -> bool {
+        self.join_with_capacity(member, 1)
+    }
+
+    /// Adds a member that can carry `capacity` times what a member of capacity 1 carries
+    /// (0 counts as 1); false if it was already there (its capacity is then unchanged).
+    ///
+    /// A member's bound is its share of `(1 + ε)` × the total weight: `(1 + ε) · W · c /
+    /// Σc`, and its share of first choices grows with its capacity (weighted rendezvous
+    /// hashing), so a member of capacity 2 carries about twice the load of one of capacity 1.
+    pub fn join_with_capacity(&mut self, member: impl Into<String>, capacity: u32) -> bool {
         let member = member.into();
         if self.members.contains_key(&member) {
             return false;
         }
         let key = key(MEMBER_DOMAIN, &member);
-        self.members.insert(member, key);
+        self.members.insert(member, (key, capacity.max(1)));
         true
+    }
+
+    /// A member's capacity, if it is in the view.
+    pub fn capacity(&self, member: &str) -> Option<u32> {
+        self.members.get(member).map(|&(_, capacity)| capacity)
     }
 
     /// Removes a member; false if it was not there.
@@ -215,8 +230,28 @@ impl Ring {
         let members: Vec<(&str, u64)> = self
             .members
             .iter()
-            .map(|(name, key)| (name.as_str(), *key))
+            .map(|(name, (key, _))| (name.as_str(), *key))
             .collect();
+        let capacities: Vec<u64> = self
+            .members
+            .values()
+            .map(|&(_, capacity)| u64::from(capacity))
+            .collect();
+        let total_capacity: u128 = capacities.iter().map(|&c| u128::from(c)).sum();
+        // Equal capacities (the usual case) rank by the integer score alone; unequal ones by
+        // weighted rendezvous, which agrees with it when capacities are equal.
+        let weighted = capacities.windows(2).any(|pair| pair[0] != pair[1]);
+        let prefer = |cluster_key: u64, a: usize, b: usize| -> std::cmp::Ordering {
+            let ordering = if weighted {
+                weighted_score(score(cluster_key, members[a].1), capacities[a]).total_cmp(
+                    &weighted_score(score(cluster_key, members[b].1), capacities[b]),
+                )
+            } else {
+                score(cluster_key, members[a].1).cmp(&score(cluster_key, members[b].1))
+            };
+            // Higher first; ties by name.
+            ordering.then_with(|| members[b].0.cmp(members[a].0))
+        };
         if members.is_empty() && !clusters.is_empty() {
             return Err(RingError::NoMembers {
                 clusters: clusters.len(),
@@ -232,13 +267,16 @@ impl Ring {
             return Err(RingError::DuplicateCluster(pair[0].0.id.clone()));
         }
         let total: u64 = clusters.iter().map(|c| u64::from(c.weight)).sum();
-        // load + weight ≤ (1 + ε) · total / n, multiplied out: (load + weight) · n · PPM ≤
-        // total · (PPM + ε·PPM). Weights are u32 and loads u64, so u128 cannot overflow for
-        // any realistic member count.
+        // load + weight ≤ (1 + ε) · total · c / Σc, multiplied out: (load + weight) · Σc · PPM
+        // ≤ total · (PPM + ε·PPM) · c (with every c = 1, Σc = n: the plain bound). Weights
+        // are u32, loads u64 and capacities u32, so u128 cannot overflow for any realistic
+        // fleet.
         let n = members.len() as u128;
         let limit = u128::from(total) * u128::from(PPM + self.epsilon.ppm);
-        let fits =
-            |load: u64, weight: u64| u128::from(load + weight) * n * u128::from(PPM) <= limit;
+        let fits = |member: usize, load: u64, weight: u64| {
+            u128::from(load + weight) * total_capacity * u128::from(PPM)
+                <= limit * u128::from(capacities[member])
+        };
         // A "coarse" cluster weighs more than ε · total / (n − 1): only such a cluster can
         // find every member without room (the least-loaded member has at most
         // (total − w) / n). Coarse clusters go first, heaviest first, while there is the most
@@ -264,35 +302,33 @@ impl Ring {
         let mut loads = vec![0u64; members.len()];
         let mut counts = vec![0usize; members.len()];
         let mut owners = BTreeMap::new();
-        let mut ranking: Vec<(u64, usize)> = Vec::with_capacity(members.len());
+        let mut ranking: Vec<usize> = Vec::with_capacity(members.len());
         for (cluster, cluster_key) in order {
             let weight = u64::from(cluster.weight);
             // The first choice alone is O(N); most clusters stop there.
             let first = (0..members.len())
-                .max_by(|&a, &b| {
-                    score(cluster_key, members[a].1)
-                        .cmp(&score(cluster_key, members[b].1))
-                        .then_with(|| members[b].0.cmp(members[a].0))
-                })
+                .max_by(|&a, &b| prefer(cluster_key, a, b))
                 .expect("members is not empty when there are clusters");
-            let (member, choice) = if fits(loads[first], weight) {
+            let (member, choice) = if fits(first, loads[first], weight) {
                 (first, Choice::First)
             } else {
                 ranking.clear();
-                ranking.extend((0..members.len()).map(|i| (score(cluster_key, members[i].1), i)));
-                ranking.sort_unstable_by(|a, b| {
-                    b.0.cmp(&a.0)
-                        .then_with(|| members[a.1].0.cmp(members[b.1].0))
-                });
-                match ranking.iter().position(|&(_, i)| fits(loads[i], weight)) {
-                    Some(rank) => (ranking[rank].1, Choice::Later),
+                ranking.extend(0..members.len());
+                ranking.sort_unstable_by(|&a, &b| prefer(cluster_key, b, a));
+                match ranking.iter().position(|&i| fits(i, loads[i], weight)) {
+                    Some(rank) => (ranking[rank], Choice::Later),
                     None => {
-                        // Nobody has room: the least loaded, earliest in preference.
-                        let (_, i) = ranking
+                        // Nobody has room: the least loaded for its capacity, earliest in
+                        // preference.
+                        let i = ranking
                             .iter()
-                            .min_by_key(|&&(_, i)| loads[i])
+                            .copied()
+                            .min_by(|&a, &b| {
+                                (u128::from(loads[a]) * u128::from(capacities[b]))
+                                    .cmp(&(u128::from(loads[b]) * u128::from(capacities[a])))
+                            })
                             .expect("ranking holds every member");
-                        (*i, Choice::LeastLoaded)
+                        (i, Choice::LeastLoaded)
                     }
                 }
             };
@@ -312,11 +348,15 @@ impl Ring {
             members: members
                 .iter()
                 .zip(loads.iter().zip(&counts))
-                .map(|(&(name, _), (&load, &clusters))| MemberState {
-                    name: name.to_owned(),
-                    load,
-                    clusters,
-                })
+                .zip(&capacities)
+                .map(
+                    |((&(name, _), (&load, &clusters)), &capacity)| MemberState {
+                        name: name.to_owned(),
+                        load,
+                        clusters,
+                        capacity,
+                    },
+                )
                 .collect(),
             owners,
             total_weight: total,
@@ -349,6 +389,7 @@ struct MemberState {
     name: String,
     load: u64,
     clusters: usize,
+    capacity: u64,
 }
 
 /// One member's share of an assignment.
@@ -448,9 +489,22 @@ impl Assignment {
         self.total_weight as f64 / self.members.len() as f64
     }
 
-    /// The bound, `(1 + ε)` × the average load.
+    /// The bound, `(1 + ε)` × the average load (of a member of capacity 1 when capacities
+    /// differ: see [`Assignment::bound_of`]).
     pub fn bound(&self) -> f64 {
-        (1.0 + self.epsilon.get()) * self.average_load()
+        let total_capacity: u64 = self.members.iter().map(|m| m.capacity).sum();
+        if total_capacity == 0 {
+            return 0.0;
+        }
+        (1.0 + self.epsilon.get()) * self.total_weight as f64 / total_capacity as f64
+    }
+
+    /// One member's bound, `(1 + ε) · W · c / Σc`, if it is in the view.
+    pub fn bound_of(&self, member: &str) -> Option<f64> {
+        self.members
+            .iter()
+            .find(|m| m.name == member)
+            .map(|m| self.bound() * m.capacity as f64)
     }
 
     /// The heaviest member's load.
@@ -510,6 +564,19 @@ fn key(domain: &[u8], name: &str) -> u64 {
     let mut bytes = [0u8; 8];
     bytes.copy_from_slice(&digest[..8]);
     u64::from_be_bytes(bytes)
+}
+
+/// Weighted rendezvous (Schindelhauer and Schomaker): the score as a uniform draw `u` in
+/// (0, 1), turned into `-c / ln u`. The member with the highest value is first; a member's
+/// chance to be first is its share of the capacity, and removing a member leaves the others'
+/// relative order unchanged. For equal capacities it orders as the plain score does. It uses
+/// floating-point logarithms, so members of one control plane should run the same release on
+/// the same platform (they must agree on the hash anyway); the ownership keys keep a
+/// disagreement safe.
+fn weighted_score(score: u64, capacity: u64) -> f64 {
+    // (score + 0.5) / 2^64, never 0 or 1.
+    let u = ((score >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    -(capacity as f64) / u.ln()
 }
 
 /// The rendezvous score of a (cluster, member) pair: the splitmix64 finalizer over the two

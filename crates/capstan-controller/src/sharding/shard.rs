@@ -178,7 +178,19 @@ impl Ownership for ShardOwnership {
                 CompareOp::Equal,
                 revision,
             )],
-            // Not held: a compare that never holds (no version is below 0).
+            // A destination that is no registered cluster has no owner to fence on (one
+            // member reports it: `owns_destination`).
+            None if !self
+                .shared
+                .view
+                .read()
+                .expect("not poisoned")
+                .servers
+                .contains(cluster) =>
+            {
+                Vec::new()
+            }
+            // Registered and not held: a compare that never holds (no version is below 0).
             None => vec![Compare::version(key.as_bytes(), CompareOp::Less, 0)],
         }
     }
@@ -360,7 +372,7 @@ impl Keeper {
         rebalance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Watched from the revision of the last successful read of the clusters.
         let mut cluster_events = None;
-        let mut view: Vec<String> = Vec::new();
+        let mut view: Vec<MemberInfo> = Vec::new();
         let mut pending = false;
         loop {
             let mut reread = false;
@@ -368,7 +380,7 @@ impl Keeper {
                 _ = &mut stopped => break,
                 changed = members.next() => match changed {
                     Some(Ok(now)) => {
-                        view = now.into_iter().map(|m| m.name).collect();
+                        view = now;
                         self.shared
                             .metrics
                             .members
@@ -464,8 +476,8 @@ impl Keeper {
 
     /// Takes and releases keys to match the ring; whether some cluster the ring gave this
     /// member is still held by another (try again soon).
-    async fn converge(&self, membership: &Membership, members: &[String]) -> bool {
-        let ring = Ring::with_members(self.config.epsilon, members.iter().map(String::as_str));
+    async fn converge(&self, membership: &Membership, members: &[MemberInfo]) -> bool {
+        let ring = ring_of(self.config.epsilon, members);
         {
             let mut view = self.shared.view.write().expect("not poisoned");
             view.ring = ring.clone();
@@ -474,7 +486,7 @@ impl Keeper {
         }
         let me = self.shared.me.as_str();
         let desired: HashSet<String> =
-            if members.iter().any(|m| m == me) && membership.lease().is_alive() {
+            if members.iter().any(|m| m.name == me) && membership.lease().is_alive() {
                 match ring.assign(&self.loads) {
                     Ok(assignment) => assignment.clusters_of(me).map(str::to_owned).collect(),
                     Err(error) => {
@@ -633,6 +645,15 @@ pub fn cluster_loads(
         })
         .collect();
     (loads, names)
+}
+
+/// The ring of `members`, each with its published capacity: what every member assigns with.
+pub fn ring_of(epsilon: Epsilon, members: &[MemberInfo]) -> Ring {
+    let mut ring = Ring::new(epsilon);
+    for member in members {
+        ring.join_with_capacity(member.name.clone(), member.capacity);
+    }
+    ring
 }
 
 /// The next event of the cluster watch, or never without one.

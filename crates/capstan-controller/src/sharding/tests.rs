@@ -517,3 +517,74 @@ proptest! {
         }
     }
 }
+
+/// A ring of `capacities.len()` members named `controller-i` with those capacities.
+fn ring_with_capacities(capacities: &[u32]) -> Ring {
+    let mut ring = Ring::new(Epsilon::DEFAULT);
+    for (i, &capacity) in capacities.iter().enumerate() {
+        ring.join_with_capacity(format!("controller-{i}"), capacity);
+    }
+    ring
+}
+
+#[test]
+fn equal_capacities_assign_exactly_as_capacity_one() {
+    let clusters = zipf_fleet(2_000, 500, 7);
+    let plain = ring(5).assign(&clusters).expect("assign");
+    let threes = ring_with_capacities(&[3; 5])
+        .assign(&clusters)
+        .expect("assign");
+    assert!(plain.iter().eq(threes.iter()));
+    assert!(plain.loads().eq(threes.loads()));
+    // 0 is read as 1.
+    assert_eq!(ring_with_capacities(&[0]).capacity("controller-0"), Some(1));
+}
+
+#[test]
+fn a_member_carries_in_proportion_to_its_capacity_within_its_own_bound() {
+    // Equal weights: the first choices alone follow the capacities, and the bound of each
+    // member is its share of (1 + ε) · W.
+    let clusters: Vec<ClusterLoad> = (0..6_000)
+        .map(|i| ClusterLoad::new(format!("https://c-{i}.example.com"), 1))
+        .collect();
+    let ring = ring_with_capacities(&[1, 1, 2, 4]);
+    let a = ring.assign(&clusters).expect("assign");
+    for (member, capacity) in [
+        ("controller-0", 1.0),
+        ("controller-1", 1.0),
+        ("controller-2", 2.0),
+        ("controller-3", 4.0),
+    ] {
+        let load = a.load(member).expect("a member") as f64;
+        let share = 6_000.0 * capacity / 8.0;
+        assert!(
+            (load - share).abs() <= 0.1 * share,
+            "{member}: {load} for a share of {share}"
+        );
+        let bound = a.bound_of(member).expect("a member");
+        assert!(load <= bound, "{member}: {load} over its bound {bound}");
+    }
+}
+
+#[test]
+fn capacities_keep_movement_close_to_the_minimum() {
+    // A member of capacity 2 joins members of capacities 1, 1, 2, 4: it should take about
+    // 2/10 of the clusters, and almost every move goes to it.
+    let clusters = zipf_fleet(5_000, 200, 11);
+    let before = ring_with_capacities(&[1, 1, 2, 4]);
+    let mut after = before.clone();
+    after.join_with_capacity("controller-new", 2);
+    let (a, b) = (
+        before.assign(&clusters).expect("assign"),
+        after.assign(&clusters).expect("assign"),
+    );
+    let moves = b.moves_since(&a);
+    let to_new = moves.iter().filter(|m| m.to == "controller-new").count();
+    let share = to_new as f64 / clusters.len() as f64;
+    assert!((0.15..0.25).contains(&share), "the newcomer took {share}");
+    assert!(
+        moves.len() - to_new <= clusters.len() / 100,
+        "{} moves between old members",
+        moves.len() - to_new
+    );
+}
