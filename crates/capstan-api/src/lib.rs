@@ -18,6 +18,7 @@ pub mod mirror;
 pub mod openapi;
 pub mod query;
 pub mod rbac;
+pub mod remote_live;
 pub mod rest;
 pub mod server;
 pub mod service;

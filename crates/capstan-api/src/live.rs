@@ -17,7 +17,7 @@ use std::pin::Pin;
 
 use capstan_model::Application;
 use capstan_store::typed::ObjectRef;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 use crate::error::ApiResult;
@@ -63,7 +63,7 @@ pub trait LiveState: Send + Sync + std::fmt::Debug {
 /// One managed resource, desired against live: Argo CD's `ResourceDiff`. The four states are
 /// JSON text, as Argo CD sends them (`"null"` for a missing side); Secret values are masked
 /// in all of them.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ManagedResource {
     /// API group (empty for the core group).
@@ -75,17 +75,17 @@ pub struct ManagedResource {
     /// Name.
     pub name: String,
     /// The desired manifest (placed and stamped); `None` when Git no longer has it.
-    #[serde(serialize_with = "json_text")]
+    #[serde(serialize_with = "json_text", deserialize_with = "from_json_text")]
     pub target_state: Option<Value>,
     /// The live object; `None` when it does not exist.
-    #[serde(serialize_with = "json_text")]
+    #[serde(serialize_with = "json_text", deserialize_with = "from_json_text")]
     pub live_state: Option<Value>,
     /// The live object as compared: normalised, `ignoreDifferences` applied, projected onto
     /// the fields the manifest sets.
-    #[serde(serialize_with = "json_text")]
+    #[serde(serialize_with = "json_text", deserialize_with = "from_json_text")]
     pub normalized_live_state: Option<Value>,
     /// What the object will look like once synced: the manifest, normalised.
-    #[serde(serialize_with = "json_text")]
+    #[serde(serialize_with = "json_text", deserialize_with = "from_json_text")]
     pub predicted_live_state: Option<Value>,
     /// Whether it is a hook (hooks are not compared).
     pub hook: bool,
@@ -93,6 +93,15 @@ pub struct ManagedResource {
     pub modified: bool,
     /// A unified diff from live to desired, of their YAML (empty when equal).
     pub diff: String,
+}
+
+/// The inverse of `json_text`: `"null"` is `None`.
+fn from_json_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    match serde_json::from_str::<Value>(&text).map_err(serde::de::Error::custom)? {
+        Value::Null => Ok(None),
+        value => Ok(Some(value)),
+    }
 }
 
 fn json_text<S: Serializer>(value: &Option<Value>, serializer: S) -> Result<S::Ok, S::Error> {
@@ -103,7 +112,7 @@ fn json_text<S: Serializer>(value: &Option<Value>, serializer: S) -> Result<S::O
 }
 
 /// One object of an Application's resource tree: Argo CD's `ResourceNode`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceNode {
     /// API group.
@@ -132,7 +141,7 @@ pub struct ResourceNode {
 }
 
 /// An owner of a [`ResourceNode`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResourceRef {
     /// API group.
     pub group: String,
@@ -147,7 +156,7 @@ pub struct ResourceRef {
 }
 
 /// The health of a [`ResourceNode`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeHealth {
     /// `Healthy`, `Progressing`, `Degraded`, `Suspended`, `Missing` or `Unknown`.
     pub status: String,
@@ -156,7 +165,7 @@ pub struct NodeHealth {
 }
 
 /// The object whose events are asked for.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResourceSelector {
     /// Its namespace (empty: cluster-scoped).
     pub namespace: String,

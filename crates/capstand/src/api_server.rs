@@ -4,9 +4,9 @@
 //! balancer behave as one. Requests for the controller (sync, refresh, terminate, rollback)
 //! are written into the Application, which the owning controller watches.
 //!
-//! What it cannot answer alone: the live state of clusters (managed resources with diffs,
-//! the resource tree, events), which the controller holds; those methods answer
-//! `Unavailable` until the API can reach the owning controller (the scale-out work).
+//! The live state of clusters (managed resources with diffs, the resource tree, events) is
+//! held by the controller member owning each cluster: those methods are forwarded to it
+//! (`crate::owners` finds it; `capstan_api::remote_live` carries the question).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -89,10 +89,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let keyring = args.encryption.required_keyring()?;
     let etcd = args.etcd.connect().await?;
     let store: Arc<dyn Store> = Arc::new(SealedStore::new(
-        Arc::new(etcd),
+        Arc::new(etcd.clone()),
         keyring,
         CREDENTIAL_PREFIXES,
     ));
+    // What runs in the clusters, the members owning them answer (`capstand controller
+    // --live-listen`).
+    let live: Arc<dyn capstan_api::live::LiveState> = Arc::new(
+        capstan_api::remote_live::RemoteLiveState::new(Arc::new(crate::owners::ShardOwners {
+            store: store.clone(),
+            etcd,
+        })),
+    );
     let manifests: Option<Arc<dyn ManifestSource>> = match &args.repo_server {
         Some(url) => Some(Arc::new(
             RepoClient::connect_lazy(url, args.repo_server_timeout)
@@ -110,7 +118,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         &args.api,
         store,
         manifests,
-        None,
+        Some(live),
         &files,
         args.listen,
         registry.sub_registry_with_prefix("capstan_api"),

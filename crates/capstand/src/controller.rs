@@ -159,6 +159,21 @@ pub struct Args {
         env = "CAPSTAN_METRICS_LISTEN"
     )]
     metrics_listen: SocketAddr,
+    /// Address to answer the API tier's live-state questions on (managed resources and
+    /// diffs, resource trees, events of the Applications of the clusters this member owns).
+    /// Internal: reachable by `capstand api`, not by users.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8086",
+        env = "CAPSTAN_LIVE_LISTEN"
+    )]
+    live_listen: SocketAddr,
+    /// The address `capstand api` reaches --live-listen at (`http://HOST:PORT`), published
+    /// in this member's membership record. Default: `http://` + --live-listen, which must
+    /// then not be a wildcard address.
+    #[arg(long, value_name = "URL", env = "CAPSTAN_ADVERTISE_LIVE")]
+    advertise_live: Option<String>,
     /// How long a shutdown waits for reconciles in progress before leaving; a sync cut short
     /// is resumed by the cluster's next owner.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration, env = "CAPSTAN_SHUTDOWN_GRACE")]
@@ -188,11 +203,29 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let pool = Arc::new(RepoPool::new(repo_servers, args.repo_server_timeout));
     pool.register(&mut registry);
 
+    let live_url = match &args.advertise_live {
+        Some(url) => url.clone(),
+        None if args.live_listen.ip().is_unspecified() => anyhow::bail!(
+            "--live-listen {} is a wildcard address: give --advertise-live http://HOST:PORT, the address the API reaches this member at",
+            args.live_listen
+        ),
+        None => format!("http://{}", args.live_listen),
+    };
+    let live_listener = tokio::net::TcpListener::bind(args.live_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} for live-state questions",
+                args.live_listen
+            )
+        })?;
     let sharding = Sharding::start(
         etcd.clone(),
         store.clone(),
         ShardConfig {
-            member: MemberInfo::new(args.name.clone()).with_capacity(args.capacity),
+            member: MemberInfo::new(args.name.clone())
+                .with_capacity(args.capacity)
+                .with_live_url(live_url.clone()),
             ttl: args.lease_ttl,
             epsilon: args.load_slack,
             rebalance: args.rebalance_interval,
@@ -231,6 +264,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     sync_metrics.register(controller_registry);
     sharding.metrics().register(controller_registry);
 
+    let live: Arc<dyn capstan_api::live::LiveState> = controller.reconciler().clone();
+    let live_task = tokio::spawn(
+        axum::serve(live_listener, capstan_api::remote_live::router(live))
+            .with_graceful_shutdown(stopped())
+            .into_future(),
+    );
     let ready = Readiness::default();
     let observe_task =
         observe::serve(args.metrics_listen, registry, ready.clone(), stopped()).await?;
@@ -242,11 +281,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         etcd = %args.etcd.etcd_endpoints.join(","),
         lease_ttl = ?args.lease_ttl,
         metrics = %args.metrics_listen,
+        live = %live_url,
         "controller member ready"
     );
 
     let result = until_stopped(controller_task, stopped(), &ready, args.shutdown_grace).await;
     cluster_task.abort();
+    live_task.abort();
     // Leave before the caches stop: the next owners can start while this one tidies up.
     sharding.leave().await;
     for cluster in clusters.all() {

@@ -9,6 +9,7 @@ mod controller;
 mod discovery;
 mod etcd;
 mod observe;
+mod owners;
 mod repo_server;
 mod sealing;
 mod summary;

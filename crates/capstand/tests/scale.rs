@@ -6,7 +6,8 @@
 //!
 //! One test, in phases, because the set-up is the expensive part:
 //! 1. everything reconciles: every Application Synced and Healthy, every cluster owned by
-//!    exactly one member, and every status written by its cluster's owner;
+//!    exactly one member, every status written by its cluster's owner, and either API
+//!    replica answers managed resources and resource trees from the owning member;
 //! 2. `kill -9` of a member: its clusters are owned again within the lease TTL + 5 s, a sync
 //!    it left running (waiting on a wave) is resumed — not restarted — by the cluster's new
 //!    owner and finishes, and their Applications sync a new commit (refreshes sent through
@@ -147,6 +148,7 @@ impl Plane {
             .args(["--lease-ttl", &format!("{}s", LEASE_TTL.as_secs())])
             .args(["--rebalance-interval", "2s"])
             .args(["--resync", "5m", "--workers", "4"])
+            .args(["--live-listen", &format!("127.0.0.1:{}", free_port()?)])
             .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")]);
         let process = ManagedProcess::spawn_command(
             name,
@@ -311,6 +313,19 @@ fn write_revision(repo: &GitRepo, revision: &str) -> Result<String> {
         )?;
     }
     repo.commit(&format!("revision {revision}"))
+}
+
+/// GETs `url` from the API with `token`; the JSON of a 200.
+async fn api_get(url: &str, token: &str) -> Result<serde_json::Value> {
+    let response = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await?;
+    let status = response.status();
+    let text = response.text().await?;
+    ensure!(status.is_success(), "GET {url}: {status}: {text}");
+    Ok(serde_json::from_str(&text)?)
 }
 
 /// Asks for a hard refresh of every Application, alternating between the API replicas: hard,
@@ -589,6 +604,42 @@ async fn a_sharded_control_plane_survives_faults() -> Result<()> {
     }
     for (member, count) in count_by_member(&owners) {
         eprintln!("{member} owns {count} clusters");
+    }
+    // Either API replica answers what runs in a cluster, from the member that owns it.
+    for (i, app) in ["c0-app0", "c29-app6"].iter().enumerate() {
+        let base = &bases[i % bases.len()];
+        let managed = api_get(
+            &format!("{base}/api/v1/applications/{app}/managed-resources"),
+            &token,
+        )
+        .await?;
+        let kinds: Vec<(&str, &str)> = managed["items"]
+            .as_array()
+            .context("managed resources")?
+            .iter()
+            .map(|item| {
+                (
+                    item["kind"].as_str().unwrap_or(""),
+                    item["name"].as_str().unwrap_or(""),
+                )
+            })
+            .collect();
+        let k = &app[app.len() - 1..];
+        ensure!(
+            kinds == [("ConfigMap", format!("cm-{k}").as_str())],
+            "{app}: {managed}"
+        );
+        let tree = api_get(
+            &format!("{base}/api/v1/applications/{app}/resource-tree"),
+            &token,
+        )
+        .await?;
+        ensure!(
+            tree["nodes"].as_array().is_some_and(|nodes| nodes
+                .iter()
+                .any(|n| n["name"] == format!("cm-{k}").as_str())),
+            "{app}: {tree}"
+        );
     }
 
     // Phase 2: kill -9 the member with the most clusters.

@@ -63,6 +63,10 @@ pub struct MemberInfo {
     /// gives it that share of the clusters' weight ([`super::Ring::join_with_capacity`]).
     #[serde(default = "default_capacity")]
     pub capacity: u32,
+    /// Where the member answers live-state questions about the Applications of the clusters
+    /// it owns (`http://host:port`), for the API tier; `None` if it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_url: Option<String>,
 }
 
 fn default_capacity() -> u32 {
@@ -75,7 +79,14 @@ impl MemberInfo {
         MemberInfo {
             name: name.into(),
             capacity: default_capacity(),
+            live_url: None,
         }
+    }
+
+    /// Sets the live-state address.
+    pub fn with_live_url(mut self, url: impl Into<String>) -> Self {
+        self.live_url = Some(url.into());
+        self
     }
 
     /// Sets the capacity.
