@@ -203,14 +203,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let pool = Arc::new(RepoPool::new(repo_servers, args.repo_server_timeout));
     pool.register(&mut registry);
 
-    let live_url = match &args.advertise_live {
-        Some(url) => url.clone(),
-        None if args.live_listen.ip().is_unspecified() => anyhow::bail!(
-            "--live-listen {} is a wildcard address: give --advertise-live http://HOST:PORT, the address the API reaches this member at",
-            args.live_listen
-        ),
-        None => format!("http://{}", args.live_listen),
-    };
+    let live_url = crate::discovery::advertised(
+        args.advertise_live.as_deref(),
+        args.live_listen,
+        "--advertise-live",
+    )?;
     let live_listener = tokio::net::TcpListener::bind(args.live_listen)
         .await
         .with_context(|| {

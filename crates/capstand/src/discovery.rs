@@ -37,6 +37,22 @@ fn key(prefix: &str, address: &str) -> String {
     key
 }
 
+/// The address others reach a listener at: `given` (an `--advertise…` flag), else `http://`
+/// + `listen`, which must then not be a wildcard address (`flag` names the flag to give).
+pub fn advertised(
+    given: Option<&str>,
+    listen: std::net::SocketAddr,
+    flag: &str,
+) -> anyhow::Result<String> {
+    match given {
+        Some(url) => Ok(url.to_owned()),
+        None if listen.ip().is_unspecified() => anyhow::bail!(
+            "{listen} is a wildcard address: give {flag} http://HOST:PORT, the address other components reach it at"
+        ),
+        None => Ok(format!("http://{listen}")),
+    }
+}
+
 /// A registration kept alive by a task: registered again if the lease is lost.
 #[derive(Debug)]
 pub struct Registration {
@@ -157,4 +173,33 @@ pub fn follow(etcd: EtcdStore, prefix: &'static str) -> watch::Receiver<Vec<Stri
         }
     });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advertised_addresses_default_to_the_listener_but_never_a_wildcard() {
+        let local: std::net::SocketAddr = "127.0.0.1:8081".parse().expect("an address");
+        let any: std::net::SocketAddr = "0.0.0.0:8081".parse().expect("an address");
+        assert_eq!(
+            advertised(None, local, "--advertise").expect("a default"),
+            "http://127.0.0.1:8081"
+        );
+        assert_eq!(
+            advertised(Some("http://repo-0:8081"), any, "--advertise").expect("given"),
+            "http://repo-0:8081"
+        );
+        let error = advertised(None, any, "--advertise").expect_err("a wildcard");
+        assert!(error.to_string().contains("give --advertise"), "{error}");
+    }
+
+    #[test]
+    fn keys_encode_the_address() {
+        assert_eq!(
+            key(REPO_SERVERS, "http://10.0.0.1:8081"),
+            "/capstan/repo-servers/http%3A%2F%2F10.0.0.1%3A8081"
+        );
+    }
 }

@@ -187,13 +187,11 @@ impl Args {
 /// Runs the repo-server until SIGTERM or Ctrl-C.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = args.config()?;
-    let advertise = match &args.advertise {
-        Some(url) => url.clone(),
-        None if args.listen.ip().is_unspecified() && args.etcd.given() => anyhow::bail!(
-            "--listen {} is a wildcard address: give --advertise http://HOST:PORT, the address controllers reach this repo-server at",
-            args.listen
-        ),
-        None => format!("http://{}", args.listen),
+    // Only registered (so only needed) with --etcd-endpoints.
+    let advertise = if args.etcd.given() {
+        crate::discovery::advertised(args.advertise.as_deref(), args.listen, "--advertise")?
+    } else {
+        String::new()
     };
     // Connect before serving: a wrong etcd address fails the start.
     let etcd = if args.etcd.given() {
