@@ -6,7 +6,9 @@ use capstan_store::{EtcdOptions, EtcdStore};
 /// Where the control plane's store lives.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EtcdArgs {
-    /// The etcd cluster holding the store: client URLs, comma-separated.
+    /// The etcd cluster holding the store: client URLs, comma-separated. Required by
+    /// `controller` and `api`; a `repo-server` given it registers itself there for the
+    /// controllers to find.
     #[arg(
         long,
         value_name = "URLS",
