@@ -10,9 +10,11 @@
 //! their kind across the hop: the owner's `503` (cluster not listed yet) is the caller's
 //! `503`; an owner that cannot be reached is `503` too, naming it.
 //!
-//! The routes are internal (between Capstan's own processes, on the cluster network): they
-//! carry the Application the API has already authorised the caller for, and answer with
-//! what that Application's cluster holds.
+//! The routes are internal (between Capstan's own processes): they carry the Application the
+//! API has already authorised the caller for, and answer with what that Application's
+//! cluster holds. They take a bearer token that every component of the control plane can
+//! derive from the key they already share (`capstan_store::sealed::Keyring::derive` with
+//! [`TOKEN_PURPOSE`]); anything else gets 401.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,14 +50,48 @@ impl Question {
     }
 }
 
+/// What the bearer token of the live-state routes is derived for.
+pub const TOKEN_PURPOSE: &str = "live-state";
+
 /// The HTTP routes answering live-state questions with `live` (mount it on an internal
-/// listener): `POST /live/v1/managed-resources`, `/live/v1/resource-tree`, `/live/v1/events`.
-pub fn router(live: Arc<dyn LiveState>) -> axum::Router {
+/// listener): `POST /live/v1/managed-resources`, `/live/v1/resource-tree`, `/live/v1/events`,
+/// for requests bearing one of the `accepted` tokens.
+pub fn router(live: Arc<dyn LiveState>, accepted: Vec<String>) -> axum::Router {
+    let accepted = Arc::new(accepted);
     axum::Router::new()
         .route("/live/v1/managed-resources", post(managed_resources))
         .route("/live/v1/resource-tree", post(resource_tree))
         .route("/live/v1/events", post(events))
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let accepted = accepted.clone();
+                async move {
+                    let presented = request
+                        .headers()
+                        .get(axum::http::header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("Bearer "))
+                        .unwrap_or_default();
+                    if accepted.iter().any(|token| same(token, presented)) {
+                        Ok(next.run(request).await)
+                    } else {
+                        Err(ApiError::unauthenticated(
+                            "live-state routes take the control plane's internal token (do all components share the encryption key?)",
+                        ))
+                    }
+                }
+            },
+        ))
         .with_state(live)
+}
+
+/// Equality that takes as long whatever the first difference (tokens are secrets).
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |diff, (x, y)| diff | (x ^ y))
+            == 0
 }
 
 async fn managed_resources(
@@ -101,13 +137,15 @@ pub trait OwnerLocator: Send + Sync + std::fmt::Debug {
 pub struct RemoteLiveState {
     locator: Arc<dyn OwnerLocator>,
     client: reqwest::Client,
+    token: String,
 }
 
 impl RemoteLiveState {
-    /// Forwards to the members `locator` finds.
-    pub fn new(locator: Arc<dyn OwnerLocator>) -> Self {
+    /// Forwards to the members `locator` finds, with the internal `token`.
+    pub fn new(locator: Arc<dyn OwnerLocator>, token: String) -> Self {
         Self {
             locator,
+            token,
             client: reqwest::Client::builder()
                 .timeout(TIMEOUT)
                 .build()
@@ -145,6 +183,7 @@ impl RemoteLiveState {
             .client
             .post(&url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .bearer_auth(&self.token)
             .body(body)
             .send()
             .await
@@ -253,6 +292,14 @@ mod tests {
                 reqwest::StatusCode::from_u16(code.http_status().as_u16()).expect("a status");
             assert_eq!(code_of(status), code);
         }
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same("abc", "abc"));
+        assert!(!same("abc", "abd"));
+        assert!(!same("abc", "ab"));
+        assert!(!same("", "a"));
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub const MAX_SEALED_PLAINTEXT_BYTES: usize =
 struct SealingKey {
     id: String,
     key: LessSafeKey,
+    /// For secrets derived from the key ([`Keyring::derive`]).
+    derive: ring::hmac::Key,
 }
 
 impl SealingKey {
@@ -66,8 +68,17 @@ impl SealingKey {
         Ok(SealingKey {
             id,
             key: LessSafeKey::new(key),
+            derive: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, bytes),
         })
     }
+}
+
+fn derive_with(key: &SealingKey, purpose: &str) -> String {
+    let tag = ring::hmac::sign(
+        &key.derive,
+        format!("capstan derived secret\0{purpose}").as_bytes(),
+    );
+    tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The key values are sealed with, and older keys still accepted for reading.
@@ -111,6 +122,22 @@ impl Keyring {
     /// The id of the sealing key (for logs: which key is in use).
     pub fn key_id(&self) -> &str {
         &self.current.id
+    }
+
+    /// A secret for `purpose` derived from the current key (HMAC-SHA256 of the purpose),
+    /// hex: what components sharing the key can prove to each other without another secret
+    /// to distribute. Never the key itself, and different for every purpose.
+    pub fn derive(&self, purpose: &str) -> String {
+        derive_with(&self.current, purpose)
+    }
+
+    /// [`Keyring::derive`] with the current key and then every old one: what to accept
+    /// while a key rotation rolls through the components.
+    pub fn derive_all(&self, purpose: &str) -> Vec<String> {
+        std::iter::once(&self.current)
+            .chain(&self.old)
+            .map(|key| derive_with(key, purpose))
+            .collect()
     }
 
     fn seal(&self, key: &[u8], value: &[u8]) -> Result<Vec<u8>> {
@@ -339,6 +366,25 @@ impl Store for SealedStore {
 mod tests {
     use super::*;
     use crate::{EmbeddedOptions, EmbeddedStore, Precondition};
+
+    #[test]
+    fn derived_secrets_differ_by_purpose_and_key_and_follow_rotation() {
+        let (a, b) = ([1u8; KEY_BYTES], [2u8; KEY_BYTES]);
+        let old = Keyring::new(&a, &[]).expect("a key");
+        let rotated = Keyring::new(&b, &[&a]).expect("keys");
+        assert_eq!(old.derive("live"), old.derive("live"));
+        assert_ne!(old.derive("live"), old.derive("other"));
+        assert_ne!(old.derive("live"), rotated.derive("live"));
+        assert_eq!(old.derive("live").len(), 64);
+        // The key itself never shows.
+        let hex_key: String = a.iter().map(|b| format!("{b:02x}")).collect();
+        assert_ne!(old.derive("live"), hex_key);
+        // While rotating, the old key's secret is still accepted.
+        assert_eq!(
+            rotated.derive_all("live"),
+            vec![rotated.derive("live"), old.derive("live")]
+        );
+    }
 
     async fn stores(dir: &std::path::Path, key: &[u8]) -> (Arc<dyn Store>, SealedStore) {
         let raw: Arc<dyn Store> = Arc::new(

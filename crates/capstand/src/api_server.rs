@@ -88,6 +88,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // Every replica must seal and unseal with the same key: none is generated here.
     let keyring = args.encryption.required_keyring()?;
     let etcd = args.etcd.connect().await?;
+    let live_token = keyring.derive(capstan_api::remote_live::TOKEN_PURPOSE);
     let store: Arc<dyn Store> = Arc::new(SealedStore::new(
         Arc::new(etcd.clone()),
         keyring,
@@ -95,12 +96,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     ));
     // What runs in the clusters, the members owning them answer (`capstand controller
     // --live-listen`).
-    let live: Arc<dyn capstan_api::live::LiveState> = Arc::new(
-        capstan_api::remote_live::RemoteLiveState::new(Arc::new(crate::owners::ShardOwners {
-            store: store.clone(),
-            etcd,
-        })),
-    );
+    let live: Arc<dyn capstan_api::live::LiveState> =
+        Arc::new(capstan_api::remote_live::RemoteLiveState::new(
+            Arc::new(crate::owners::ShardOwners {
+                store: store.clone(),
+                etcd,
+            }),
+            live_token,
+        ));
     let manifests: Option<Arc<dyn ManifestSource>> = match &args.repo_server {
         Some(url) => Some(Arc::new(
             RepoClient::connect_lazy(url, args.repo_server_timeout)

@@ -187,6 +187,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let keyring = args.encryption.required_keyring()?;
     let etcd = args.etcd.connect().await?;
+    let live_tokens = keyring.derive_all(capstan_api::remote_live::TOKEN_PURPOSE);
     let store: Arc<dyn Store> = Arc::new(SealedStore::new(
         Arc::new(etcd.clone()),
         keyring,
@@ -263,9 +264,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let live: Arc<dyn capstan_api::live::LiveState> = controller.reconciler().clone();
     let live_task = tokio::spawn(
-        axum::serve(live_listener, capstan_api::remote_live::router(live))
-            .with_graceful_shutdown(stopped())
-            .into_future(),
+        axum::serve(
+            live_listener,
+            capstan_api::remote_live::router(live, live_tokens),
+        )
+        .with_graceful_shutdown(stopped())
+        .into_future(),
     );
     let ready = Readiness::default();
     let observe_task =

@@ -115,6 +115,7 @@ struct Member {
     name: String,
     process: ManagedProcess,
     metrics_port: u16,
+    live_port: u16,
 }
 
 struct Plane {
@@ -142,13 +143,14 @@ impl Plane {
 
     fn controller(&self, name: &str) -> Result<Member> {
         let metrics_port = free_port()?;
+        let live_port = free_port()?;
         let mut command = self.capstand();
         command
             .args(["controller", "--name", name])
             .args(["--lease-ttl", &format!("{}s", LEASE_TTL.as_secs())])
             .args(["--rebalance-interval", "2s"])
             .args(["--resync", "5m", "--workers", "4"])
-            .args(["--live-listen", &format!("127.0.0.1:{}", free_port()?)])
+            .args(["--live-listen", &format!("127.0.0.1:{live_port}")])
             .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")]);
         let process = ManagedProcess::spawn_command(
             name,
@@ -159,6 +161,7 @@ impl Plane {
             name: name.to_owned(),
             process,
             metrics_port,
+            live_port,
         })
     }
 
@@ -605,6 +608,21 @@ async fn a_sharded_control_plane_survives_faults() -> Result<()> {
     for (member, count) in count_by_member(&owners) {
         eprintln!("{member} owns {count} clusters");
     }
+    // The members' live-state routes take only the control plane's internal token.
+    let refused = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{}/live/v1/resource-tree",
+            members[0].live_port
+        ))
+        .bearer_auth("not-the-token")
+        .body("{}")
+        .send()
+        .await?;
+    ensure!(
+        refused.status() == 401,
+        "a wrong token got {}",
+        refused.status()
+    );
     // Either API replica answers what runs in a cluster, from the member that owns it.
     for (i, app) in ["c0-app0", "c29-app6"].iter().enumerate() {
         let base = &bases[i % bases.len()];
