@@ -6,7 +6,9 @@
 //! - [`diff`]: desired manifests against live objects, with normalisation and the
 //!   `ignoreDifferences` of a configuration file ([`ignore`]).
 //!
-//! Both read their objects through [`input`], which names the file, document and line of
+//! - [`shards`]: who owns which cluster in a sharded control plane (this one reads etcd).
+//!
+//! `health` and `diff` read their objects through [`input`], which names the file, document and line of
 //! every problem, and use the engine's own code (`capstan_engine::health`,
 //! `capstan_engine::diff`), so a verdict here is the verdict the controller would give.
 //! Exit status: 0 clean, 1 findings, 2 errors — like `diff(1)`. The user guide is
@@ -16,6 +18,7 @@ mod diff;
 mod health;
 mod ignore;
 mod input;
+mod shards;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -39,12 +42,17 @@ enum AdminCommand {
     /// ignoreDifferences.
     #[command(after_help = diff::EXAMPLES)]
     Diff(diff::Args),
+    /// Show which controller member owns which cluster (read from etcd) beside what the
+    /// ring assigns, with each member's load and bound.
+    #[command(after_help = shards::EXAMPLES)]
+    Shards(shards::Args),
 }
 
 pub const EXAMPLES: &str = "\
 Examples:
   capstand admin health live.yaml --config argocd-cm.yaml
   capstand admin diff --live live.yaml --desired desired.yaml --config argocd-cm.yaml
+  capstand admin shards --etcd-endpoints http://etcd:2379 --encryption-key-file encryption.key
 
 Exit status: 0 clean, 1 findings (differences; unhealthy objects with --fail-on-unhealthy),
 2 usage or input errors. See `capstand admin <command> --help` and docs/admin.md.";
@@ -66,6 +74,7 @@ pub fn run(args: Args) -> ExitCode {
     let (name, result) = match &args.command {
         AdminCommand::Health(a) => ("health", health::run(a)),
         AdminCommand::Diff(a) => ("diff", diff::run(a)),
+        AdminCommand::Shards(a) => ("shards", shards::run(a)),
     };
     match result {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,

@@ -608,6 +608,26 @@ async fn a_sharded_control_plane_survives_faults() -> Result<()> {
     for (member, count) in count_by_member(&owners) {
         eprintln!("{member} owns {count} clusters");
     }
+    // The operator's view agrees: every cluster where the ring puts it.
+    let shards = plane.capstand().args(["admin", "shards"]).output()?;
+    let report = String::from_utf8_lossy(&shards.stdout);
+    ensure!(
+        shards.status.code() == Some(0)
+            && report.contains("3 members, 30 clusters, 0 not where the ring puts them"),
+        "capstand admin shards: {:?}\n{report}{}",
+        shards.status,
+        String::from_utf8_lossy(&shards.stderr)
+    );
+    for (member, count) in count_by_member(&owners) {
+        ensure!(
+            report.lines().any(|line| {
+                let cells: Vec<&str> = line.split_whitespace().collect();
+                cells.first() == Some(&member.as_str())
+                    && cells.get(2) == Some(&count.to_string().as_str())
+            }),
+            "{member} with {count} clusters is not in the report:\n{report}"
+        );
+    }
     // The members' live-state routes take only the control plane's internal token.
     let refused = reqwest::Client::new()
         .post(format!(
