@@ -18,6 +18,8 @@
 //! - `conformance` (feature `conformance`): the test suite every backend must pass, and the
 //!   reference model the property test compares a backend against.
 //! - [`limits`]: key/value/transaction limits every backend enforces identically.
+//! - [`follow`]: everything under a prefix, now and after every change (list, watch, list
+//!   again when the watch ends): how lease-bound registries are read.
 //! - [`sealed`]: encryption at rest of the values under chosen prefixes (credentials), as a
 //!   wrapper around any backend.
 //!
@@ -48,6 +50,7 @@
 pub mod embedded;
 pub mod error;
 pub mod etcd;
+pub mod follow;
 pub mod kinds;
 pub mod limits;
 pub mod sealed;

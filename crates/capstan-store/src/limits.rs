@@ -1,8 +1,8 @@
 //! Size limits and request validation shared by every backend, so that a bad request fails the
 //! same way whatever the backend (the etcd backend checks these before sending anything).
 //!
-//! Also home of the continue-token format and the prefix-to-range helper a range-based backend
-//! (etcd) needs.
+//! Also home of the continue-token format, the prefix-to-range helper a range-based backend
+//! (etcd) needs, and [`key_with_segment`] for keys that embed arbitrary text.
 
 use std::collections::HashSet;
 
@@ -104,6 +104,22 @@ pub fn validate_txn(txn: &Txn) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// `prefix` followed by `text` as one key segment: bytes other than letters, digits, `.`,
+/// `-`, `_` and `~` are percent-encoded, so a URL (with its `/` and `:`) stays one segment and
+/// two different texts never give the same key.
+pub fn key_with_segment(prefix: &str, text: &str) -> String {
+    let mut key = String::with_capacity(prefix.len() + text.len());
+    key.push_str(prefix);
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'-' | b'_' | b'~') {
+            key.push(char::from(byte));
+        } else {
+            key.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    key
 }
 
 /// The exclusive end of the key range holding every key that starts with `prefix`, or `None`

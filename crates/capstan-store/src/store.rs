@@ -74,16 +74,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         precondition: Precondition,
     ) -> BoxFuture<'a, Result<PutResponse>> {
         Box::pin(async move {
-            let mut txn = Txn::new();
-            if let Some(compare) = precondition.to_compare(key) {
-                txn = txn.when(compare);
-            }
-            let response = self.txn(txn.put(key, value)).await?;
-            let revision = response.revision;
-            match single_result(key, response)? {
-                TxnOpResult::Put { prev } => Ok(PutResponse { revision, prev }),
-                TxnOpResult::Delete { .. } => Err(unexpected_result(key)),
-            }
+            let response = self.txn(put_txn(key, value, precondition)).await?;
+            put_response(key, response)
         })
     }
 
@@ -133,6 +125,25 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
                 }
             }
         })
+    }
+}
+
+/// The transaction of a single-key put under `precondition` (what [`Store::put`] and a
+/// lease's put send).
+pub(crate) fn put_txn(key: &[u8], value: Vec<u8>, precondition: Precondition) -> Txn {
+    let mut txn = Txn::new();
+    if let Some(compare) = precondition.to_compare(key) {
+        txn = txn.when(compare);
+    }
+    txn.put(key, value)
+}
+
+/// The outcome of a [`put_txn`]: [`StoreError::Conflict`] when the precondition failed.
+pub(crate) fn put_response(key: &[u8], response: TxnResponse) -> Result<PutResponse> {
+    let revision = response.revision;
+    match single_result(key, response)? {
+        TxnOpResult::Put { prev } => Ok(PutResponse { revision, prev }),
+        TxnOpResult::Delete { .. } => Err(unexpected_result(key)),
     }
 }
 

@@ -26,7 +26,9 @@ use tracing::debug;
 
 use crate::error::{Result, StoreError, display_key};
 use crate::store::Store;
-use crate::types::{Compare, KeyValue, ListOptions, Precondition, Revision, Txn, WatchEvent};
+use crate::types::{
+    Compare, KeyValue, ListOptions, Precondition, Revision, Txn, TxnResponse, WatchEvent,
+};
 
 /// A kind of object kept in the store.
 pub trait Resource: Send + Sync + 'static {
@@ -454,17 +456,7 @@ impl<R: Resource> TypedStore<R> {
         if response.succeeded {
             return Ok(response.revision);
         }
-        let failure = response
-            .failures
-            .first()
-            .ok_or_else(|| missing_failure(&key))?;
-        let fence = fences
-            .get(failure.index)
-            .ok_or_else(|| missing_failure(&key))?;
-        Err(StoreError::FenceLost {
-            key: display_key(&fence.key),
-            current_revision: failure.current.mod_revision,
-        })
+        Err(lost_fence(&response, fences, 0).unwrap_or_else(|| missing_failure(&key)))
     }
 
     /// Replaces the spec of an existing object. `precondition` is usually
@@ -533,16 +525,8 @@ impl<R: Resource> TypedStore<R> {
                 key: display_key(&spec_key),
             });
         }
-        if let Some(failure) = response
-            .failures
-            .iter()
-            .find(|failure| failure.index >= fences_start)
-        {
-            let fence = &write.fences[failure.index - fences_start];
-            return Err(StoreError::FenceLost {
-                key: display_key(&fence.key),
-                current_revision: failure.current.mod_revision,
-            });
+        if let Some(lost) = lost_fence(&response, &write.fences, fences_start) {
+            return Err(lost);
         }
         let failure = response
             .failures
@@ -736,6 +720,22 @@ fn decode<T: DeserializeOwned>(kv: KeyValue) -> Result<Versioned<T>> {
         create_revision: kv.create_revision,
         mod_revision: kv.mod_revision,
         version: kv.version,
+    })
+}
+
+/// The [`StoreError::FenceLost`] of the first failed compare among `fences`, which the
+/// transaction carried from compare number `fences_start` on.
+fn lost_fence(
+    response: &TxnResponse,
+    fences: &[Compare],
+    fences_start: usize,
+) -> Option<StoreError> {
+    response.failures.iter().find_map(|failure| {
+        let fence = fences.get(failure.index.checked_sub(fences_start)?)?;
+        Some(StoreError::FenceLost {
+            key: display_key(&fence.key),
+            current_revision: failure.current.mod_revision,
+        })
     })
 }
 

@@ -14,8 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use capstan_repo::client::{ManifestSource, RepoClient};
-use capstan_store::Store;
-use capstan_store::sealed::{CREDENTIAL_PREFIXES, SealedStore};
 use tracing::info;
 
 use crate::api::{ApiArgs, ApiFiles};
@@ -89,11 +87,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let keyring = args.encryption.required_keyring()?;
     let etcd = args.etcd.connect().await?;
     let live_token = keyring.derive(capstan_api::remote_live::TOKEN_PURPOSE);
-    let store: Arc<dyn Store> = Arc::new(SealedStore::new(
-        Arc::new(etcd.clone()),
-        keyring,
-        CREDENTIAL_PREFIXES,
-    ));
+    let store = crate::etcd::sealed(&etcd, keyring);
     // What runs in the clusters, the members owning them answer (`capstand controller
     // --live-listen`).
     let live: Arc<dyn capstan_api::live::LiveState> =

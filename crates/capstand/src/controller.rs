@@ -25,8 +25,6 @@ use capstan_engine::cache::CacheMetrics;
 use capstan_engine::cache::tracking::{Tracking, TrackingMethod};
 use capstan_engine::sync::SyncMetrics;
 use capstan_repo::pool::RepoPool;
-use capstan_store::Store;
-use capstan_store::sealed::{CREDENTIAL_PREFIXES, SealedStore};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -188,11 +186,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let keyring = args.encryption.required_keyring()?;
     let etcd = args.etcd.connect().await?;
     let live_tokens = keyring.derive_all(capstan_api::remote_live::TOKEN_PURPOSE);
-    let store: Arc<dyn Store> = Arc::new(SealedStore::new(
-        Arc::new(etcd.clone()),
-        keyring,
-        CREDENTIAL_PREFIXES,
-    ));
+    let store = crate::etcd::sealed(&etcd, keyring);
 
     let mut registry = prometheus_client::registry::Registry::default();
     let repo_servers = if args.repo_servers.is_empty() {

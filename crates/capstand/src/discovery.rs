@@ -7,13 +7,13 @@
 //! the next repo-server meanwhile); one that stops cleanly revokes its lease and drops out at
 //! once.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use capstan_store::{EtcdStore, Precondition, Store, WatchEvent};
+use capstan_store::follow::prefix_changes;
+use capstan_store::{EtcdStore, Precondition};
 use futures::StreamExt as _;
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 /// Where repo-servers register: `/capstan/repo-servers/<address, percent-encoded>` → the
 /// address (`http://HOST:PORT`).
@@ -26,15 +26,7 @@ pub const TTL: Duration = Duration::from_secs(10);
 const RETRY: Duration = Duration::from_secs(1);
 
 fn key(prefix: &str, address: &str) -> String {
-    let mut key = prefix.to_owned();
-    for byte in address.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'-' | b'_') {
-            key.push(char::from(byte));
-        } else {
-            key.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    key
+    capstan_store::limits::key_with_segment(prefix, address)
 }
 
 /// The address others reach a listener at: `given` (an `--advertise…` flag), else `http://`
@@ -119,57 +111,35 @@ impl Registration {
 }
 
 /// The addresses registered under `prefix`, sorted, kept up to date by a task that lives as
-/// long as a receiver does.
+/// long as a receiver does ([`capstan_store::follow::prefix_changes`]).
 pub fn follow(etcd: EtcdStore, prefix: &'static str) -> watch::Receiver<Vec<String>> {
     let (tx, rx) = watch::channel(Vec::new());
     tokio::spawn(async move {
+        let mut changes = prefix_changes(etcd, prefix);
         loop {
-            let page = match etcd.list_all(prefix.as_bytes(), 500).await {
-                Ok(page) => page,
-                Err(error) => {
-                    warn!(%error, prefix, "listing registrations failed; retrying");
-                    tokio::time::sleep(RETRY).await;
-                    continue;
-                }
+            let registered = tokio::select! {
+                () = tx.closed() => return,
+                next = changes.next() => match next {
+                    Some(Ok(registered)) => registered,
+                    // Logged and retried with backoff by the stream.
+                    Some(Err(_)) => continue,
+                    None => return,
+                },
             };
-            let mut registered: BTreeMap<Vec<u8>, String> = page
-                .entries
-                .into_iter()
-                .map(|kv| (kv.key, String::from_utf8_lossy(&kv.value).into_owned()))
+            let mut now: Vec<String> = registered
+                .values()
+                .map(|value| String::from_utf8_lossy(value).into_owned())
                 .collect();
-            let publish = |registered: &BTreeMap<Vec<u8>, String>| {
-                let mut now: Vec<String> = registered.values().cloned().collect();
-                now.sort();
-                now.dedup();
-                tx.send_if_modified(|current| {
-                    if *current == now {
-                        return false;
-                    }
-                    info!(prefix, registered = ?now, "registrations changed");
-                    *current = now;
-                    true
-                });
-            };
-            publish(&registered);
-            let mut events = etcd.watch(prefix.as_bytes(), page.revision);
-            while let Some(event) = events.next().await {
-                match event {
-                    Ok(WatchEvent::Put { kv, .. }) => {
-                        registered.insert(kv.key, String::from_utf8_lossy(&kv.value).into_owned());
-                    }
-                    Ok(WatchEvent::Delete { key, .. }) => {
-                        registered.remove(&key);
-                    }
-                    Err(error) => {
-                        debug!(%error, prefix, "registration watch ended; listing again");
-                        break;
-                    }
+            now.sort();
+            now.dedup();
+            tx.send_if_modified(|current| {
+                if *current == now {
+                    return false;
                 }
-                publish(&registered);
-            }
-            if tx.is_closed() {
-                return;
-            }
+                info!(prefix, registered = ?now, "registrations changed");
+                *current = now;
+                true
+            });
         }
     });
     rx

@@ -1,7 +1,10 @@
 //! The etcd flags every component of a scaled-out control plane shares, and connecting.
 
+use std::sync::Arc;
+
 use anyhow::Context as _;
-use capstan_store::{EtcdOptions, EtcdStore};
+use capstan_store::sealed::{CREDENTIAL_PREFIXES, Keyring, SealedStore};
+use capstan_store::{EtcdOptions, EtcdStore, Store};
 
 /// Where the control plane's store lives.
 #[derive(Debug, Clone, clap::Args)]
@@ -45,4 +48,14 @@ impl EtcdArgs {
             .await
             .with_context(|| format!("connecting to etcd at {}", self.etcd_endpoints.join(",")))
     }
+}
+
+/// The control plane's store over `etcd`: credentials sealed with `keyring`, as every
+/// component of one control plane reads and writes them.
+pub fn sealed(etcd: &EtcdStore, keyring: Keyring) -> Arc<dyn Store> {
+    Arc::new(SealedStore::new(
+        Arc::new(etcd.clone()),
+        keyring,
+        CREDENTIAL_PREFIXES,
+    ))
 }

@@ -31,12 +31,12 @@
 //! paused for longer than the TTL): the key is gone, other members have already moved this
 //! member's clusters away, and the member must stop acting as one and join again.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use capstan_store::{EtcdStore, Lease, Precondition, Revision, Store, StoreError, WatchEvent};
+use capstan_store::follow::prefix_changes;
+use capstan_store::{EtcdStore, Lease, Precondition, Revision, Store, StoreError};
+use futures::StreamExt;
 use futures::stream::BoxStream;
-use futures::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -285,129 +285,33 @@ fn decode(key: &[u8], value: &[u8]) -> Option<MemberInfo> {
 pub async fn live_members(
     store: &dyn Store,
 ) -> Result<(Vec<MemberInfo>, Revision), MembershipError> {
-    let (members, revision) = read_members(store).await?;
-    Ok((members.into_values().collect(), revision))
-}
-
-async fn read_members(
-    store: &dyn Store,
-) -> Result<(BTreeMap<Vec<u8>, MemberInfo>, Revision), StoreError> {
     let page = store.list_all(MEMBERS_PREFIX.as_bytes(), LIST_PAGE).await?;
     let members = page
         .entries
-        .into_iter()
-        .filter_map(|kv| decode(&kv.key, &kv.value).map(|member| (kv.key, member)))
+        .iter()
+        .filter_map(|kv| decode(&kv.key, &kv.value))
         .collect();
     Ok((members, page.revision))
 }
 
-fn apply(members: &mut BTreeMap<Vec<u8>, MemberInfo>, event: WatchEvent) {
-    match event {
-        WatchEvent::Put { kv, .. } => match decode(&kv.key, &kv.value) {
-            Some(member) => {
-                members.insert(kv.key, member);
-            }
-            None => {
-                members.remove(&kv.key);
-            }
-        },
-        WatchEvent::Delete { key, .. } => {
-            members.remove(&key);
-        }
-    }
-}
-
-/// The first wait before relisting after an error; doubles up to [`RELIST_MAX`].
-const RELIST_START: Duration = Duration::from_millis(100);
-const RELIST_MAX: Duration = Duration::from_secs(5);
-
 /// The sorted live members, first as they are now, then each time the list changes (a member
-/// joins, leaves, expires, or republishes a different value). Built on a watch of
-/// [`MEMBERS_PREFIX`]; when the watch ends (history compacted, etcd gone for longer than the
-/// watch's reconnect timeout) the stream relists and watches again, so it never misses the
-/// latest state (intermediate states may be skipped). A failed relist is yielded as an `Err`
+/// joins, leaves, expires, or republishes a different value): a watch of [`MEMBERS_PREFIX`]
+/// that lists again when it ends (history compacted, etcd gone for longer than the watch's
+/// reconnect timeout), so it never misses the latest state (intermediate states may be
+/// skipped) — [`capstan_store::follow::prefix_changes`]. A failed list is yielded as an `Err`
 /// and retried with backoff: the stream does not end.
 pub fn member_changes<S>(store: S) -> BoxStream<'static, Result<Vec<MemberInfo>, MembershipError>>
 where
     S: Store + Clone + 'static,
 {
-    struct State<S> {
-        store: S,
-        members: BTreeMap<Vec<u8>, MemberInfo>,
-        last: Option<Vec<MemberInfo>>,
-        watch: Option<capstan_store::WatchStream>,
-        retry: Duration,
-    }
-
-    impl<S: Store> State<S> {
-        fn changed(&mut self) -> Option<Vec<MemberInfo>> {
-            let now: Vec<MemberInfo> = self.members.values().cloned().collect();
-            if self.last.as_ref() == Some(&now) {
-                return None;
-            }
-            self.last = Some(now.clone());
-            Some(now)
-        }
-
-        async fn next(&mut self) -> Result<Vec<MemberInfo>, MembershipError> {
-            loop {
-                let Some(watch) = self.watch.as_mut() else {
-                    match read_members(&self.store).await {
-                        Ok((members, revision)) => {
-                            self.members = members;
-                            self.watch =
-                                Some(self.store.watch(MEMBERS_PREFIX.as_bytes(), revision));
-                            self.retry = RELIST_START;
-                            if let Some(changed) = self.changed() {
-                                return Ok(changed);
-                            }
-                            continue;
-                        }
-                        Err(error) => {
-                            let wait = self.retry;
-                            self.retry = (self.retry * 2).min(RELIST_MAX);
-                            warn!(%error, retry_in = ?wait, "listing controller members failed");
-                            tokio::time::sleep(wait).await;
-                            return Err(error.into());
-                        }
-                    }
-                };
-                match watch.next().await {
-                    Some(Ok(event)) => {
-                        apply(&mut self.members, event);
-                        // Apply what is already there before reporting, so one report
-                        // covers a burst of changes.
-                        while let Some(Some(Ok(event))) = watch.next().now_or_never() {
-                            apply(&mut self.members, event);
-                        }
-                        if let Some(changed) = self.changed() {
-                            return Ok(changed);
-                        }
-                    }
-                    Some(Err(error)) => {
-                        warn!(%error, "the watch of controller members ended; relisting");
-                        self.watch = None;
-                    }
-                    None => {
-                        self.watch = None;
-                    }
-                }
-            }
-        }
-    }
-
-    let state = State {
-        store,
-        members: BTreeMap::new(),
-        last: None,
-        watch: None,
-        retry: RELIST_START,
-    };
-    futures::stream::unfold(state, |mut state| async move {
-        let item = state.next().await;
-        Some((item, state))
-    })
-    .boxed()
+    prefix_changes(store, MEMBERS_PREFIX)
+        .map(|entries| {
+            Ok(entries?
+                .iter()
+                .filter_map(|(key, value)| decode(key, value))
+                .collect())
+        })
+        .boxed()
 }
 
 #[cfg(test)]

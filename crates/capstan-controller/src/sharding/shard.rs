@@ -61,16 +61,7 @@ const REJOIN_WAIT: Duration = Duration::from_millis(500);
 
 /// The key of the ownership of the cluster at `server`.
 pub fn owner_key(server: &str) -> String {
-    let mut key = String::with_capacity(OWNERS_PREFIX.len() + server.len());
-    key.push_str(OWNERS_PREFIX);
-    for byte in server.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'-' | b'_' | b'~') {
-            key.push(char::from(byte));
-        } else {
-            key.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    key
+    capstan_store::limits::key_with_segment(OWNERS_PREFIX, server)
 }
 
 /// How a member shards.

@@ -27,9 +27,9 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{CallError, EtcdError, EtcdStore, Inner, describe};
-use crate::error::{Result, StoreError, display_key};
-use crate::store::single_result;
-use crate::types::{Precondition, PutResponse, Txn, TxnOpResult, TxnResponse};
+use crate::error::{Result, StoreError};
+use crate::store::{put_response, put_txn};
+use crate::types::{Precondition, PutResponse, Txn, TxnResponse};
 
 /// A granted etcd lease, kept alive in the background until it is revoked or dropped.
 ///
@@ -133,19 +133,8 @@ impl Lease {
         value: Vec<u8>,
         precondition: Precondition,
     ) -> Result<PutResponse> {
-        let mut txn = Txn::new();
-        if let Some(compare) = precondition.to_compare(key) {
-            txn = txn.when(compare);
-        }
-        let response = self.txn(txn.put(key, value)).await?;
-        let revision = response.revision;
-        match single_result(key, response)? {
-            TxnOpResult::Put { prev } => Ok(PutResponse { revision, prev }),
-            TxnOpResult::Delete { .. } => Err(StoreError::corrupt(
-                "etcd answered a put with a delete's result",
-                display_key(key),
-            )),
-        }
+        let response = self.txn(put_txn(key, value, precondition)).await?;
+        put_response(key, response)
     }
 
     /// [`crate::Store::txn`] with every `Put` of the transaction bound to the lease.

@@ -279,6 +279,12 @@ impl EtcdStore {
             ));
         }
         let endpoints = options.endpoints.join(",");
+        // Connecting and the readiness check below fail alike.
+        let failed = |error: EtcdError| StoreError::backend("connecting to etcd", error);
+        let timed_out = |endpoints: String| EtcdError::Timeout {
+            endpoints,
+            timeout: options.connect_timeout,
+        };
         let mut connect = etcd::ConnectOptions::new()
             .with_connect_timeout(options.connect_timeout)
             // Fail (and let a watch move to another member) instead of waiting on a member
@@ -304,21 +310,8 @@ impl EtcdStore {
                     describe(&error)
                 )));
             }
-            Ok(Err(error)) => {
-                return Err(StoreError::backend(
-                    "connecting to etcd",
-                    connect_error(endpoints, &error),
-                ));
-            }
-            Err(_) => {
-                return Err(StoreError::backend(
-                    "connecting to etcd",
-                    EtcdError::Timeout {
-                        endpoints,
-                        timeout: options.connect_timeout,
-                    },
-                ));
-            }
+            Ok(Err(error)) => return Err(failed(connect_error(endpoints, &error))),
+            Err(_) => return Err(failed(timed_out(endpoints))),
         };
         let kv = client
             .kv_client()
@@ -340,21 +333,8 @@ impl EtcdStore {
         .await
         {
             Ok(Ok(mut response)) => response.take_header(),
-            Ok(Err(error)) => {
-                return Err(StoreError::backend(
-                    "connecting to etcd",
-                    connect_error(endpoints, &error),
-                ));
-            }
-            Err(_) => {
-                return Err(StoreError::backend(
-                    "connecting to etcd",
-                    EtcdError::Timeout {
-                        endpoints,
-                        timeout: options.connect_timeout,
-                    },
-                ));
-            }
+            Ok(Err(error)) => return Err(failed(connect_error(endpoints, &error))),
+            Err(_) => return Err(failed(timed_out(endpoints))),
         };
         let Some(header) = header else {
             return Err(StoreError::backend(

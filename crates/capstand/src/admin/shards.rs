@@ -10,14 +10,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use capstan_controller::sharding::Epsilon;
 use capstan_controller::sharding::membership::live_members;
 use capstan_controller::sharding::shard::{owner_key, read_cluster_loads, ring_of};
-use capstan_store::Store;
-use capstan_store::sealed::{CREDENTIAL_PREFIXES, SealedStore};
+use capstan_store::Store as _;
 
 use super::Outcome;
 
@@ -55,11 +53,7 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
 async fn report(args: &Args) -> anyhow::Result<(String, Outcome)> {
     let keyring = args.encryption.required_keyring()?;
     let etcd = args.etcd.connect().await?;
-    let store: Arc<dyn Store> = Arc::new(SealedStore::new(
-        Arc::new(etcd.clone()),
-        keyring,
-        CREDENTIAL_PREFIXES,
-    ));
+    let store = crate::etcd::sealed(&etcd, keyring);
     let (members, _) = live_members(&etcd).await?;
     let loads = read_cluster_loads(&store).await?;
     let ring = ring_of(args.load_slack, &members);
