@@ -302,7 +302,6 @@ impl Sharding {
             config,
             shared: shared.clone(),
             loads: Vec::new(),
-            names: HashMap::new(),
         };
         let task = tokio::spawn(
             keeper
@@ -351,8 +350,6 @@ struct Keeper {
     shared: Arc<Shared>,
     /// The clusters and their weights as last read.
     loads: Vec<ClusterLoad>,
-    /// Cluster name → server, as last read.
-    names: HashMap<String, String>,
 }
 
 impl Keeper {
@@ -460,8 +457,13 @@ impl Keeper {
     /// at.
     async fn read_loads(&mut self) -> Result<capstan_store::Revision, capstan_store::StoreError> {
         let read = read_cluster_loads(self.clusters.store()).await?;
+        {
+            // What questions about destinations need; changes only with the clusters.
+            let mut view = self.shared.view.write().expect("not poisoned");
+            view.servers = read.loads.iter().map(|l| l.id.clone()).collect();
+            view.names = read.names;
+        }
         self.loads = read.loads;
-        self.names = read.names;
         Ok(read.revision)
     }
 
@@ -469,12 +471,7 @@ impl Keeper {
     /// member is still held by another (try again soon).
     async fn converge(&self, membership: &Membership, members: &[MemberInfo]) -> bool {
         let ring = ring_of(self.config.epsilon, members);
-        {
-            let mut view = self.shared.view.write().expect("not poisoned");
-            view.ring = ring.clone();
-            view.names.clone_from(&self.names);
-            view.servers = self.loads.iter().map(|l| l.id.clone()).collect();
-        }
+        self.shared.view.write().expect("not poisoned").ring = ring.clone();
         let me = self.shared.me.as_str();
         let desired: HashSet<String> =
             if members.iter().any(|m| m.name == me) && membership.lease().is_alive() {
