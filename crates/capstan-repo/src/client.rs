@@ -248,10 +248,18 @@ fn from_status(url: &str, status: &tonic::Status) -> GenerateError {
     // A status made on this side (it has a source: the connection's error) is about reaching
     // the repo-server; the repo-server's own messages already say what failed.
     let local = std::error::Error::source(status).is_some();
+    // The connection broke mid-request (the repo-server died): tonic reports it as Unknown,
+    // Internal, or Cancelled ("operation was canceled", when the connection closed under
+    // the request) — unlike our own timeout, also Cancelled but caused by `TimeoutExpired`.
+    let broken = local
+        && match status.code() {
+            Code::Unknown | Code::Internal => true,
+            Code::Cancelled => !caused_by_timeout(status),
+            _ => false,
+        };
     let kind = match status.code() {
-        // The connection broke mid-request (the repo-server died): as unreachable. Requests
-        // only read, so another repo-server may answer them.
-        Code::Unknown | Code::Internal if local => ErrorKind::Unavailable,
+        // As unreachable: requests only read, so another repo-server may answer them.
+        _ if broken => ErrorKind::Unavailable,
         Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
             ErrorKind::InvalidArgument
         }
@@ -262,7 +270,7 @@ fn from_status(url: &str, status: &tonic::Status) -> GenerateError {
         _ => ErrorKind::Internal,
     };
     let message = match status.code() {
-        Code::Unknown | Code::Internal if local => format!(
+        _ if broken => format!(
             "repo-server {url}: the connection broke during the request: {}",
             status.message()
         ),
@@ -278,10 +286,54 @@ fn from_status(url: &str, status: &tonic::Status) -> GenerateError {
     GenerateError { kind, message }
 }
 
+/// Whether `status` comes from the request's own timeout (somewhere in its sources).
+fn caused_by_timeout(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::render::helm::HelmCredentials;
+
+    #[test]
+    fn a_broken_connection_is_unavailable_and_our_timeout_is_not() {
+        let io = || {
+            std::sync::Arc::new(std::io::Error::other("connection closed"))
+                as std::sync::Arc<dyn std::error::Error + Send + Sync>
+        };
+        let mut canceled = tonic::Status::cancelled("operation was canceled");
+        canceled.set_source(io());
+        assert_eq!(
+            from_status("http://r:1", &canceled).kind,
+            ErrorKind::Unavailable
+        );
+        let mut unknown = tonic::Status::unknown("transport error");
+        unknown.set_source(io());
+        assert_eq!(
+            from_status("http://r:1", &unknown).kind,
+            ErrorKind::Unavailable
+        );
+        let timeout = tonic::Status::from_error(Box::new(tonic::TimeoutExpired(())));
+        assert_eq!(timeout.code(), tonic::Code::Cancelled);
+        assert_eq!(
+            from_status("http://r:1", &timeout).kind,
+            ErrorKind::DeadlineExceeded
+        );
+        // The repo-server's own answers (no local source) keep their kind.
+        let answered = tonic::Status::internal("render failed");
+        assert_eq!(
+            from_status("http://r:1", &answered).kind,
+            ErrorKind::Internal
+        );
+    }
 
     #[test]
     fn credentials_travel_by_source_kind() {
